@@ -1,0 +1,62 @@
+from django.contrib import admin, messages
+from django.template.defaultfilters import filesizeformat
+
+from . import jobs
+from .models import CloneJob, Status
+
+
+@admin.register(CloneJob)
+class CloneJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "url",
+        "owner",
+        "ref",
+        "status",
+        "size",
+        "created_at",
+        "duration",
+        "expires_at",
+    ]
+    list_filter = ["status", "created_at"]
+    search_fields = ["url", "owner__username", "owner__email"]
+    date_hierarchy = "created_at"
+    list_select_related = ["owner"]
+    actions = ["retry", "expire_now"]
+    # Everything but who owns it and what was asked is written by the system.
+    readonly_fields = [
+        "id",
+        "commit",
+        "status",
+        "phase",
+        "attempts",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "expires_at",
+        "expired_at",
+        "archive",
+        "archive_size",
+        "archive_sha256",
+        "error",
+        "git_output",
+    ]
+
+    @admin.display(description="Size", ordering="archive_size")
+    def size(self, job: CloneJob) -> str:
+        return filesizeformat(job.archive_size) if job.archive_size is not None else "—"
+
+    @admin.action(description="Retry selected failed or cancelled jobs")
+    def retry(self, request, queryset) -> None:
+        retried = sum(jobs.requeue(job) for job in queryset)
+        skipped = queryset.count() - retried
+        self.message_user(
+            request,
+            f"Queued {retried} job(s) again; {skipped} were not failed "
+            "or cancelled and were left alone.",
+            messages.INFO,
+        )
+
+    @admin.action(description="Expire selected archives now")
+    def expire_now(self, request, queryset) -> None:
+        expired = sum(jobs.expire(job) for job in queryset.filter(status=Status.DONE))
+        self.message_user(request, f"Expired {expired} archive(s).", messages.INFO)

@@ -1,0 +1,162 @@
+"""The Docker seam: the only module that talks to the Docker engine.
+
+It runs one git command in a throwaway container of CLONES_GIT_IMAGE with one job directory
+bind-mounted, and always removes the container again. Every docker-py error comes out as an
+EngineError whose message a user can act on.
+"""
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import docker
+import requests
+from django.conf import settings
+from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.types import Mount
+
+logger = logging.getLogger(__name__)
+
+# docker-py raises its own errors for what the engine says, and requests' for a connection lost.
+ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
+JOB_LABEL = "cloneshelf.job"
+MOUNT_POINT = "/job"
+POLL_SECONDS = 1.0
+OUTPUT_TAIL_LINES = 40
+
+
+class EngineError(Exception):
+    """The engine or the container failed; the message is written for the person who asked."""
+
+
+class ContainerTimedOut(EngineError):
+    pass
+
+
+@dataclass
+class ContainerResult:
+    exit_code: int
+    output: str  # the last lines git printed, progress meter included
+
+
+def client() -> docker.DockerClient:
+    """A client configured by DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH."""
+    try:
+        return docker.from_env(version="auto", timeout=60)
+    except ENGINE_ERRORS as exc:
+        raise EngineError(describe(exc)) from exc
+
+
+def run_git(
+    job_id: str,
+    git_args: list[str],
+    mount_source: PurePosixPath,
+    timeout: int,
+    on_phase: Callable[[str], None] = lambda phase: None,
+) -> ContainerResult:
+    """Run `git <git_args>` with `mount_source` (an engine-side path) at MOUNT_POINT.
+
+    The container runs as our own uid:gid, so whatever git writes we can delete. It is killed
+    after `timeout` seconds (ContainerTimedOut) and removed whatever happens.
+    """
+    try:
+        engine = client()
+        ensure_image(engine, on_phase)
+        container = engine.containers.create(
+            settings.CLONES_GIT_IMAGE,
+            command=git_args,
+            user=f"{os.getuid()}:{os.getgid()}",
+            labels={JOB_LABEL: str(job_id)},
+            # A Mount (not a -v volume string): the engine refuses a missing source instead of
+            # quietly creating an empty directory where we would never look.
+            mounts=[Mount(target=MOUNT_POINT, source=str(mount_source), type="bind")],
+            working_dir=MOUNT_POINT,
+            network_mode=settings.CLONES_NETWORK,
+            environment={"HOME": "/tmp", "GIT_TERMINAL_PROMPT": "0"},
+        )
+    except ENGINE_ERRORS as exc:
+        raise EngineError(describe(exc)) from exc
+    try:
+        container.start()
+        exit_code = wait_or_kill(container, timeout, on_phase)
+        return ContainerResult(exit_code=exit_code, output=output_tail(container))
+    except ENGINE_ERRORS as exc:
+        raise EngineError(describe(exc)) from exc
+    finally:
+        remove(container)
+
+
+def ensure_image(engine: docker.DockerClient, on_phase: Callable[[str], None]) -> None:
+    image = settings.CLONES_GIT_IMAGE
+    try:
+        engine.images.get(image)
+        return
+    except ImageNotFound:
+        pass
+    on_phase(f"pulling image {image}")
+    try:
+        engine.images.pull(image)
+    except ENGINE_ERRORS as exc:
+        raise EngineError(
+            f"The git image {image} is not on the Docker engine and could not be pulled: "
+            f"{describe(exc)}"
+        ) from exc
+
+
+def wait_or_kill(container, timeout: int, on_phase: Callable[[str], None]) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return container.wait(timeout=POLL_SECONDS)["StatusCode"]
+        except requests.exceptions.RequestException:
+            # Still running (docker-py reports a wait timeout as a connection error). reload()
+            # raises again if the engine itself has gone.
+            container.reload()
+        if time.monotonic() >= deadline:
+            container.kill()
+            raise ContainerTimedOut(f"The clone timed out after {timeout} s.")
+        progress = last_line(container.logs(stdout=False, stderr=True, tail=2))
+        if progress:
+            on_phase(progress)
+
+
+def output_tail(container) -> str:
+    raw = container.logs(stdout=True, stderr=True, tail=OUTPUT_TAIL_LINES)
+    # git redraws its progress meter with carriage returns: keep only the final state of each.
+    lines = [line.rsplit("\r", 1)[-1] for line in raw.decode(errors="replace").splitlines()]
+    return "\n".join(line for line in lines if line.strip())
+
+
+def last_line(raw: bytes) -> str:
+    text = raw.decode(errors="replace").replace("\r", "\n")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+def remove(container) -> None:
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except ENGINE_ERRORS:
+        logger.exception("could not remove container %s", container.id)
+
+
+def remove_job_containers(job_id: str) -> int:
+    """Force-remove every container labelled with this job; how many there were."""
+    try:
+        found = client().containers.list(all=True, filters={"label": f"{JOB_LABEL}={job_id}"})
+    except ENGINE_ERRORS as exc:
+        raise EngineError(describe(exc)) from exc
+    for container in found:
+        remove(container)
+    return len(found)
+
+
+def describe(exc: Exception) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return f"The Docker engine refused: {exc.explanation or exc}"
+    return f"The Docker engine is unreachable: {exc}"

@@ -1,0 +1,60 @@
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from clones import jobs
+from clones.forms import CloneRequestForm
+from clones.models import CloneJob, Status
+
+WAIT_POLL_SECONDS = 1.0
+
+
+class Command(BaseCommand):
+    help = "Queue a clone of a git repository, as the web form does; --wait to see it through."
+
+    def add_arguments(self, parser):
+        parser.add_argument("url", help="the repository URL")
+        parser.add_argument("--ref", default="", help="branch, tag or full commit SHA")
+        parser.add_argument(
+            "--user", help="owner of the job (default: the only superuser, if there is one)"
+        )
+        parser.add_argument(
+            "--wait", action="store_true", help="wait for the job to finish and report it"
+        )
+
+    def handle(self, *args, url, ref, user, wait, **options):
+        form = CloneRequestForm({"url": url, "ref": ref})
+        if not form.is_valid():
+            reasons = [f"{field}: {error}" for field, errs in form.errors.items() for error in errs]
+            raise CommandError("\n".join(reasons))
+        job = jobs.submit(self.owner(user), form.cleaned_data["url"], form.cleaned_data["ref"])
+        self.stdout.write(f"queued {job.id}")
+        if wait:
+            self.report(self.wait_for(job))
+
+    def owner(self, username: str | None):
+        users = get_user_model().objects
+        if username:
+            try:
+                return users.get(username=username)
+            except users.model.DoesNotExist:
+                raise CommandError(f"There is no user named {username!r}.") from None
+        superusers = list(users.filter(is_superuser=True)[:2])
+        if len(superusers) != 1:
+            raise CommandError("Say who owns the job with --user NAME.")
+        return superusers[0]
+
+    def wait_for(self, job: CloneJob) -> CloneJob:
+        while job.is_active:
+            time.sleep(WAIT_POLL_SECONDS)
+            job.refresh_from_db()
+        return job
+
+    def report(self, job: CloneJob) -> None:
+        self.stdout.write(f"status {job.status}")
+        if job.status != Status.DONE:
+            raise CommandError(job.error or f"The job ended {job.status}.")
+        self.stdout.write(f"commit {job.commit}")
+        self.stdout.write(f"sha256 {job.archive_sha256}")
+        self.stdout.write(f"archive {job.archive.path}")

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+app_name = "clones"
+
+urlpatterns = [
+    path("", views.new_clone, name="new"),
+    path("clones/", views.history, name="history"),
+    path("clones/<uuid:job_id>/", views.detail, name="detail"),
+    path("clones/<uuid:job_id>/download", views.download, name="download"),
+    path("clones/<uuid:job_id>/again", views.clone_again, name="again"),
+]

@@ -1,0 +1,65 @@
+from uuid import UUID
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from . import jobs
+from .forms import CloneRequestForm
+from .models import CloneJob
+
+HISTORY_PAGE_SIZE = 25
+
+
+def _own_job(request: HttpRequest, job_id: UUID) -> CloneJob:
+    """The job if it is the requester's; 404 otherwise, so ids of others' jobs reveal nothing."""
+    return get_object_or_404(CloneJob.objects.for_user(request.user), pk=job_id)
+
+
+@login_required
+def new_clone(request: HttpRequest) -> HttpResponse:
+    form = CloneRequestForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        job = jobs.submit(request.user, form.cleaned_data["url"], form.cleaned_data["ref"])
+        return redirect(job)
+    recent = CloneJob.objects.for_user(request.user)[:5]
+    return render(request, "clones/new.html", {"form": form, "recent": recent})
+
+
+@login_required
+def history(request: HttpRequest) -> HttpResponse:
+    paginator = Paginator(CloneJob.objects.for_user(request.user), HISTORY_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    return render(request, "clones/history.html", {"page": page})
+
+
+@login_required
+def detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    return render(request, "clones/detail.html", {"job": _own_job(request, job_id)})
+
+
+@login_required
+def download(request: HttpRequest, job_id: UUID) -> FileResponse:
+    job = _own_job(request, job_id)
+    if not job.can_download:
+        raise Http404("This job has no archive to download.")
+    try:
+        archive = job.archive.open("rb")
+    except FileNotFoundError:
+        raise Http404("The archive file is missing.") from None
+    # FileResponse streams in chunks and sets Content-Length from the file's size.
+    return FileResponse(archive, as_attachment=True, filename=job.download_filename)
+
+
+@login_required
+@require_POST
+def clone_again(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    previous = _own_job(request, job_id)
+    # The URL passed once, but the policy may have changed since: check it again.
+    form = CloneRequestForm({"url": previous.url, "ref": previous.ref})
+    if not form.is_valid():
+        return render(request, "clones/new.html", {"form": form}, status=400)
+    job = jobs.submit(request.user, form.cleaned_data["url"], form.cleaned_data["ref"])
+    return redirect(job)

@@ -1,0 +1,131 @@
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from clones.models import CloneJob
+
+from .gitservers import GitDaemon, GitHTTPServer
+from .repos import make_repo
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+JOB_WAIT_SECONDS = 120
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(settings.TEST_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def served_root() -> Path:
+    root = settings.TEST_ROOT / "served"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def git_daemon(served_root):
+    daemon = GitDaemon(served_root)
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def git_http(served_root):
+    server = GitHTTPServer(served_root)
+    yield server
+    server.stop()
+
+
+_repo_numbers = itertools.count()
+
+
+@pytest.fixture
+def new_repo(served_root):
+    """Build a fresh served repository: new_repo("flask") -> ServedRepo."""
+
+    def build(name: str = "project", **options):
+        return make_repo(served_root, f"{name}-{next(_repo_numbers)}", **options)
+
+    return build
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user("owner", password="pw-owner-123")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("other", password="pw-other-123")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_superuser("staff", password="pw-staff-123")
+
+
+@pytest.fixture
+def owner_client(client, owner):
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
+def start_worker(transactional_db, tmp_path):
+    """Start a real `manage.py qcluster` process: start_worker(env={...}, prefix=[...]).
+
+    Workers share the test database file and data directory through tests.settings; `env`
+    overrides settings for this worker only, `prefix` wraps the command (e.g. in `unshare`).
+    """
+    processes = []
+
+    def start(env: dict | None = None, prefix: list[str] | None = None) -> subprocess.Popen:
+        log = open(tmp_path / f"worker-{len(processes)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [*(prefix or []), sys.executable, "manage.py", "qcluster"],
+            cwd=PROJECT_DIR,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so all its workers stop with it
+        )
+        processes.append((process, log))
+        return process
+
+    yield start
+    for process, log in processes:
+        stop_process_group(process)
+        log.close()
+        output = Path(log.name).read_text(errors="replace")
+        if "Traceback" in output:
+            print(f"--- {log.name} ---\n{output[-5000:]}")
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 15) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_for_job(job: CloneJob, timeout: float = JOB_WAIT_SECONDS) -> CloneJob:
+    """Poll until the job has left queued/running; fail the test if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if not job.is_active:
+            return job
+        time.sleep(0.2)
+    pytest.fail(f"job {job.id} still {job.status} ({job.phase}) after {timeout} s")

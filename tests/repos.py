@@ -1,0 +1,82 @@
+"""Git repositories built for the tests, served bare by the test git servers."""
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.invalid",
+    "GIT_COMMITTER_NAME": "Test Author",
+    "GIT_COMMITTER_EMAIL": "author@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+}
+
+
+def git(*args: str, cwd: Path) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+@dataclass
+class ServedRepo:
+    name: str  # as served: "<name>.git"
+    bare: Path
+    head: str  # the default branch's commit
+    refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> commit
+
+
+def make_repo(served_root: Path, name: str, extra_bytes: int = 0) -> ServedRepo:
+    """A repository with history, a branch, an annotated tag, an executable and a symlink.
+
+    `extra_bytes` of incompressible data are added over several commits, for big-repo tests.
+    """
+    work = served_root.parent / "work" / name
+    work.mkdir(parents=True)
+    git("init", "--quiet", "--initial-branch=main", cwd=work)
+    (work / "README.md").write_text(f"# {name}\n")
+    (work / "docs").mkdir()
+    (work / "docs" / "guide.txt").write_text("how to use it\n")
+    git("add", ".", cwd=work)
+    git("commit", "--quiet", "-m", "first", cwd=work)
+    git("tag", "-a", "v1.0", "-m", "release 1.0", cwd=work)
+    tag_commit = git("rev-parse", "HEAD", cwd=work)
+
+    script = work / "bin" / "run.sh"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho run\n")
+    script.chmod(0o755)
+    (work / "link-to-readme").symlink_to("README.md")
+    (work / "link-outside").symlink_to("/etc/passwd")  # must stay a link, never be read
+    git("add", ".", cwd=work)
+    git("commit", "--quiet", "-m", "second", cwd=work)
+    _add_bulk(work, extra_bytes)
+
+    git("checkout", "--quiet", "-b", "feature", cwd=work)
+    (work / "feature.txt").write_text("only on the feature branch\n")
+    git("add", ".", cwd=work)
+    git("commit", "--quiet", "-m", "feature", cwd=work)
+    feature_commit = git("rev-parse", "HEAD", cwd=work)
+    git("checkout", "--quiet", "main", cwd=work)
+    head = git("rev-parse", "HEAD", cwd=work)
+
+    bare = served_root / f"{name}.git"
+    git("clone", "--quiet", "--bare", str(work), str(bare), cwd=served_root)
+    return ServedRepo(
+        name=f"{name}.git",
+        bare=bare,
+        head=head,
+        refs={"main": head, "feature": feature_commit, "v1.0": tag_commit},
+    )
+
+
+def _add_bulk(work: Path, total_bytes: int, commits: int = 5) -> None:
+    for index in range(commits if total_bytes else 0):
+        (work / f"blob-{index}.bin").write_bytes(os.urandom(total_bytes // commits))
+        git("add", ".", cwd=work)
+        git("commit", "--quiet", "-m", f"bulk {index}", cwd=work)

@@ -1,0 +1,36 @@
+"""Settings for the test suite: project.settings, pointed at a throwaway data directory and at
+the Docker engine and stand-in git image that .ci/engine.sh starts.
+
+Worker processes that tests start (`manage.py qcluster`) use this module too, and find the same
+directory and database through CLONESHELF_TEST_ROOT, which they inherit.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("CLONESHELF_TEST_ROOT", tempfile.mkdtemp(prefix="cloneshelf-test-"))
+TEST_ROOT = Path(os.environ["CLONESHELF_TEST_ROOT"])
+
+for name, value in {
+    "DJANGO_SECRET_KEY": "only-for-tests",
+    "CLONES_DATA_DIR": str(TEST_ROOT / "data"),
+    "DOCKER_HOST": "unix:///run/cloneshelf-test-docker.sock",
+    "CLONES_GIT_IMAGE": "cloneshelf-test/git:standin",
+    # The test git servers listen on 127.0.0.1, which only host networking reaches; the test
+    # engine has no bridge, so nothing can leave the machine either way.
+    "CLONES_NETWORK": "host",
+    "CLONES_ALLOWED_SCHEMES": "https,http,git",
+    "CLONES_ALLOW_PRIVATE_NETWORKS": "1",
+    "CLONES_CLONE_TIMEOUT": "60",
+}.items():
+    os.environ.setdefault(name, value)
+
+from project.settings import *  # noqa: E402, F403
+
+# One file that the test process and the workers it starts share (pytest-django would otherwise
+# use an in-memory database that no other process can see).
+DATABASES["default"]["NAME"] = TEST_ROOT / "db.sqlite3"  # noqa: F405
+DATABASES["default"]["TEST"] = {"NAME": DATABASES["default"]["NAME"]}  # noqa: F405
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,208 @@
+"""The whole pipeline for real: web form -> queue -> qcluster -> container on the test engine
+-> archive in storage -> download. Git servers run on 127.0.0.1."""
+
+import hashlib
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from clones import engine, paths
+from clones.models import CloneJob, Status
+
+from .conftest import wait_for_job
+from .gitservers import StallingServer, free_port
+from .repos import git
+
+
+def submit(client, url: str, ref: str = "") -> CloneJob:
+    response = client.post(reverse("clones:new"), {"url": url, "ref": ref})
+    assert response.status_code == 302, response.content.decode()
+    job = CloneJob.objects.latest("created_at")
+    assert response["Location"] == job.get_absolute_url()
+    return job
+
+
+def download(client, job: CloneJob, into: Path) -> Path:
+    """Fetch the archive through the view, check it, extract it; the extracted directory."""
+    response = client.get(reverse("clones:download", args=[job.id]))
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)
+    assert int(response["Content-Length"]) == len(body) == job.archive_size
+    assert hashlib.sha256(body).hexdigest() == job.archive_sha256
+    assert f'filename="{job.download_filename}"' in response["Content-Disposition"]
+    archive = into / job.download_filename
+    archive.write_bytes(body)
+    subprocess.run(["tar", "-xf", archive, "-C", into], check=True)
+    return into / job.download_filename.removesuffix(".tar")
+
+
+def assert_left_nothing_behind(job: CloneJob) -> None:
+    assert not paths.job_dir(job.id).exists()
+    assert engine.remove_job_containers(str(job.id)) == 0
+
+
+def assert_is_clean_checkout(checkout: Path, commit: str) -> None:
+    git("fsck", "--strict", cwd=checkout)
+    assert git("rev-parse", "HEAD", cwd=checkout) == commit
+    assert git("status", "--porcelain", cwd=checkout) == ""
+
+
+@pytest.mark.parametrize("server", ["git_daemon", "git_http"])
+def test_it_clones_through_the_form_and_downloads_a_faithful_archive(
+    request, server, owner_client, start_worker, new_repo, tmp_path
+):
+    repo = new_repo("flask")
+    url = request.getfixturevalue(server).url(repo.name)
+    start_worker()
+
+    job = wait_for_job(submit(owner_client, url))
+
+    assert job.status == Status.DONE, job.error
+    assert job.commit == repo.head
+    assert job.download_filename == f"{repo.name.removesuffix('.git')}-{repo.head[:7]}.tar"
+    assert job.expires_at > job.finished_at >= job.started_at >= job.created_at
+    checkout = download(owner_client, job, tmp_path)
+    assert_is_clean_checkout(checkout, repo.head)
+    assert (checkout / "bin" / "run.sh").stat().st_mode & 0o111
+    assert (checkout / "link-outside").readlink() == Path("/etc/passwd")
+    assert_left_nothing_behind(job)
+
+
+def test_it_keeps_symlinks_as_links_and_reads_nothing_outside(
+    owner_client, start_worker, new_repo, git_daemon, tmp_path
+):
+    repo = new_repo()
+    start_worker()
+    job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))
+    assert job.status == Status.DONE, job.error
+
+    with tarfile.open(job.archive.path) as tar:
+        outside = tar.getmember(f"{job.download_filename.removesuffix('.tar')}/link-outside")
+    assert outside.issym() and outside.linkname == "/etc/passwd"
+
+
+@pytest.mark.parametrize("ref", ["feature", "v1.0"])
+def test_it_clones_a_branch_or_a_tag(ref, owner_client, start_worker, new_repo, git_http, tmp_path):
+    repo = new_repo()
+    start_worker()
+
+    job = wait_for_job(submit(owner_client, git_http.url(repo.name), ref))
+
+    assert job.status == Status.DONE, job.error
+    assert job.commit == repo.refs[ref]
+    assert_is_clean_checkout(download(owner_client, job, tmp_path), repo.refs[ref])
+
+
+def test_it_clones_a_commit_given_by_full_sha(
+    owner_client, start_worker, new_repo, git_daemon, tmp_path
+):
+    repo = new_repo()
+    start_worker()
+    first_commit = repo.refs["v1.0"]
+
+    job = wait_for_job(submit(owner_client, git_daemon.url(repo.name), first_commit))
+
+    assert job.status == Status.DONE, job.error
+    assert job.commit == first_commit
+    assert_is_clean_checkout(download(owner_client, job, tmp_path), first_commit)
+
+
+def test_a_missing_ref_fails_naming_the_ref(owner_client, start_worker, new_repo, git_daemon):
+    repo = new_repo()
+    start_worker()
+
+    job = wait_for_job(submit(owner_client, git_daemon.url(repo.name), "no-such-branch"))
+
+    assert job.status == Status.FAILED
+    assert job.error == "The repository has no branch or tag 'no-such-branch'."
+    assert "no-such-branch" in job.git_output  # git's own words, for staff
+    assert_left_nothing_behind(job)
+
+
+@pytest.mark.parametrize("server", ["git_daemon", "git_http"])
+def test_a_missing_repository_fails_readably(request, server, owner_client, start_worker):
+    url = request.getfixturevalue(server).url("no-such-repo.git")
+    start_worker()
+
+    job = wait_for_job(submit(owner_client, url))
+
+    assert job.status == Status.FAILED
+    assert job.error == f"There is no git repository at {url}."
+    assert_left_nothing_behind(job)
+
+
+@pytest.mark.parametrize("scheme", ["git", "http"])
+def test_an_unreachable_host_fails_readably(scheme, owner_client, start_worker):
+    port = free_port()  # nothing listens there
+    start_worker()
+
+    job = wait_for_job(submit(owner_client, f"{scheme}://127.0.0.1:{port}/repo.git"))
+
+    assert job.status == Status.FAILED
+    assert job.error == f"Could not connect to 127.0.0.1:{port}."
+
+
+def test_a_stalled_server_is_cut_off_at_the_timeout(owner_client, start_worker):
+    server = StallingServer()
+    start_worker(env={"CLONES_CLONE_TIMEOUT": "3"})
+    try:
+        job = submit(owner_client, server.url())
+        job = wait_for_job(job, timeout=60)
+    finally:
+        server.stop()
+
+    assert job.status == Status.FAILED
+    assert job.error == "The clone timed out after 3 s."
+    assert_left_nothing_behind(job)
+
+
+def test_two_jobs_at_once_each_get_their_own_repository(
+    owner_client, start_worker, new_repo, git_daemon, git_http, tmp_path
+):
+    first, second = new_repo("alpha"), new_repo("beta")
+    start_worker(env={"CLONES_WORKERS": "2"})
+
+    jobs = [
+        submit(owner_client, git_daemon.url(first.name)),
+        submit(owner_client, git_http.url(second.name)),
+    ]
+    jobs = [wait_for_job(job) for job in jobs]
+
+    for job, repo, into in zip(jobs, [first, second], ["a", "b"], strict=True):
+        assert job.status == Status.DONE, job.error
+        (tmp_path / into).mkdir()
+        checkout = download(owner_client, job, tmp_path / into)
+        assert_is_clean_checkout(checkout, repo.head)
+        assert (checkout / "README.md").read_text() == f"# {repo.name.removesuffix('.git')}\n"
+
+
+def test_a_missing_image_fails_with_a_message_about_the_image(
+    owner_client, start_worker, new_repo, git_daemon
+):
+    repo = new_repo()
+    # A registry on a closed loopback port: the pull is tried and fails without leaving the host.
+    missing_image = f"127.0.0.1:{free_port()}/nowhere/git:1"
+    start_worker(env={"CLONES_GIT_IMAGE": missing_image})
+
+    job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))
+
+    assert job.status == Status.FAILED
+    assert job.error.startswith(
+        f"The git image {missing_image} is not on the Docker engine and could not be pulled"
+    )
+
+
+def test_an_unreachable_engine_fails_the_job_with_that_reason(
+    owner_client, start_worker, new_repo, git_daemon, tmp_path
+):
+    repo = new_repo()
+    start_worker(env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+
+    job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))
+
+    assert job.status == Status.FAILED
+    assert job.error.startswith("The Docker engine is unreachable")
+    assert not paths.job_dir(job.id).exists()
