@@ -1,53 +1,22 @@
 """The whole pipeline for real: web form -> queue -> qcluster -> container on the test engine
 -> archive in storage -> download. Git servers run on 127.0.0.1."""
 
-import hashlib
-import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
-from django.urls import reverse
 
-from clones import engine, paths
-from clones.models import CloneJob, Status
+from clones import paths
+from clones.models import Status
 
-from .conftest import wait_for_job
 from .gitservers import StallingServer, free_port
-from .repos import git
-
-
-def submit(client, url: str, ref: str = "") -> CloneJob:
-    response = client.post(reverse("clones:new"), {"url": url, "ref": ref})
-    assert response.status_code == 302, response.content.decode()
-    job = CloneJob.objects.latest("created_at")
-    assert response["Location"] == job.get_absolute_url()
-    return job
-
-
-def download(client, job: CloneJob, into: Path) -> Path:
-    """Fetch the archive through the view, check it, extract it; the extracted directory."""
-    response = client.get(reverse("clones:download", args=[job.id]))
-    assert response.status_code == 200
-    body = b"".join(response.streaming_content)
-    assert int(response["Content-Length"]) == len(body) == job.archive_size
-    assert hashlib.sha256(body).hexdigest() == job.archive_sha256
-    assert f'filename="{job.download_filename}"' in response["Content-Disposition"]
-    archive = into / job.download_filename
-    archive.write_bytes(body)
-    subprocess.run(["tar", "-xf", archive, "-C", into], check=True)
-    return into / job.download_filename.removesuffix(".tar")
-
-
-def assert_left_nothing_behind(job: CloneJob) -> None:
-    assert not paths.job_dir(job.id).exists()
-    assert engine.remove_job_containers(str(job.id)) == 0
-
-
-def assert_is_clean_checkout(checkout: Path, commit: str) -> None:
-    git("fsck", "--strict", cwd=checkout)
-    assert git("rev-parse", "HEAD", cwd=checkout) == commit
-    assert git("status", "--porcelain", cwd=checkout) == ""
+from .helpers import (
+    assert_is_clean_checkout,
+    assert_left_nothing_behind,
+    download,
+    submit,
+    wait_for_job,
+)
 
 
 @pytest.mark.parametrize("server", ["git_daemon", "git_http"])

@@ -1,0 +1,60 @@
+"""What many tests do with a job: submit it through the form, wait, download, check."""
+
+import hashlib
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from clones import engine, paths
+from clones.models import CloneJob
+
+from .repos import git
+
+JOB_WAIT_SECONDS = 120
+
+
+def submit(client, url: str, ref: str = "") -> CloneJob:
+    response = client.post(reverse("clones:new"), {"url": url, "ref": ref})
+    assert response.status_code == 302, response.content.decode()
+    job = CloneJob.objects.latest("created_at")
+    assert response["Location"] == job.get_absolute_url()
+    return job
+
+
+def download(client, job: CloneJob, into: Path) -> Path:
+    """Fetch the archive through the view, check it, extract it; the extracted directory."""
+    response = client.get(reverse("clones:download", args=[job.id]))
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)
+    assert int(response["Content-Length"]) == len(body) == job.archive_size
+    assert hashlib.sha256(body).hexdigest() == job.archive_sha256
+    assert f'filename="{job.download_filename}"' in response["Content-Disposition"]
+    archive = into / job.download_filename
+    archive.write_bytes(body)
+    subprocess.run(["tar", "-xf", archive, "-C", into], check=True)
+    return into / job.download_filename.removesuffix(".tar")
+
+
+def assert_left_nothing_behind(job: CloneJob) -> None:
+    assert not paths.job_dir(job.id).exists()
+    assert engine.remove_job_containers(str(job.id)) == 0
+
+
+def assert_is_clean_checkout(checkout: Path, commit: str) -> None:
+    git("fsck", "--strict", cwd=checkout)
+    assert git("rev-parse", "HEAD", cwd=checkout) == commit
+    assert git("status", "--porcelain", cwd=checkout) == ""
+
+
+def wait_for_job(job: CloneJob, timeout: float = JOB_WAIT_SECONDS) -> CloneJob:
+    """Poll until the job has left queued/running; fail the test if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if not job.is_active:
+            return job
+        time.sleep(0.2)
+    pytest.fail(f"job {job.id} still {job.status} ({job.phase}) after {timeout} s")

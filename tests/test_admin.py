@@ -1,0 +1,82 @@
+"""The staff dashboard: columns, filters, search, and the retry / expire-now actions."""
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.urls import reverse
+from django.utils import timezone
+
+from clones.models import CloneJob, Status
+
+from .helpers import wait_for_job
+
+CHANGELIST = reverse("admin:clones_clonejob_changelist")
+
+
+def make_job(owner, **fields) -> CloneJob:
+    return CloneJob.objects.create(owner=owner, url="https://example.com/team/app.git", **fields)
+
+
+def test_staff_see_every_job_with_its_columns(client, staff, owner, other_user):
+    make_job(owner, status=Status.DONE, archive_size=2048)
+    make_job(other_user, status=Status.FAILED, error="nope")
+    client.force_login(staff)
+
+    page = client.get(CHANGELIST).content.decode()
+
+    for column in ["Owner", "Url", "Ref", "Status", "Size", "Created at", "Duration", "Expires at"]:
+        assert column in page
+    assert "owner" in page and "other" in page and "2.0\xa0KB" in page
+
+
+def test_staff_filter_by_status_and_search_by_owner(client, staff, owner, other_user):
+    make_job(owner, status=Status.DONE)
+    make_job(other_user, status=Status.FAILED)
+    client.force_login(staff)
+
+    assert client.get(CHANGELIST, {"status__exact": "failed"}).context["cl"].result_count == 1
+    assert client.get(CHANGELIST, {"q": "other"}).context["cl"].result_count == 1
+
+
+def test_system_written_fields_are_read_only(client, staff, owner):
+    job = make_job(owner)
+    client.force_login(staff)
+    form = client.get(reverse("admin:clones_clonejob_change", args=[job.id])).context["adminform"]
+    assert {"status", "commit", "archive_sha256", "error", "git_output"} <= set(
+        form.readonly_fields
+    )
+
+
+def test_users_who_are_not_staff_are_kept_out(client, owner):
+    client.force_login(owner)
+    assert client.get(CHANGELIST).status_code == 302
+
+
+def test_django_q_pages_are_in_the_admin(client, staff):
+    client.force_login(staff)
+    assert client.get(reverse("admin:django_q_schedule_changelist")).status_code == 200
+
+
+def test_expire_now_deletes_the_archive_and_keeps_the_row(client, staff, owner):
+    name = default_storage.save("expire-me.tar", ContentFile(b"x"))
+    job = make_job(owner, status=Status.DONE, archive=name, expires_at=timezone.now())
+    client.force_login(staff)
+
+    client.post(CHANGELIST, {"action": "expire_now", "_selected_action": [job.id]})
+
+    job.refresh_from_db()
+    assert job.status == Status.EXPIRED and job.expired_at
+    assert not default_storage.exists(name)
+
+
+def test_retry_runs_a_failed_job_again(client, staff, owner, start_worker, new_repo, git_daemon):
+    repo = new_repo()
+    job = make_job(owner, status=Status.FAILED, error="engine was down", attempts=1)
+    CloneJob.objects.filter(pk=job.pk).update(url=git_daemon.url(repo.name))
+    start_worker()
+    client.force_login(staff)
+
+    client.post(CHANGELIST, {"action": "retry", "_selected_action": [job.id]})
+
+    job = wait_for_job(job)
+    assert job.status == Status.DONE and job.commit == repo.head
+    assert job.error == "" and job.attempts == 2

@@ -1,0 +1,72 @@
+"""How git's output becomes a reason, and how HEAD is read without running git on the clone."""
+
+import pytest
+
+from clones.cloning import CloneFailed, explain, head_commit
+from clones.models import CloneJob
+
+from .repos import git
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        (
+            "warning: Could not find remote branch dev to clone.\n"
+            "fatal: Remote branch dev not found in upstream origin",
+            "The repository has no branch or tag 'dev'.",
+        ),
+        (
+            "fatal: could not read Username for 'https://h.example': terminal prompts disabled",
+            "This repository needs authentication; only public repositories can be cloned.",
+        ),
+        (
+            "fatal: repository 'https://h.example:8443/team/app.git/' not found",
+            "There is no git repository at https://h.example:8443/team/app.git.",
+        ),
+        (
+            "fatal: unable to access 'https://h.example:8443/team/app.git/': "
+            "Could not resolve host: h.example",
+            "The host h.example:8443 could not be found.",
+        ),
+        ("fatal: early EOF\nfatal: index-pack failed", "git failed: fatal: index-pack failed"),
+    ],
+)
+def test_git_output_becomes_a_reason(output, reason):
+    job = CloneJob(url="https://h.example:8443/team/app.git", ref="dev")
+    assert explain(output, job) == reason
+
+
+@pytest.fixture
+def cloned(tmp_path):
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git("init", "--quiet", "--initial-branch=trunk", cwd=origin)
+    git("commit", "--quiet", "--allow-empty", "-m", "one", cwd=origin)
+    git("clone", "--quiet", str(origin), str(tmp_path / "clone"), cwd=tmp_path)
+    return tmp_path / "clone", git("rev-parse", "HEAD", cwd=origin)
+
+
+def test_head_commit_reads_a_packed_ref(cloned):
+    checkout, commit = cloned
+    git("pack-refs", "--all", cwd=checkout)
+    assert head_commit(checkout) == commit
+
+
+def test_head_commit_reads_a_detached_head(cloned):
+    checkout, commit = cloned
+    git("checkout", "--quiet", "--detach", cwd=checkout)
+    assert head_commit(checkout) == commit
+
+
+def test_an_empty_repository_has_nothing_to_archive(tmp_path):
+    git("init", "--quiet", cwd=tmp_path)
+    with pytest.raises(CloneFailed, match="The repository is empty"):
+        head_commit(tmp_path)
+
+
+def test_an_odd_head_is_refused(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/../../etc/passwd\n")
+    with pytest.raises(CloneFailed, match="unexpected HEAD"):
+        head_commit(tmp_path)

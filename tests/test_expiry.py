@@ -1,0 +1,76 @@
+"""Expiry runs as a django-q2 schedule, made by migrate, and is run here by a real worker."""
+
+import time
+from datetime import timedelta
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.scheduler import scheduler
+
+from clones.models import CloneJob, Status
+from clones.signals import EXPIRY_SCHEDULE_NAME
+from clones.tasks import expire_archives
+
+from .helpers import submit, wait_for_job
+
+
+def test_migrate_creates_the_expiry_schedule_once(db):
+    call_command("migrate", verbosity=0)
+    call_command("migrate", verbosity=0)
+    schedule = Schedule.objects.get(name=EXPIRY_SCHEDULE_NAME)
+    assert schedule.func == "clones.tasks.expire_archives"
+    assert schedule.repeats == -1
+
+
+def run_schedule_now(name: str) -> None:
+    """Make the schedule due and let django-q2's own scheduler hand it to the workers."""
+    Schedule.objects.filter(name=name).update(next_run=timezone.now() - timedelta(seconds=1))
+    scheduler()
+
+
+def test_a_past_due_archive_is_removed_and_clone_again_works(
+    owner_client, start_worker, new_repo, git_daemon
+):
+    repo = new_repo()
+    start_worker()
+    job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))
+    assert job.status == Status.DONE, job.error
+    archive_name = job.archive.name
+    assert default_storage.exists(archive_name)
+    CloneJob.objects.filter(pk=job.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+
+    run_schedule_now(EXPIRY_SCHEDULE_NAME)
+    deadline = time.monotonic() + 60
+    while job.status != Status.EXPIRED and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job.refresh_from_db()
+
+    assert job.status == Status.EXPIRED
+    assert job.expired_at is not None and not job.archive
+    assert not default_storage.exists(archive_name)
+    assert owner_client.get(reverse("clones:download", args=[job.id])).status_code == 404
+
+    response = owner_client.post(reverse("clones:again", args=[job.id]))
+    again = CloneJob.objects.latest("created_at")
+    assert response["Location"] == again.get_absolute_url()
+    again = wait_for_job(again)
+    assert again.status == Status.DONE and again.commit == repo.head
+    assert (again.url, again.ref) == (job.url, job.ref)
+    assert default_storage.exists(again.archive.name)
+
+
+def test_unexpired_archives_are_kept(owner, db):
+    name = default_storage.save("keep.tar", ContentFile(b"x"))
+    CloneJob.objects.create(
+        owner=owner,
+        url="https://example.com/keep.git",
+        status=Status.DONE,
+        archive=name,
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    assert expire_archives() == 0
+    assert default_storage.exists(name)

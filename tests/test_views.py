@@ -1,0 +1,201 @@
+"""Pages, privacy and form errors. Archives here are real files in the test storage."""
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.test import override_settings
+from django.urls import reverse
+from django.utils import timezone
+
+from clones.models import CloneJob, Status
+
+
+@pytest.fixture
+def done_job(owner):
+    name = default_storage.save("done.tar", ContentFile(b"tar bytes"))
+    return CloneJob.objects.create(
+        owner=owner,
+        url="https://example.com/team/widget.git",
+        commit="2ac8988" + "0" * 33,
+        status=Status.DONE,
+        archive=name,
+        archive_size=9,
+        archive_sha256="f" * 64,
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        expires_at=timezone.now() + timezone.timedelta(days=7),
+    )
+
+
+def job_urls(job: CloneJob) -> dict[str, str]:
+    return {
+        "page": reverse("clones:detail", args=[job.id]),
+        "download": reverse("clones:download", args=[job.id]),
+        "again": reverse("clones:again", args=[job.id]),
+    }
+
+
+def test_the_owner_downloads_with_a_named_file_and_length(client, owner, done_job):
+    client.force_login(owner)
+    response = client.get(job_urls(done_job)["download"])
+    assert response.status_code == 200
+    assert response["Content-Length"] == "9"
+    assert 'filename="widget-2ac8988.tar"' in response["Content-Disposition"]
+    assert b"".join(response.streaming_content) == b"tar bytes"
+
+
+def test_the_job_page_shows_what_was_made(client, owner, done_job):
+    client.force_login(owner)
+    page = client.get(job_urls(done_job)["page"]).content.decode()
+    for shown in [done_job.commit, done_job.archive_sha256, "9 bytes", "Download widget-2ac8988"]:
+        assert shown in page
+    assert 'http-equiv="refresh"' not in page  # finished: nothing left to watch
+
+
+def test_an_active_job_page_refreshes_itself(client, owner):
+    job = CloneJob.objects.create(owner=owner, url="https://example.com/a.git")
+    client.force_login(owner)
+    page = client.get(job_urls(job)["page"]).content.decode()
+    assert 'http-equiv="refresh"' in page
+    assert "Queued" in page
+
+
+@pytest.mark.parametrize("what", ["page", "download"])
+def test_another_user_gets_404(client, other_user, done_job, what):
+    client.force_login(other_user)
+    assert client.get(job_urls(done_job)[what]).status_code == 404
+
+
+def test_another_user_cannot_clone_again(client, other_user, done_job):
+    client.force_login(other_user)
+    assert client.post(job_urls(done_job)["again"]).status_code == 404
+    assert CloneJob.objects.count() == 1
+
+
+@pytest.mark.parametrize("what", ["page", "download"])
+def test_staff_too_get_404_outside_the_admin(client, staff, done_job, what):
+    client.force_login(staff)
+    assert client.get(job_urls(done_job)[what]).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "url", [reverse("clones:new"), reverse("clones:history"), "page", "download"]
+)
+def test_anonymous_gets_the_login_page(client, done_job, url):
+    url = job_urls(done_job).get(url, url)
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+    assert "Log in" in client.get(response["Location"]).content.decode()
+
+
+def test_an_expired_job_has_no_download_but_offers_clone_again(client, owner, done_job):
+    done_job.status, done_job.archive = Status.EXPIRED, ""
+    done_job.save()
+    client.force_login(owner)
+    assert client.get(job_urls(done_job)["download"]).status_code == 404
+    page = client.get(job_urls(done_job)["page"]).content.decode()
+    assert "Clone again" in page and "Download" not in page
+
+
+def test_history_lists_only_own_jobs_newest_first_in_pages(client, owner, other_user):
+    for number in range(30):
+        CloneJob.objects.create(owner=owner, url=f"https://example.com/r{number}.git")
+    CloneJob.objects.create(owner=other_user, url="https://example.com/secret.git")
+    client.force_login(owner)
+
+    first = client.get(reverse("clones:history")).content.decode()
+    second = client.get(reverse("clones:history") + "?page=2").content.decode()
+
+    assert "r29.git" in first and "r5.git" in first and "r4.git" not in first
+    assert "r4.git" in second and "r0.git" in second
+    assert "Page 1 of 2" in first
+    assert "secret.git" not in first + second
+
+
+BAD_INPUT = [
+    ({"url": ""}, "url", "Enter the URL of a git repository."),
+    ({"url": "not a url"}, "url", "The URL contains spaces or control characters."),
+    ({"url": "notaurl"}, "url", "Enter a full URL, such as https://github.com/owner/repo.git."),
+    (
+        {"url": "file:///etc/passwd"},
+        "url",
+        "Local paths and file:// URLs are not accepted: give the URL of a git server.",
+    ),
+    (
+        {"url": "/srv/git/repo.git"},
+        "url",
+        "Local paths and file:// URLs are not accepted: give the URL of a git server.",
+    ),
+    (
+        {"url": "ftp://127.0.0.1/repo.git"},
+        "url",
+        "ftp:// URLs are not accepted here; use https://.",
+    ),
+    (
+        {"url": "http://127.0.0.1/repo.git"},
+        "url",
+        "http:// URLs are not accepted here; use https://.",
+    ),
+    (
+        {"url": "https://alice:s3cret@127.0.0.1/repo.git"},
+        "url",
+        "Remove the user name or password from the URL: credentials in URLs end up in logs "
+        "and history.",
+    ),
+    (
+        {"url": "git@github.com:owner/repo.git"},
+        "url",
+        "SSH URLs need keys we don't hold; use the repository's https URL instead. "
+        "Try https://github.com/owner/repo.git",
+    ),
+    (
+        {"url": "ext::sh -c touch% /tmp/pwned"},
+        "url",
+        "The URL contains spaces or control characters.",
+    ),
+    (
+        {"url": "ext::sh"},
+        "url",
+        "Remote-helper URLs (transport::address) are not accepted.",
+    ),
+    ({"url": "-uhttps://x"}, "url", "The URL cannot start with '-'."),
+    (
+        {"url": "https://127.0.0.1/a.git", "ref": "my branch"},
+        "ref",
+        "A branch or tag name cannot contain spaces or control characters.",
+    ),
+    (
+        {"url": "https://127.0.0.1/a.git", "ref": "--upload-pack=evil"},
+        "ref",
+        "A branch or tag name cannot start with '-'.",
+    ),
+    (
+        {"url": "https://127.0.0.1/a.git", "ref": "a..b"},
+        "ref",
+        "'a..b' is not a valid branch or tag name.",
+    ),
+]
+
+
+@override_settings(CLONES_ALLOWED_SCHEMES=["https"])
+@pytest.mark.parametrize(("data", "field", "message"), BAD_INPUT)
+def test_bad_input_gets_a_specific_error_and_no_job(client, owner, data, field, message):
+    client.force_login(owner)
+    response = client.post(reverse("clones:new"), {"ref": "", **data})
+
+    assert response.status_code == 200
+    assert response.context["form"].errors[field] == [message]
+    assert message.replace("'", "&#x27;") in response.content.decode()
+    assert not CloneJob.objects.exists()
+
+
+@override_settings(CLONES_ALLOW_PRIVATE_NETWORKS=False)
+def test_private_addresses_are_refused_unless_allowed(client, owner):
+    client.force_login(owner)
+    response = client.post(reverse("clones:new"), {"url": "https://127.0.0.1/repo.git"})
+    assert response.context["form"].errors["url"] == [
+        "127.0.0.1 resolves to 127.0.0.1, a private or reserved address; "
+        "only public git servers can be cloned."
+    ]
+    assert not CloneJob.objects.exists()
