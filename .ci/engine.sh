@@ -21,11 +21,14 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
     mkdir -p "$ENGINE_DIR"
+    # A machine handed back after a stop keeps the pid files and sockets of an engine that was
+    # killed; dockerd would wait on them. With no engine answering, that runtime state is stale.
+    rm -f "$ENGINE_DIR/dockerd.pid" "$ENGINE_DIR/exec/containerd/containerd.pid"
     setsid dockerd --host "$DOCKER_HOST" --data-root "$ENGINE_DIR/docker" \
         --exec-root "$ENGINE_DIR/exec" --pidfile "$ENGINE_DIR/dockerd.pid" \
         --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
         >"$ENGINE_DIR/dockerd.log" 2>&1 </dev/null &
-    for _ in $(seq 60); do
+    for _ in $(seq 120); do
         docker info >/dev/null 2>&1 && break
         sleep 0.5
     done
