@@ -1,0 +1,26 @@
+# The cloneshelf web app and worker (one image; compose picks the command).
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CLONES_DATA_DIR=/data
+
+# uid/gid 1000: clone containers run as the worker's own uid:gid, so the worker can delete
+# every file git writes into the shared volume.
+RUN groupadd --gid 1000 app && useradd --uid 1000 --gid app --home-dir /app --no-create-home app \
+    && mkdir -p /app /data && chown app:app /data
+
+WORKDIR /app
+COPY pyproject.toml manage.py ./
+COPY project ./project
+COPY clones ./clones
+COPY templates ./templates
+RUN pip install -e . \
+    && DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
+
+USER app
+VOLUME ["/data"]
+EXPOSE 8000
+CMD ["gunicorn", "project.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-"]
