@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 import docker
 import requests
 from django.conf import settings
+from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
@@ -43,11 +44,26 @@ class ContainerResult:
 
 
 def client() -> docker.DockerClient:
-    """A client configured by DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH."""
+    """A client configured by DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, speaking the
+    newest API version that both docker-py and the engine know."""
     try:
-        return docker.from_env(version="auto", timeout=60)
+        options = docker.utils.kwargs_from_env()
+        probe = _connect(MINIMUM_DOCKER_API_VERSION, options)
+        engine_version = probe.version(api_version=False)["ApiVersion"]
+        probe.close()
+        if docker.utils.version_lt(DEFAULT_DOCKER_API_VERSION, engine_version):
+            engine_version = DEFAULT_DOCKER_API_VERSION
+        return _connect(engine_version, options)
     except ENGINE_ERRORS as exc:
         raise EngineError(describe(exc)) from exc
+
+
+def _connect(api_version: str, options: dict) -> docker.DockerClient:
+    engine = docker.DockerClient(version=api_version, timeout=60, **options)
+    # requests would let REQUESTS_CA_BUNDLE (and proxy variables) override the engine's own CA
+    # from DOCKER_CERT_PATH (docker-py issue 2433): only the engine's TLS settings may count.
+    engine.api.trust_env = False
+    return engine
 
 
 def run_git(

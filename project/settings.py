@@ -102,11 +102,12 @@ MEDIA_URL = "/media/"  # never served: archives go out through the download view
 
 def database_config() -> dict:
     url = env_str("DATABASE_URL", "")
-    config = (
-        dj_database_url.parse(url, conn_max_age=60)
-        if url
-        else {"ENGINE": "django.db.backends.sqlite3", "NAME": CLONES_DATA_DIR / "db.sqlite3"}
-    )
+    if url:
+        config = dj_database_url.parse(url, conn_max_age=60)
+    else:
+        # SQLite creates its file but not the directory; a first run starts with neither.
+        CLONES_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        config = {"ENGINE": "django.db.backends.sqlite3", "NAME": CLONES_DATA_DIR / "db.sqlite3"}
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # The web process and the django-q2 ORM broker write to one file at once. WAL lets
         # readers go on during a write, IMMEDIATE takes the write lock up front (no deadlock on
