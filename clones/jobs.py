@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -37,12 +37,15 @@ def claim(job_id) -> CloneJob | None:
     task timeout: django-q2 has killed that attempt and delivered the task again. A finished
     job is never reopened.
     """
-    now = timezone.now()
-    abandoned_before = now - timedelta(seconds=settings.CLONES_TASK_TIMEOUT)
     taken = (
-        CloneJob.objects.filter(pk=job_id)
-        .filter(Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=abandoned_before))
-        .update(status=Status.RUNNING, started_at=now, attempts=F("attempts") + 1, phase="starting")
+        CloneJob.objects.claimable()
+        .filter(pk=job_id)
+        .update(
+            status=Status.RUNNING,
+            started_at=timezone.now(),
+            attempts=F("attempts") + 1,
+            phase="starting",
+        )
     )
     return CloneJob.objects.get(pk=job_id) if taken else None
 

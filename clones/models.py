@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -36,6 +37,19 @@ class CloneJobQuerySet(models.QuerySet):
     def expired(self) -> "CloneJobQuerySet":
         """Done jobs whose archive has outlived its time and should be deleted."""
         return self.filter(status=Status.DONE, expires_at__lte=timezone.now())
+
+    def stuck(self) -> "CloneJobQuerySet":
+        """Running for longer than a task may live: django-q2 has killed their worker."""
+        return self.filter(_stuck())
+
+    def claimable(self) -> "CloneJobQuerySet":
+        """Jobs a worker may start: queued ones, and stuck ones whose task came again."""
+        return self.filter(Q(status=Status.QUEUED) | _stuck())
+
+
+def _stuck() -> Q:
+    task_deadline = timezone.now() - timedelta(seconds=settings.CLONES_TASK_TIMEOUT)
+    return Q(status=Status.RUNNING, started_at__lt=task_deadline)
 
 
 class CloneJob(models.Model):
