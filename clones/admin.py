@@ -22,9 +22,13 @@ class CloneJobAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
     actions = ["retry", "expire_now"]
-    # Everything but who owns it and what was asked is written by the system.
+    # Jobs come from the form or the CLI, which check their input; here they are watched and
+    # steered, not edited.
     readonly_fields = [
         "id",
+        "owner",
+        "url",
+        "ref",
         "commit",
         "status",
         "phase",
@@ -40,6 +44,9 @@ class CloneJobAdmin(admin.ModelAdmin):
         "error",
         "git_output",
     ]
+
+    def has_add_permission(self, request) -> bool:
+        return False
 
     @admin.display(description="Size", ordering="archive_size")
     def size(self, job: CloneJob) -> str:

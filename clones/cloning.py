@@ -2,6 +2,7 @@
 reason a person can act on. The container itself is clones.engine's business."""
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -10,7 +11,7 @@ from . import engine, paths
 from .models import CloneJob
 
 CHECKOUT_DIR = "repo"  # inside the job directory
-FULL_SHA = re.compile(r"[0-9a-f]{40}")
+FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 object names
 
 
 class CloneFailed(Exception):
@@ -22,17 +23,22 @@ class CloneFailed(Exception):
 
 
 def clone(job: CloneJob, job_dir: Path, timeout: int, on_phase: Callable[[str], None]) -> Path:
-    """Clone the job's repository into job_dir/repo, check out its ref; return that path."""
+    """Clone the job's repository into job_dir/repo and check out its ref, all within `timeout`
+    seconds; return the checkout's path."""
+    deadline = time.monotonic() + timeout
     target = f"{engine.MOUNT_POINT}/{CHECKOUT_DIR}"
     wants_commit = bool(FULL_SHA.fullmatch(job.ref))
     args = ["clone", "--progress"]
     if job.ref and not wants_commit:
         args += ["--branch", job.ref]
-    # "--" ends the options: nothing in the URL can be read as one.
-    run(job, job_dir, [*args, "--", job.url, target], timeout, on_phase)
-    if wants_commit:
-        on_phase(f"checking out {job.ref[:12]}")
-        run(job, job_dir, ["-C", target, "checkout", "--quiet", "--detach", job.ref], timeout)
+    try:
+        # "--" ends the options: nothing in the URL can be read as one.
+        run(job, job_dir, [*args, "--", job.url, target], deadline, on_phase)
+        if wants_commit:
+            on_phase(f"checking out {job.ref[:12]}")
+            run(job, job_dir, ["-C", target, "checkout", "--quiet", "--detach", job.ref], deadline)
+    except engine.ContainerTimedOut:
+        raise CloneFailed(f"The clone timed out after {timeout} s.") from None
     return job_dir / CHECKOUT_DIR
 
 
@@ -40,10 +46,16 @@ def run(
     job: CloneJob,
     job_dir: Path,
     git_args: list[str],
-    timeout: int,
+    deadline: float,
     on_phase: Callable[[str], None] = lambda phase: None,
 ) -> None:
-    result = engine.run_git(str(job.id), git_args, paths.engine_path(job_dir), timeout, on_phase)
+    result = engine.run_git(
+        str(job.id),
+        git_args,
+        paths.engine_path(job_dir),
+        timeout=max(deadline - time.monotonic(), 0),
+        on_phase=on_phase,
+    )
     if result.exit_code != 0:
         raise CloneFailed(explain(result.output, job), result.output)
 

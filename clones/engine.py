@@ -8,7 +8,8 @@ EngineError whose message a user can act on.
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -34,7 +35,7 @@ class EngineError(Exception):
 
 
 class ContainerTimedOut(EngineError):
-    pass
+    """The container ran past its time and was killed."""
 
 
 @dataclass
@@ -43,22 +44,27 @@ class ContainerResult:
     output: str  # the last lines git printed, progress meter included
 
 
-def client() -> docker.DockerClient:
+@contextmanager
+def connected() -> Iterator[docker.DockerClient]:
     """A client configured by DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, speaking the
-    newest API version that both docker-py and the engine know."""
+    newest API version that both docker-py and the engine know; closed afterwards."""
     try:
         options = docker.utils.kwargs_from_env()
-        probe = _connect(MINIMUM_DOCKER_API_VERSION, options)
-        engine_version = probe.version(api_version=False)["ApiVersion"]
-        probe.close()
+        with closing(_client(MINIMUM_DOCKER_API_VERSION, options)) as probe:
+            engine_version = probe.version(api_version=False)["ApiVersion"]
         if docker.utils.version_lt(DEFAULT_DOCKER_API_VERSION, engine_version):
             engine_version = DEFAULT_DOCKER_API_VERSION
-        return _connect(engine_version, options)
+        engine = _client(engine_version, options)
     except ENGINE_ERRORS as exc:
         raise EngineError(describe(exc)) from exc
+    with closing(engine):
+        try:
+            yield engine
+        except ENGINE_ERRORS as exc:
+            raise EngineError(describe(exc)) from exc
 
 
-def _connect(api_version: str, options: dict) -> docker.DockerClient:
+def _client(api_version: str, options: dict) -> docker.DockerClient:
     engine = docker.DockerClient(version=api_version, timeout=60, **options)
     # requests would let REQUESTS_CA_BUNDLE (and proxy variables) override the engine's own CA
     # from DOCKER_CERT_PATH (docker-py issue 2433): only the engine's TLS settings may count.
@@ -70,7 +76,7 @@ def run_git(
     job_id: str,
     git_args: list[str],
     mount_source: PurePosixPath,
-    timeout: int,
+    timeout: float,
     on_phase: Callable[[str], None] = lambda phase: None,
 ) -> ContainerResult:
     """Run `git <git_args>` with `mount_source` (an engine-side path) at MOUNT_POINT.
@@ -78,8 +84,7 @@ def run_git(
     The container runs as our own uid:gid, so whatever git writes we can delete. It is killed
     after `timeout` seconds (ContainerTimedOut) and removed whatever happens.
     """
-    try:
-        engine = client()
+    with connected() as engine:
         ensure_image(engine, on_phase)
         container = engine.containers.create(
             settings.CLONES_GIT_IMAGE,
@@ -93,16 +98,13 @@ def run_git(
             network_mode=settings.CLONES_NETWORK,
             environment={"HOME": "/tmp", "GIT_TERMINAL_PROMPT": "0"},
         )
-    except ENGINE_ERRORS as exc:
-        raise EngineError(describe(exc)) from exc
-    try:
-        container.start()
-        exit_code = wait_or_kill(container, timeout, on_phase)
-        return ContainerResult(exit_code=exit_code, output=output_tail(container))
-    except ENGINE_ERRORS as exc:
-        raise EngineError(describe(exc)) from exc
-    finally:
-        remove(container)
+        try:
+            container.start()
+            exit_code = wait_or_kill(container, timeout, on_phase)
+            output = container.logs(stdout=True, stderr=True, tail=OUTPUT_TAIL_LINES)
+            return ContainerResult(exit_code=exit_code, output="\n".join(output_lines(output)))
+        finally:
+            remove(container)
 
 
 def ensure_image(engine: docker.DockerClient, on_phase: Callable[[str], None]) -> None:
@@ -122,7 +124,7 @@ def ensure_image(engine: docker.DockerClient, on_phase: Callable[[str], None]) -
         ) from exc
 
 
-def wait_or_kill(container, timeout: int, on_phase: Callable[[str], None]) -> int:
+def wait_or_kill(container, timeout: float, on_phase: Callable[[str], None]) -> int:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -133,23 +135,17 @@ def wait_or_kill(container, timeout: int, on_phase: Callable[[str], None]) -> in
             container.reload()
         if time.monotonic() >= deadline:
             container.kill()
-            raise ContainerTimedOut(f"The clone timed out after {timeout} s.")
-        progress = last_line(container.logs(stdout=False, stderr=True, tail=2))
+            raise ContainerTimedOut()
+        progress = output_lines(container.logs(stdout=False, stderr=True, tail=2))
         if progress:
-            on_phase(progress)
+            on_phase(progress[-1][:200])
 
 
-def output_tail(container) -> str:
-    raw = container.logs(stdout=True, stderr=True, tail=OUTPUT_TAIL_LINES)
-    # git redraws its progress meter with carriage returns: keep only the final state of each.
-    lines = [line.rsplit("\r", 1)[-1] for line in raw.decode(errors="replace").splitlines()]
-    return "\n".join(line for line in lines if line.strip())
-
-
-def last_line(raw: bytes) -> str:
-    text = raw.decode(errors="replace").replace("\r", "\n")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:200] if lines else ""
+def output_lines(raw: bytes) -> list[str]:
+    """git's output as lines; of a progress meter redrawn with carriage returns, its last state."""
+    text = raw.decode(errors="replace")
+    lines = [line.rstrip("\r").rsplit("\r", 1)[-1].strip() for line in text.split("\n")]
+    return [line for line in lines if line]
 
 
 def remove(container) -> None:
@@ -163,12 +159,10 @@ def remove(container) -> None:
 
 def remove_job_containers(job_id: str) -> int:
     """Force-remove every container labelled with this job; how many there were."""
-    try:
-        found = client().containers.list(all=True, filters={"label": f"{JOB_LABEL}={job_id}"})
-    except ENGINE_ERRORS as exc:
-        raise EngineError(describe(exc)) from exc
-    for container in found:
-        remove(container)
+    with connected() as engine:
+        found = engine.containers.list(all=True, filters={"label": f"{JOB_LABEL}={job_id}"})
+        for container in found:
+            remove(container)
     return len(found)
 
 

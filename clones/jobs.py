@@ -20,14 +20,12 @@ RUN_TASK = "clones.tasks.run_clone_job"
 
 def submit(owner, url: str, ref: str = "") -> CloneJob:
     """Record a request and queue it. `url` and `ref` must have passed clones.forms already."""
-    job = CloneJob.objects.create(owner=owner, url=url, ref=ref)
-    enqueue(job)
+    # The ORM broker keeps its queue in this same database: one transaction makes the job and
+    # its task together, or neither, so no job waits for a task that was never queued.
+    with transaction.atomic():
+        job = CloneJob.objects.create(owner=owner, url=url, ref=ref)
+        async_task(RUN_TASK, str(job.id))
     return job
-
-
-def enqueue(job: CloneJob) -> None:
-    # After commit: a worker that picks the task up at once must find the row.
-    transaction.on_commit(lambda: async_task(RUN_TASK, str(job.id)))
 
 
 def claim(job_id) -> CloneJob | None:
@@ -96,16 +94,17 @@ def expire(job: CloneJob) -> bool:
 
 def requeue(job: CloneJob) -> bool:
     """Run a failed or cancelled job again under the same id (the admin's "retry")."""
-    updated = CloneJob.objects.filter(
-        pk=job.pk, status__in=[Status.FAILED, Status.CANCELLED]
-    ).update(
-        status=Status.QUEUED,
-        error="",
-        git_output="",
-        phase="",
-        started_at=None,
-        finished_at=None,
-    )
-    if updated:
-        enqueue(job)
+    with transaction.atomic():
+        updated = CloneJob.objects.filter(
+            pk=job.pk, status__in=[Status.FAILED, Status.CANCELLED]
+        ).update(
+            status=Status.QUEUED,
+            error="",
+            git_output="",
+            phase="",
+            started_at=None,
+            finished_at=None,
+        )
+        if updated:
+            async_task(RUN_TASK, str(job.id))
     return bool(updated)

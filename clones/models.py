@@ -61,7 +61,9 @@ class CloneJob(models.Model):
     ref = models.CharField(
         max_length=255, blank=True, help_text="Branch, tag or commit; blank for the default branch."
     )
-    commit = models.CharField(max_length=40, blank=True, help_text="The commit that was cloned.")
+    commit = models.CharField(
+        max_length=64, blank=True, help_text="The commit that was cloned (SHA-1 or SHA-256)."
+    )
 
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
     phase = models.CharField(max_length=200, blank=True, help_text="What the worker is doing now.")

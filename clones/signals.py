@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.db import transaction
 from django_q.models import Schedule
 
 from . import archives
@@ -21,4 +22,6 @@ def ensure_expiry_schedule(**kwargs) -> None:
 
 def delete_archive_file(instance, **kwargs) -> None:
     """A deleted job (or user) takes its archive with it: no file without a row."""
-    archives.delete(instance.archive.name)
+    name = instance.archive.name
+    # Only once the deletion is committed: a rolled-back delete must keep its archive.
+    transaction.on_commit(lambda: archives.delete(name))

@@ -4,6 +4,7 @@ import logging
 import time
 
 from django.conf import settings
+from django_q.exceptions import TimeoutException
 
 from . import archives, cloning, engine, jobs, paths
 from .models import CloneJob
@@ -11,8 +12,9 @@ from .models import CloneJob
 logger = logging.getLogger(__name__)
 
 EXPIRY_BATCH_SIZE = 100
-EXPIRY_MAX_BATCHES = 50  # one run deletes at most 5,000 archives; the next run goes on
+EXPIRY_MAX_PER_RUN = 5000  # the next run goes on from there
 PHASE_WRITE_SECONDS = 1.0
+INTERNAL_ERROR = "The clone failed because of an internal error; staff can see why."
 
 
 def run_clone_job(job_id: str) -> None:
@@ -21,32 +23,51 @@ def run_clone_job(job_id: str) -> None:
         logger.info("job %s is not queued any more; nothing to do", job_id)
         return
     try:
-        _clone_and_archive(job)
+        archive = _clone_and_archive(job)
     except (cloning.CloneFailed, engine.EngineError) as exc:
-        jobs.mark_failed(job, str(exc), getattr(exc, "output", ""))
+        _finish_failed(job, str(exc), getattr(exc, "output", ""))
+    except TimeoutException:
+        # django-q2 stops an over-long task by raising SystemExit inside it: record why first.
+        timeout = settings.CLONES_TASK_TIMEOUT
+        _finish_failed(job, f"The job took longer than {timeout} s and was stopped.")
+        raise
     except Exception:
         logger.exception("job %s failed unexpectedly", job_id)
-        jobs.mark_failed(job, "The clone failed because of an internal error; staff can see why.")
-    finally:
-        paths.remove_job_dir(job.id)
+        _finish_failed(job, INTERNAL_ERROR)
+    else:
+        # The directory goes before the job is seen to finish: a retry may want it again.
+        _remove_job_dir(job)
+        if not jobs.mark_done(job, job.commit, archive.name, archive.size, archive.sha256):
+            # Cancelled or taken over while we packed: the archive belongs to no finished job.
+            archives.delete(archive.name)
 
 
-def _clone_and_archive(job: CloneJob) -> None:
+def _clone_and_archive(job: CloneJob) -> archives.Archive:
     engine.remove_job_containers(str(job.id))  # left by an attempt whose worker died
     job_dir = paths.create_job_dir(job.id)
     on_phase = _throttled(lambda phase: jobs.record_phase(job, phase))
     checkout = cloning.clone(job, job_dir, settings.CLONES_CLONE_TIMEOUT, on_phase)
     job.commit = cloning.head_commit(checkout)
     jobs.record_phase(job, "packing archive")
-    archive = archives.store(
+    return archives.store(
         checkout,
         top_level=job.download_filename.removesuffix(".tar"),
         staging=job_dir / "archive.tar",
         name=f"{job.id}.tar",
     )
-    if not jobs.mark_done(job, job.commit, archive.name, archive.size, archive.sha256):
-        # Cancelled or taken over while we packed: the archive belongs to no finished job.
-        archives.delete(archive.name)
+
+
+def _finish_failed(job: CloneJob, error: str, git_output: str = "") -> None:
+    _remove_job_dir(job)
+    jobs.mark_failed(job, error, git_output)
+
+
+def _remove_job_dir(job: CloneJob) -> None:
+    try:
+        paths.remove_job_dir(job.id)
+    except OSError:
+        # Never let a stubborn directory keep the job from being recorded; it is logged.
+        logger.exception("could not remove the directory of job %s", job.id)
 
 
 def _throttled(record, interval: float = PHASE_WRITE_SECONDS):
@@ -64,11 +85,18 @@ def _throttled(record, interval: float = PHASE_WRITE_SECONDS):
 
 def expire_archives() -> int:
     """Delete archives past their expiry date and mark their jobs expired (scheduled)."""
+    due = list(
+        CloneJob.objects.expired()
+        .order_by("expires_at")
+        .values_list("pk", flat=True)[:EXPIRY_MAX_PER_RUN]
+    )
     expired = 0
-    for _ in range(EXPIRY_MAX_BATCHES):
-        batch = list(CloneJob.objects.expired().order_by("expires_at")[:EXPIRY_BATCH_SIZE])
-        if not batch:
-            break
-        expired += sum(jobs.expire(job) for job in batch)
+    for start in range(0, len(due), EXPIRY_BATCH_SIZE):
+        for job in CloneJob.objects.filter(pk__in=due[start : start + EXPIRY_BATCH_SIZE]):
+            try:
+                expired += jobs.expire(job)
+            except Exception:
+                # One archive that cannot be deleted must not hold up all the others.
+                logger.exception("could not expire job %s", job.pk)
     logger.info("expired %d archives", expired)
     return expired

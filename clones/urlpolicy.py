@@ -6,7 +6,7 @@ Everything here runs before a job row exists, so bad input never reaches the que
 import ipaddress
 import re
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -29,7 +29,7 @@ def check_url(url: str) -> str:
     if url.startswith("-"):
         raise ValidationError("The URL cannot start with '-'.")
     _refuse_local_and_ssh(url)
-    parts = urlsplit(url)
+    parts = _split(url)
     if not parts.scheme or not parts.netloc:
         raise ValidationError("Enter a full URL, such as https://github.com/owner/repo.git.")
     scheme = parts.scheme.lower()
@@ -67,7 +67,7 @@ def _ssh_host_and_path(url: str) -> tuple[str, str] | None:
     """(host, path) for ssh://… and scp-style user@host:path URLs, None for anything else."""
     lowered = url.lower()
     if lowered.startswith(("ssh://", "git+ssh://", "ssh+git://")):
-        parts = urlsplit(url)
+        parts = _split(url)
         return parts.hostname or "", parts.path
     match = SCP_LIKE.match(url)
     if match and "://" not in url:
@@ -75,7 +75,14 @@ def _ssh_host_and_path(url: str) -> tuple[str, str] | None:
     return None
 
 
-def _check_host(parts) -> None:
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:  # e.g. an unclosed or invalid [IPv6] host
+        raise ValidationError("The URL's host name is not valid.") from None
+
+
+def _check_host(parts: SplitResult) -> None:
     host = parts.hostname
     if not host:
         raise ValidationError("The URL has no host name.")
@@ -106,6 +113,8 @@ def check_ref(ref: str) -> str:
     ref = ref.strip()
     if not ref:
         return ""
+    if re.fullmatch(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", ref):
+        return ref.lower()  # a commit: git names objects in lower case
     if UNSAFE_CHARS.search(ref):
         raise ValidationError("A branch or tag name cannot contain spaces or control characters.")
     if ref.startswith("-"):

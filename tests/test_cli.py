@@ -62,3 +62,12 @@ def test_it_needs_to_know_the_owner_when_it_cannot_guess(transactional_db):
 
     assert result.returncode == 1
     assert "Say who owns the job with --user NAME." in result.stderr
+
+
+def test_waiting_gives_up_when_no_worker_runs(owner, transactional_db):
+    result = run_clone_command(
+        "https://127.0.0.1/a.git", "--user", "owner", "--wait", "--timeout", "1"
+    )
+
+    assert result.returncode == 1
+    assert "is still queued after 1 s; is a worker (manage.py qcluster) running?" in result.stderr

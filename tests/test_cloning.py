@@ -3,6 +3,7 @@
 import pytest
 
 from clones.cloning import CloneFailed, explain, head_commit
+from clones.engine import output_lines
 from clones.models import CloneJob
 
 from .repos import git
@@ -70,3 +71,8 @@ def test_an_odd_head_is_refused(tmp_path):
     (tmp_path / ".git" / "HEAD").write_text("ref: refs/../../etc/passwd\n")
     with pytest.raises(CloneFailed, match="unexpected HEAD"):
         head_commit(tmp_path)
+
+
+def test_git_output_keeps_the_last_state_of_each_progress_meter():
+    raw = b"Cloning into 'repo'...\nReceiving:  10% (1/10)\rReceiving:  50% (5/10)\r"
+    assert output_lines(raw) == ["Cloning into 'repo'...", "Receiving:  50% (5/10)"]

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.utils import timezone
+from django_q.models import OrmQ
 
 from clones import jobs
 from clones.models import CloneJob, Status
@@ -42,11 +43,19 @@ def test_a_job_stuck_past_the_task_timeout_is_taken_over(queued):
     assert jobs.mark_failed(second, "it failed")
 
 
-def test_requeue_takes_only_failed_or_cancelled_jobs(queued, django_capture_on_commit_callbacks):
+def test_submit_records_the_job_and_its_task_together(owner):
+    job = jobs.submit(owner, "https://example.com/a.git", "main")
+    assert (job.status, job.url, job.ref) == (Status.QUEUED, "https://example.com/a.git", "main")
+    assert [task.func() for task in OrmQ.objects.all()] == ["clones.tasks.run_clone_job"]
+    assert OrmQ.objects.get().task["args"] == (str(job.id),)
+
+
+def test_requeue_takes_only_failed_or_cancelled_jobs(queued):
     assert not jobs.requeue(queued)
     CloneJob.objects.filter(pk=queued.pk).update(status=Status.FAILED, error="boom")
-    with django_capture_on_commit_callbacks() as callbacks:
-        assert jobs.requeue(queued)
+
+    assert jobs.requeue(queued)
+
     queued.refresh_from_db()
     assert queued.status == Status.QUEUED and queued.error == ""
-    assert len(callbacks) == 1  # one task queued
+    assert OrmQ.objects.count() == 1

@@ -128,6 +128,21 @@ def test_a_stalled_server_is_cut_off_at_the_timeout(owner_client, start_worker):
     assert_left_nothing_behind(job)
 
 
+def test_a_job_stopped_by_the_task_timeout_is_recorded_as_failed(owner_client, start_worker):
+    """django-q2 ends a task that outlives its timeout; the job must not stay "running"."""
+    server = StallingServer()
+    # Task timeout = clone timeout + overhead = 3 s, well before git's own 30 s would end it.
+    start_worker(env={"CLONES_CLONE_TIMEOUT": "30", "CLONES_TASK_OVERHEAD": "-27"})
+    try:
+        job = wait_for_job(submit(owner_client, server.url()), timeout=60)
+    finally:
+        server.stop()
+
+    assert job.status == Status.FAILED
+    assert job.error == "The job took longer than 3 s and was stopped."
+    assert_left_nothing_behind(job)
+
+
 def test_two_jobs_at_once_each_get_their_own_repository(
     owner_client, start_worker, new_repo, git_daemon, git_http, tmp_path
 ):

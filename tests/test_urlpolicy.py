@@ -42,6 +42,8 @@ def test_ssh_urls_are_refused_with_the_https_form(url, suggestion):
         ("~/repo", "Local paths and file:// URLs are not accepted"),
         ("fd::17", "Remote-helper URLs (transport::address) are not accepted."),
         ("https://:pw@127.0.0.1/a.git", "Remove the user name or password from the URL"),
+        ("https://[::1/a.git", "The URL's host name is not valid."),
+        ("https://[not-an-ip]/a.git", "The URL's host name is not valid."),
     ],
 )
 def test_it_refuses_with_a_reason(url, message):
@@ -57,9 +59,13 @@ def test_private_addresses_are_refused_by_default(host):
         check_url(f"https://{host}/repo.git")
 
 
-@pytest.mark.parametrize("ref", ["", "main", "release/2.x", "v1.0.0", "a" * 40])
+@pytest.mark.parametrize("ref", ["", "main", "release/2.x", "v1.0.0", "a" * 40, "b" * 64])
 def test_it_accepts_branch_tag_and_commit_names(ref):
     assert check_ref(ref) == ref
+
+
+def test_a_commit_sha_is_taken_in_lower_case():
+    assert check_ref("ABCDEF" + "0" * 34) == "abcdef" + "0" * 34
 
 
 @pytest.mark.parametrize(

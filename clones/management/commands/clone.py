@@ -1,5 +1,6 @@
 import time
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
@@ -22,8 +23,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--wait", action="store_true", help="wait for the job to finish and report it"
         )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=settings.CLONES_TASK_TIMEOUT + 60,
+            help="with --wait: give up after this many seconds (default: %(default)s)",
+        )
 
-    def handle(self, *args, url, ref, user, wait, **options):
+    def handle(self, *args, url, ref, user, wait, timeout, **options):
         form = CloneRequestForm({"url": url, "ref": ref})
         if not form.is_valid():
             reasons = [f"{field}: {error}" for field, errs in form.errors.items() for error in errs]
@@ -31,7 +38,7 @@ class Command(BaseCommand):
         job = jobs.submit(self.owner(user), form.cleaned_data["url"], form.cleaned_data["ref"])
         self.stdout.write(f"queued {job.id}")
         if wait:
-            self.report(self.wait_for(job))
+            self.report(self.wait_for(job, timeout))
 
     def owner(self, username: str | None):
         users = get_user_model().objects
@@ -45,8 +52,14 @@ class Command(BaseCommand):
             raise CommandError("Say who owns the job with --user NAME.")
         return superusers[0]
 
-    def wait_for(self, job: CloneJob) -> CloneJob:
+    def wait_for(self, job: CloneJob, timeout: float) -> CloneJob:
+        deadline = time.monotonic() + timeout
         while job.is_active:
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"Job {job.id} is still {job.status} after {timeout:g} s; is a worker "
+                    "(manage.py qcluster) running?"
+                )
             time.sleep(WAIT_POLL_SECONDS)
             job.refresh_from_db()
         return job
