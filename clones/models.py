@@ -31,9 +31,6 @@ class CloneJobQuerySet(models.QuerySet):
     def for_user(self, user) -> "CloneJobQuerySet":
         return self.filter(owner=user)
 
-    def active(self) -> "CloneJobQuerySet":
-        return self.filter(status__in=ACTIVE_STATUSES)
-
     def expired(self) -> "CloneJobQuerySet":
         """Done jobs whose archive has outlived its time and should be deleted."""
         return self.filter(status=Status.DONE, expires_at__lte=timezone.now())
