@@ -11,7 +11,7 @@ set -euo pipefail
 
 ENGINE_DIR=${CLONESHELF_ENGINE_DIR:-/var/lib/cloneshelf-test-engine}
 SOCKET=${CLONESHELF_ENGINE_SOCKET:-/run/cloneshelf-test-docker.sock}
-IMAGE=${CLONESHELF_TEST_GIT_IMAGE:-cloneshelf-test/git:standin}
+IMAGE=${CLONESHELF_TEST_GIT_IMAGE:-cloneshelf-test/git:standin-2}
 export DOCKER_HOST="unix://$SOCKET"
 
 if ! command -v dockerd >/dev/null; then
@@ -38,12 +38,14 @@ fi
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     root=$(mktemp -d)
     trap 'rm -rf "$root"' EXIT
-    git_bins=(/usr/bin/git /usr/lib/git-core/*)
+    # git runs helpers (credential-store) through /bin/sh, as alpine/git's busybox provides.
+    git_bins=(/usr/bin/git /usr/lib/git-core/* /bin/dash)
     # ldd fails on git's shell scripts; only the binaries' libraries matter.
     libs=$({ ldd "${git_bins[@]}" 2>/dev/null || true; } | grep -o '/[^ ]*\.so[^ ]*' | sort -u)
     # -h copies what symlinks point at, so the image holds real files.
-    tar -ch /usr/bin/git /usr/lib/git-core /usr/share/git-core /etc/ssl/certs $libs 2>/dev/null |
-        tar -x -C "$root"
+    tar -ch /usr/bin/git /usr/lib/git-core /usr/share/git-core /etc/ssl/certs /bin/dash $libs \
+        2>/dev/null | tar -x -C "$root"
+    ln -s dash "$root/bin/sh"
     mkdir -p "$root/tmp" "$root/git" && chmod 1777 "$root/tmp"
     printf 'root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/tmp:/bin/false\n' >"$root/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"

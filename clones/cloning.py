@@ -1,17 +1,33 @@
 """What `git clone` means for a job: the git command lines, and git's output read back as a
 reason a person can act on. The container itself is clones.engine's business."""
 
+import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from . import engine, paths
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from . import engine, paths, urlpolicy
 from .models import CloneJob
 
 CHECKOUT_DIR = "repo"  # inside the job directory
+CREDENTIALS_FILE = "credentials"  # beside it, so never in the archive
 FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 object names
+TOKEN_USER = "x-access-token"  # GitHub's name for it; GitLab and Gitea take any user name
+
+# git reads no configuration but ours: not the image's /etc/gitconfig, not a global file.
+GIT_ENVIRONMENT = {
+    "HOME": "/tmp",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_TERMINAL_PROMPT": "0",  # a server asking for a password fails the clone at once
+    "GIT_LFS_SKIP_SMUDGE": "1",
+}
 
 
 class CloneFailed(Exception):
@@ -22,24 +38,94 @@ class CloneFailed(Exception):
         self.output = output
 
 
-def clone(job: CloneJob, job_dir: Path, timeout: int, on_phase: Callable[[str], None]) -> Path:
+def clone(
+    job: CloneJob, job_dir: Path, timeout: int, on_phase: Callable[[str], None], token: str = ""
+) -> Path:
     """Clone the job's repository into job_dir/repo and check out its ref, all within `timeout`
     seconds; return the checkout's path."""
     deadline = time.monotonic() + timeout
     target = f"{engine.MOUNT_POINT}/{CHECKOUT_DIR}"
+    pinned = _pin(job.url)
+    config = git_config(pinned, with_credentials=bool(token))
     wants_commit = bool(FULL_SHA.fullmatch(job.ref))
-    args = ["clone", "--progress"]
+    args = [*config, "clone", "--progress", "--no-recurse-submodules"]
     if job.ref and not wants_commit:
         args += ["--branch", job.ref]
     try:
-        # "--" ends the options: nothing in the URL can be read as one.
-        run(job, job_dir, [*args, "--", job.url, target], deadline, on_phase)
+        with _credentials(job_dir, job.url, token):
+            # "--" ends the options: nothing in the URL can be read as one.
+            run(job, job_dir, [*args, "--", pinned.url, target], deadline, on_phase)
         if wants_commit:
             on_phase(f"checking out {job.ref[:12]}")
-            run(job, job_dir, ["-C", target, "checkout", "--quiet", "--detach", job.ref], deadline)
+            checkout = ["-C", target, "checkout", "--quiet", "--detach", job.ref]
+            run(job, job_dir, [*config, *checkout], deadline)
     except engine.ContainerTimedOut:
         raise CloneFailed(f"The clone timed out after {timeout} s.") from None
+    check_size(job_dir)  # a clone quicker than one look at it is checked here
     return job_dir / CHECKOUT_DIR
+
+
+def _pin(url: str) -> urlpolicy.PinnedURL:
+    """Check the URL again, now, and fix the addresses git may connect to."""
+    try:
+        return urlpolicy.pin(url)
+    except ValidationError as refused:
+        raise CloneFailed(refused.messages[0]) from None
+
+
+def git_config(pinned: urlpolicy.PinnedURL, with_credentials: bool) -> list[str]:
+    """`-c` options that keep git to fetching objects from the one checked address."""
+    config = [
+        "protocol.allow=never",
+        *(f"protocol.{scheme}.allow=always" for scheme in settings.CLONES_ALLOWED_SCHEMES),
+        "http.followRedirects=false",  # a 30x could point anywhere, and was never checked
+        f"http.lowSpeedLimit={settings.CLONES_LOW_SPEED_BYTES}",
+        f"http.lowSpeedTime={settings.CLONES_LOW_SPEED_SECONDS}",
+        "transfer.bundleURI=false",  # a server-advertised bundle URL is another host
+        "transfer.fsckObjects=true",
+        "submodule.recurse=false",
+        "core.hooksPath=/dev/null",
+        # .gitattributes and .lfsconfig come from the repository: no filter may run.
+        "filter.lfs.smudge=",
+        "filter.lfs.process=",
+        "filter.lfs.required=false",
+        "credential.helper=",  # an empty value clears every helper configured before
+    ]
+    if with_credentials:
+        config.append(f"credential.helper=store --file={engine.MOUNT_POINT}/{CREDENTIALS_FILE}")
+    if pinned.curl_resolve:
+        config.append(f"http.curloptResolve={pinned.curl_resolve}")
+    return [option for item in config for option in ("-c", item)]
+
+
+@contextmanager
+def _credentials(job_dir: Path, url: str, token: str) -> Iterator[None]:
+    """The token in git's credential-store format, readable by the container's user only, for
+    as long as the clone runs: a file, so it shows in no command line and no `docker inspect`."""
+    if not token:
+        yield
+        return
+    parts = urlsplit(url)
+    path = job_dir / CREDENTIALS_FILE
+    path.touch(mode=0o600)
+    os.chown(path, *engine.container_user())
+    path.write_text(f"{parts.scheme}://{TOKEN_USER}:{quote(token, safe='')}@{parts.netloc}\n")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def check_size(job_dir: Path) -> None:
+    size, files = paths.usage(job_dir)
+    if size > settings.CLONES_MAX_REPO_BYTES:
+        limit = paths.human_size(settings.CLONES_MAX_REPO_BYTES)
+        raise CloneFailed(f"The repository is larger than {limit}, the most this service clones.")
+    if files > settings.CLONES_MAX_REPO_FILES:
+        raise CloneFailed(
+            f"The repository has more than {settings.CLONES_MAX_REPO_FILES:,} files, "
+            "the most this service clones."
+        )
 
 
 def run(
@@ -54,13 +140,17 @@ def run(
         git_args,
         paths.engine_path(job_dir),
         timeout=max(deadline - time.monotonic(), 0),
+        environment=GIT_ENVIRONMENT,
         on_phase=on_phase,
+        watch=lambda: check_size(job_dir),
     )
     if result.exit_code != 0:
+        check_size(job_dir)  # git stopped by the file size limit: say why, not how
         raise CloneFailed(explain(result.output, job), result.output)
 
 
-# git's words -> ours. First match wins; `{ref}`, `{url}` and `{host}` are filled in.
+# git's words -> ours. First match wins; `{ref}`, `{url}`, `{host}` and `{auth_hint}` are filled
+# in.
 EXPLANATIONS = [
     (r"Remote branch .* not found in upstream", "The repository has no branch or tag '{ref}'."),
     (
@@ -70,7 +160,16 @@ EXPLANATIONS = [
     (
         r"could not read Username|Authentication failed|terminal prompts disabled|"
         r"HTTP Basic: Access denied|requested URL returned error: 40[13]",
-        "This repository needs authentication; only public repositories can be cloned.",
+        "This repository needs authentication; {auth_hint}",
+    ),
+    (
+        r"requested URL returned error: 30[12378]",
+        "The server redirected the clone to another address. Redirects are not followed: "
+        "give the repository's final URL.",
+    ),
+    (
+        r"fsck error|did not pass fsck|fatal: fsck",
+        "The repository failed git's integrity checks (fsck), so it was not cloned.",
     ),
     (
         r"repository '.*' not found|does not appear to be a git repository|"
@@ -93,6 +192,12 @@ EXPLANATIONS = [
 ]
 
 
+AUTH_HINTS = {
+    False: "give an access token that can read it.",
+    True: "the access token given was not accepted.",
+}
+
+
 def explain(output: str, job: CloneJob) -> str:
     parts = urlsplit(job.url)
     host = parts.hostname or job.url
@@ -100,7 +205,8 @@ def explain(output: str, job: CloneJob) -> str:
         host = f"{host}:{parts.port}"
     for pattern, message in EXPLANATIONS:
         if re.search(pattern, output, re.IGNORECASE):
-            return message.format(ref=job.ref, url=job.url, host=host)
+            auth_hint = AUTH_HINTS[job.used_token]
+            return message.format(ref=job.ref, url=job.url, host=host, auth_hint=auth_hint)
     return f"git failed: {last_complaint(output)}"
 
 

@@ -18,7 +18,7 @@ import requests
 from django.conf import settings
 from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
 from docker.errors import DockerException, ImageNotFound, NotFound
-from docker.types import Mount
+from docker.types import LogConfig, Mount, Ulimit
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
 JOB_LABEL = "cloneshelf.job"
 MOUNT_POINT = "/job"
 POLL_SECONDS = 1.0
+NOBODY = 65534
 OUTPUT_TAIL_LINES = 40
 
 
@@ -77,34 +78,80 @@ def run_git(
     git_args: list[str],
     mount_source: PurePosixPath,
     timeout: float,
+    environment: dict[str, str],
     on_phase: Callable[[str], None] = lambda phase: None,
+    watch: Callable[[], None] = lambda: None,
 ) -> ContainerResult:
     """Run `git <git_args>` with `mount_source` (an engine-side path) at MOUNT_POINT.
 
-    The container runs as our own uid:gid, so whatever git writes we can delete. It is killed
-    after `timeout` seconds (ContainerTimedOut) and removed whatever happens.
+    The container is locked down (see hardening()). It is killed after `timeout` seconds
+    (ContainerTimedOut), or when `watch`, called about once a second while git runs, raises;
+    whatever happens, it is removed.
     """
     with connected() as engine:
         ensure_image(engine, on_phase)
         container = engine.containers.create(
             settings.CLONES_GIT_IMAGE,
             command=git_args,
-            user=f"{os.getuid()}:{os.getgid()}",
             labels={JOB_LABEL: str(job_id)},
             # A Mount (not a -v volume string): the engine refuses a missing source instead of
             # quietly creating an empty directory where we would never look.
             mounts=[Mount(target=MOUNT_POINT, source=str(mount_source), type="bind")],
             working_dir=MOUNT_POINT,
-            network_mode=settings.CLONES_NETWORK,
-            environment={"HOME": "/tmp", "GIT_TERMINAL_PROMPT": "0"},
+            environment=environment,
+            **hardening(),
         )
         try:
             container.start()
-            exit_code = wait_or_kill(container, timeout, on_phase)
+            exit_code = wait_or_kill(container, timeout, on_phase, watch)
             output = container.logs(stdout=True, stderr=True, tail=OUTPUT_TAIL_LINES)
             return ContainerResult(exit_code=exit_code, output="\n".join(output_lines(output)))
         finally:
             remove(container)
+
+
+def hardening() -> dict:
+    """What a clone container may do: write its job directory and reach the network, no more.
+
+    git runs on input from strangers; if it is ever tricked, it finds no capabilities, no
+    writable system, no way to gain privileges, and limits on memory, processes and file sizes.
+    """
+    uid, gid = container_user()
+    nofile, max_file = settings.CLONES_CONTAINER_NOFILE, settings.CLONES_MAX_REPO_BYTES
+    return {
+        "user": f"{uid}:{gid}",
+        "privileged": False,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={settings.CLONES_CONTAINER_TMPFS}"},
+        "network_mode": settings.CLONES_NETWORK,
+        "init": True,  # a real PID 1 reaps git's children and passes the kill on
+        "pids_limit": settings.CLONES_CONTAINER_PIDS,
+        # Memory and memory+swap equal: no swap, so a greedy git is killed, not slowed down.
+        "mem_limit": settings.CLONES_CONTAINER_MEMORY,
+        "memswap_limit": settings.CLONES_CONTAINER_MEMORY,
+        "nano_cpus": int(settings.CLONES_CONTAINER_CPUS * 1e9),
+        "ulimits": [
+            Ulimit(name="nofile", soft=nofile, hard=nofile),
+            # No single file larger than the whole repository may be: the kernel enforces it.
+            Ulimit(name="fsize", soft=max_file, hard=max_file),
+        ],
+        "log_config": LogConfig(
+            type="json-file",
+            config={"max-size": str(settings.CLONES_CONTAINER_LOG_BYTES), "max-file": "1"},
+        ),
+    }
+
+
+def container_user() -> tuple[int, int]:
+    """The uid:gid clone containers run as: never root, and one whose files we can delete."""
+    if settings.CLONES_CONTAINER_USER:
+        uid, _, gid = settings.CLONES_CONTAINER_USER.partition(":")
+        return int(uid), int(gid or uid)
+    if os.getuid() == 0:
+        return NOBODY, NOBODY  # root deletes anything; the container still gets no root
+    return os.getuid(), os.getgid()
 
 
 def ensure_image(engine: docker.DockerClient, on_phase: Callable[[str], None]) -> None:
@@ -124,7 +171,9 @@ def ensure_image(engine: docker.DockerClient, on_phase: Callable[[str], None]) -
         ) from exc
 
 
-def wait_or_kill(container, timeout: float, on_phase: Callable[[str], None]) -> int:
+def wait_or_kill(
+    container, timeout: float, on_phase: Callable[[str], None], watch: Callable[[], None]
+) -> int:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -136,6 +185,7 @@ def wait_or_kill(container, timeout: float, on_phase: Callable[[str], None]) -> 
         if time.monotonic() >= deadline:
             container.kill()
             raise ContainerTimedOut()
+        watch()  # may raise; the caller's finally removes the container, killing it
         progress = output_lines(container.logs(stdout=False, stderr=True, tail=2))
         if progress:
             on_phase(progress[-1][:200])
@@ -164,6 +214,12 @@ def remove_job_containers(job_id: str) -> int:
         for container in found:
             remove(container)
     return len(found)
+
+
+def ping() -> None:
+    """Raise EngineError unless the engine answers."""
+    with connected() as engine:
+        engine.ping()
 
 
 def describe(exc: Exception) -> str:

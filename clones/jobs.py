@@ -7,25 +7,68 @@ delivered twice or an admin action racing a worker can never both move the same 
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from django_q.tasks import async_task
+from django_q.models import Schedule
+from django_q.tasks import async_task, schedule
 
-from . import archives
+from . import archives, tokens
 from .models import CloneJob, Status
 
 RUN_TASK = "clones.tasks.run_clone_job"
+MAX_WAIT_SECONDS = 600
 
 
-def submit(owner, url: str, ref: str = "") -> CloneJob:
-    """Record a request and queue it. `url` and `ref` must have passed clones.forms already."""
+class Refused(Exception):
+    """A submission over a limit; the message says which, for the person who sent it."""
+
+
+def submit(owner, url: str, ref: str = "", token: str = "") -> CloneJob:
+    """Record a request and queue it. `url` and `ref` must have passed clones.forms already;
+    `token`, if any, is kept for the clone only (clones.tokens)."""
     # The ORM broker keeps its queue in this same database: one transaction makes the job and
     # its task together, or neither, so no job waits for a task that was never queued.
     with transaction.atomic():
-        job = CloneJob.objects.create(owner=owner, url=url, ref=ref)
-        async_task(RUN_TASK, str(job.id))
+        check_limits(owner)
+        job = CloneJob.objects.create(owner=owner, url=url, ref=ref, used_token=bool(token))
+        if token:
+            tokens.keep(job.id, token)
+        try:
+            async_task(RUN_TASK, str(job.id))
+        except BaseException:
+            tokens.discard(job.id)  # the row is rolled back; the file must go with it
+            raise
     return job
+
+
+def check_limits(owner) -> None:
+    """Refuse a submission past the per-user caps or the global queue cap (jobs.Refused)."""
+    # Lock the owner's row: two submissions of one user at once are counted one after the other.
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+    mine = CloneJob.objects.for_user(owner)
+    active = mine.active().count()
+    if active >= settings.CLONES_MAX_ACTIVE_PER_USER:
+        raise Refused(
+            f"You already have {active} clones queued or running, the most at once; "
+            "wait for one to finish."
+        )
+    hour_ago = timezone.now() - timedelta(hours=1)
+    recent = mine.filter(created_at__gt=hour_ago).order_by("created_at")
+    if recent.count() >= settings.CLONES_MAX_SUBMISSIONS_PER_HOUR:
+        free_at = recent.first().created_at + timedelta(hours=1)
+        minutes = max(1, round((free_at - timezone.now()).total_seconds() / 60))
+        raise Refused(
+            f"You have asked for {settings.CLONES_MAX_SUBMISSIONS_PER_HOUR} clones in the "
+            f"last hour, the most allowed; try again in {minutes} minute(s)."
+        )
+    queued = CloneJob.objects.filter(status=Status.QUEUED).count()
+    if queued >= settings.CLONES_MAX_QUEUED:
+        raise Refused(
+            f"The service is busy: {queued} clones are waiting in the queue. "
+            "Try again in a few minutes."
+        )
 
 
 def claim(job_id) -> CloneJob | None:
@@ -74,12 +117,40 @@ def mark_failed(job: CloneJob, error: str, git_output: str = "") -> bool:
     )
 
 
-def _finish(job: CloneJob, status: Status, **fields) -> bool:
-    """Close a running job; False if it was no longer running (cancelled, or taken over)."""
-    updated = CloneJob.objects.filter(
-        pk=job.pk, status=Status.RUNNING, started_at=job.started_at
-    ).update(status=status, phase="", **fields)
+def wait(job: CloneJob, reason: str, give_up_error: str) -> bool:
+    """Put a job that cannot start yet back in the queue, to be tried again after a growing
+    delay; after CLONES_WAIT_RETRIES waits it fails with `give_up_error` instead."""
+    if job.waits >= settings.CLONES_WAIT_RETRIES:
+        return _finish(job, Status.FAILED, error=give_up_error, finished_at=timezone.now())
+    delay = min(settings.CLONES_WAIT_SECONDS * 2**job.waits, MAX_WAIT_SECONDS)
+    with transaction.atomic():
+        updated = _unchanged(job).update(
+            status=Status.QUEUED, started_at=None, phase=reason, waits=F("waits") + 1
+        )
+        if updated:
+            schedule(
+                RUN_TASK,
+                str(job.id),
+                name=f"cloneshelf: retry {job.id}",
+                schedule_type=Schedule.ONCE,
+                next_run=timezone.now() + timedelta(seconds=delay),
+            )
     return bool(updated)
+
+
+def _finish(job: CloneJob, status: Status, **fields) -> bool:
+    """Close an active job; False if it changed meanwhile (cancelled, or taken over)."""
+    finished = bool(_unchanged(job).update(status=status, phase="", **fields))
+    if finished:
+        tokens.discard(job.id)  # a finished job never needs its token again
+    return finished
+
+
+def _unchanged(job: CloneJob):
+    """The job's row, if it is still active and as this `job` saw it."""
+    return CloneJob.objects.active().filter(
+        pk=job.pk, status=job.status, started_at=job.started_at, waits=job.waits
+    )
 
 
 def expire(job: CloneJob) -> bool:

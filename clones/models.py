@@ -39,6 +39,9 @@ class CloneJobQuerySet(models.QuerySet):
         """Running for longer than a task may live: django-q2 has killed their worker."""
         return self.filter(_stuck())
 
+    def active(self) -> "CloneJobQuerySet":
+        return self.filter(status__in=ACTIVE_STATUSES)
+
     def claimable(self) -> "CloneJobQuerySet":
         """Jobs a worker may start: queued ones, and stuck ones whose task came again."""
         return self.filter(Q(status=Status.QUEUED) | _stuck())
@@ -65,6 +68,12 @@ class CloneJob(models.Model):
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
     phase = models.CharField(max_length=200, blank=True, help_text="What the worker is doing now.")
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker started it.")
+    waits = models.PositiveSmallIntegerField(
+        default=0, help_text="Times it was put back to wait for the engine or for disk space."
+    )
+    used_token = models.BooleanField(
+        default=False, help_text="An access token was given; the token itself is never stored."
+    )
 
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -5,6 +5,7 @@ and the engine mount one volume at different paths, so every path handed to the 
 translated from CLONES_DATA_DIR (ours) to CLONES_ENGINE_DATA_DIR (the engine's).
 """
 
+import os
 import shutil
 from pathlib import Path, PurePosixPath
 from uuid import UUID
@@ -26,11 +27,14 @@ def engine_path(app_path: Path) -> PurePosixPath:
     return PurePosixPath(settings.CLONES_ENGINE_DATA_DIR) / relative
 
 
-def create_job_dir(job_id: UUID) -> Path:
-    """A fresh, empty directory for one job (a leftover from a dead attempt is discarded)."""
+def create_job_dir(job_id: UUID, owner: tuple[int, int]) -> Path:
+    """A fresh, empty directory for one job, owned by `owner` (uid, gid): the clone container's
+    user, who must write in it. A leftover from a dead attempt is discarded."""
     remove_job_dir(job_id)
     path = job_dir(job_id)
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, mode=0o700)
+    if (os.getuid(), os.getgid()) != owner:
+        os.chown(path, *owner)  # only root gets here: a non-root worker's containers are itself
     return path
 
 
@@ -39,3 +43,37 @@ def remove_job_dir(job_id: UUID) -> None:
     path = job_dir(job_id)
     if path.exists():
         shutil.rmtree(path)
+
+
+def usage(path: Path) -> tuple[int, int]:
+    """Bytes and entries below `path`, symlinks not followed; safe while git is writing there."""
+    size = count = 0
+    pending = [path]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except FileNotFoundError:
+            continue  # git removed a temporary directory as we looked
+        for entry in entries:
+            count += 1
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                else:
+                    size += entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+    return size, count
+
+
+def free_bytes() -> int:
+    return shutil.disk_usage(settings.CLONES_DATA_DIR).free
+
+
+def human_size(size: int) -> str:
+    """1536 -> "1.5 KiB", 2**31 -> "2 GiB"."""
+    for unit in ["bytes", "KiB", "MiB", "GiB"]:
+        if size < 1024:
+            return f"{round(size, 1):g} {unit}"
+        size /= 1024
+    return f"{round(size, 1):g} TiB"

@@ -6,7 +6,7 @@ import time
 from django.conf import settings
 from django_q.exceptions import TimeoutException
 
-from . import archives, cloning, engine, jobs, paths
+from . import archives, cloning, engine, jobs, paths, tokens
 from .models import CloneJob
 
 logger = logging.getLogger(__name__)
@@ -18,10 +18,17 @@ INTERNAL_ERROR = "The clone failed because of an internal error; staff can see w
 
 
 def run_clone_job(job_id: str) -> None:
-    job = jobs.claim(job_id)
+    job = CloneJob.objects.claimable().filter(pk=job_id).first()
     if job is None:
         logger.info("job %s is not queued any more; nothing to do", job_id)
         return
+    not_yet = _reason_to_wait()
+    if not_yet:
+        jobs.wait(job, *not_yet)
+        return
+    job = jobs.claim(job_id)
+    if job is None:
+        return  # another worker was quicker
     try:
         archive = _clone_and_archive(job)
     except (cloning.CloneFailed, engine.EngineError) as exc:
@@ -42,11 +49,32 @@ def run_clone_job(job_id: str) -> None:
             archives.delete(archive.name)
 
 
+def _reason_to_wait() -> tuple[str, str] | None:
+    """(what the job waits for, why it fails if that never comes), or None to start now."""
+    try:
+        engine.ping()
+    except engine.EngineError as exc:
+        return "Waiting for the Docker engine to be reachable.", f"{exc} (gave up waiting)"
+    free, needed = paths.free_bytes(), settings.CLONES_MIN_FREE_BYTES
+    if free < needed:
+        space = f"{paths.human_size(free)} free, {paths.human_size(needed)} needed"
+        return (
+            f"Waiting for free disk space on the server ({space}).",
+            f"Not enough free disk space on the server to clone ({space}).",
+        )
+    return None
+
+
 def _clone_and_archive(job: CloneJob) -> archives.Archive:
     engine.remove_job_containers(str(job.id))  # left by an attempt whose worker died
-    job_dir = paths.create_job_dir(job.id)
+    job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
     on_phase = _throttled(lambda phase: jobs.record_phase(job, phase))
-    checkout = cloning.clone(job, job_dir, settings.CLONES_CLONE_TIMEOUT, on_phase)
+    try:
+        checkout = cloning.clone(
+            job, job_dir, settings.CLONES_CLONE_TIMEOUT, on_phase, tokens.read(job.id)
+        )
+    finally:
+        tokens.discard(job.id)  # used once, whatever came of it
     job.commit = cloning.head_commit(checkout)
     jobs.record_phase(job, "packing archive")
     return archives.store(

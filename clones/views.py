@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from . import jobs
@@ -19,13 +20,26 @@ def _own_job(request: HttpRequest, job_id: UUID) -> CloneJob:
 
 
 @login_required
+@sensitive_post_parameters("token")
 def new_clone(request: HttpRequest) -> HttpResponse:
     form = CloneRequestForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        job = jobs.submit(request.user, form.cleaned_data["url"], form.cleaned_data["ref"])
-        return redirect(job)
+        return _submit(request, form)
+    return _render_form(request, form)
+
+
+def _submit(request: HttpRequest, form: CloneRequestForm) -> HttpResponse:
+    try:
+        job = jobs.submit(request.user, **form.cleaned_data)
+    except jobs.Refused as refused:
+        form.add_error(None, str(refused))
+        return _render_form(request, form, status=429)
+    return redirect(job)
+
+
+def _render_form(request: HttpRequest, form: CloneRequestForm, status: int = 200) -> HttpResponse:
     recent = CloneJob.objects.for_user(request.user)[:5]
-    return render(request, "clones/new.html", {"form": form, "recent": recent})
+    return render(request, "clones/new.html", {"form": form, "recent": recent}, status=status)
 
 
 @login_required
@@ -60,6 +74,10 @@ def clone_again(request: HttpRequest, job_id: UUID) -> HttpResponse:
     # The URL passed once, but the policy may have changed since: check it again.
     form = CloneRequestForm({"url": previous.url, "ref": previous.ref})
     if not form.is_valid():
-        return render(request, "clones/new.html", {"form": form}, status=400)
-    job = jobs.submit(request.user, form.cleaned_data["url"], form.cleaned_data["ref"])
-    return redirect(job)
+        return _render_form(request, form, status=400)
+    if previous.used_token:
+        # The token was deleted after its clone: ask for it again, URL and ref filled in.
+        form = CloneRequestForm(initial=form.cleaned_data)
+        form.fields["token"].help_text = "Enter the access token again: tokens are never kept."
+        return _render_form(request, form)
+    return _submit(request, form)

@@ -38,6 +38,28 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+BYTE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def env_bytes(name: str, default: str) -> int:
+    """A size in bytes, with an optional k/m/g/t suffix (powers of 1024): "512m", "2g"."""
+    value = env_str(name, default).strip().lower().removesuffix("b").removesuffix("i")
+    number, unit = value.rstrip("kmgt"), value[len(value.rstrip("kmgt")) :]
+    if not number.isdigit() or unit not in BYTE_UNITS:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a size such as 1048576, 512m or 2g")
+    return int(number) * BYTE_UNITS[unit]
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -157,9 +179,62 @@ CLONES_GIT_IMAGE = env_str("CLONES_GIT_IMAGE", "alpine/git:v2.52.0")
 CLONES_NETWORK = env_str("CLONES_NETWORK", "bridge")
 CLONES_ALLOWED_SCHEMES = env_list("CLONES_ALLOWED_SCHEMES", "https")
 CLONES_ALLOW_PRIVATE_NETWORKS = env_bool("CLONES_ALLOW_PRIVATE_NETWORKS", False)
+# Internal git servers an operator trusts: host names and addresses or CIDR networks.
+CLONES_ALLOWED_PRIVATE_HOSTS = env_list("CLONES_ALLOWED_PRIVATE_HOSTS", "")
+
+
+def env_ports(name: str, default: str) -> dict[str, set[int] | None]:
+    """"https:443,http:80,git:9418" -> {"https": {443}, ...}; a port of "*" allows any."""
+    ports: dict[str, set[int] | None] = {}
+    for item in env_list(name, default):
+        scheme, _, port = item.partition(":")
+        if port == "*":
+            ports[scheme.lower()] = None
+        elif port.isdigit() and 0 < int(port) < 65536:
+            allowed = ports.setdefault(scheme.lower(), set())
+            if allowed is not None:
+                allowed.add(int(port))
+        else:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not scheme:port or scheme:*")
+    return ports
+
+
+CLONES_ALLOWED_PORTS = env_ports("CLONES_ALLOWED_PORTS", "https:443,http:80,git:9418")
 CLONES_CLONE_TIMEOUT = env_int("CLONES_CLONE_TIMEOUT", 600)
 CLONES_ARCHIVE_TTL_HOURS = env_int("CLONES_ARCHIVE_TTL_HOURS", 168)
 CLONES_EXPIRY_INTERVAL_MINUTES = env_int("CLONES_EXPIRY_INTERVAL_MINUTES", 10)
+
+# --- Limits: what one clone may take ------------------------------------------------------------
+# The worker watches the job directory while git runs and stops the container past these.
+CLONES_MAX_REPO_BYTES = env_bytes("CLONES_MAX_REPO_BYTES", "2g")
+CLONES_MAX_REPO_FILES = env_int("CLONES_MAX_REPO_FILES", 250_000)
+# A job waits (stays queued) while the data volume has less than this free: a clone and its
+# archive together need about twice the repository's size.
+CLONES_MIN_FREE_BYTES = env_bytes("CLONES_MIN_FREE_BYTES", "5g")
+# git gives up on a connection slower than this many bytes/s for this many seconds.
+CLONES_LOW_SPEED_BYTES = env_int("CLONES_LOW_SPEED_BYTES", 1000)
+CLONES_LOW_SPEED_SECONDS = env_int("CLONES_LOW_SPEED_SECONDS", 60)
+# The clone container. The user must be able to write job directories and be one the worker
+# can delete files of: empty means the worker's own uid:gid, or 65534:65534 (nobody) if the
+# worker runs as root, which then hands each job directory to that user.
+CLONES_CONTAINER_USER = env_str("CLONES_CONTAINER_USER", "")
+CLONES_CONTAINER_MEMORY = env_bytes("CLONES_CONTAINER_MEMORY", "1g")
+CLONES_CONTAINER_CPUS = env_float("CLONES_CONTAINER_CPUS", 1.0)
+CLONES_CONTAINER_PIDS = env_int("CLONES_CONTAINER_PIDS", 256)
+CLONES_CONTAINER_NOFILE = env_int("CLONES_CONTAINER_NOFILE", 1024)
+CLONES_CONTAINER_TMPFS = env_bytes("CLONES_CONTAINER_TMPFS", "64m")
+CLONES_CONTAINER_LOG_BYTES = env_bytes("CLONES_CONTAINER_LOG_BYTES", "1m")
+
+# --- Abuse: what one person, and everyone together, may ask for ----------------------------------
+CLONES_MAX_ACTIVE_PER_USER = env_int("CLONES_MAX_ACTIVE_PER_USER", 5)
+CLONES_MAX_SUBMISSIONS_PER_HOUR = env_int("CLONES_MAX_SUBMISSIONS_PER_HOUR", 60)
+CLONES_MAX_QUEUED = env_int("CLONES_MAX_QUEUED", 500)
+
+# --- Waiting: a job that cannot start yet (engine down, disk full) stays queued ------------------
+# It is tried again after CLONES_WAIT_SECONDS, doubling each time up to 10 minutes, and fails
+# after CLONES_WAIT_RETRIES waits.
+CLONES_WAIT_SECONDS = env_int("CLONES_WAIT_SECONDS", 30)
+CLONES_WAIT_RETRIES = env_int("CLONES_WAIT_RETRIES", 8)
 
 # --- Queue (django-q2, ORM broker: no extra service) ------------------------------------------
 # A task may spend CLONES_CLONE_TIMEOUT in git, plus an image pull and packing the archive.

@@ -1,5 +1,6 @@
 """Real git servers on 127.0.0.1 for the tests: git daemon, smart HTTP, and one that stalls."""
 
+import base64
 import gzip
 import os
 import socket
@@ -10,29 +11,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 10) -> None:
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+    raise RuntimeError(f"nothing listens on {host}:{port}")
 
 
 class GitDaemon:
     """`git daemon` serving every repository below `base` as git://127.0.0.1:PORT/NAME."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, host: str = "127.0.0.1"):
         self.base = base
-        self.port = free_port()
+        self.host = host
+        self.port = free_port(host)
         self.process = subprocess.Popen(
             [
                 "git",
@@ -40,17 +42,17 @@ class GitDaemon:
                 "--reuseaddr",
                 f"--base-path={base}",
                 "--export-all",
-                "--listen=127.0.0.1",
+                f"--listen={host}",
                 f"--port={self.port}",
                 str(base),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port)
+        wait_for_port(self.port, host)
 
     def url(self, name: str) -> str:
-        return f"git://127.0.0.1:{self.port}/{name}"
+        return f"git://{self.host}:{self.port}/{name}"
 
     def stop(self) -> None:
         self.process.terminate()
@@ -58,18 +60,35 @@ class GitDaemon:
 
 
 class _GitHTTPHandler(BaseHTTPRequestHandler):
-    """Runs `git http-backend` as a CGI for each request."""
+    """Runs `git http-backend` as a CGI for each request; with `auth`, only for requests with
+    that Basic authorization, and after `delay` seconds."""
 
     project_root: Path
+    auth: str | None = None  # "user:password"
+    delay: float = 0
 
     def do_GET(self) -> None:
-        self._backend(b"")
+        if self._authorized():
+            self._backend(b"")
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if not self._authorized():
+            return
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
         self._backend(body)
+
+    def _authorized(self) -> bool:
+        time.sleep(self.delay)
+        expected = "Basic " + base64.b64encode(self.auth.encode()).decode() if self.auth else None
+        if expected is None or self.headers.get("Authorization") == expected:
+            return True
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="private"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
 
     def _backend(self, body: bytes) -> None:
         path, _, query = self.path.partition("?")
@@ -110,8 +129,9 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
 class _Threaded:
     """A ThreadingHTTPServer on 127.0.0.1 in a background thread."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler]):
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1"):
+        self.host = host
+        self.server = ThreadingHTTPServer((host, 0), handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -124,9 +144,54 @@ class _Threaded:
 class GitHTTPServer(_Threaded):
     """Smart HTTP for every repository below `base`: http://127.0.0.1:PORT/NAME."""
 
-    def __init__(self, base: Path):
-        handler = type("Handler", (_GitHTTPHandler,), {"project_root": base})
-        super().__init__(handler)
+    def __init__(
+        self, base: Path, auth: str | None = None, delay: float = 0, host: str = "127.0.0.1"
+    ):
+        attributes = {"project_root": base, "auth": auth, "delay": delay}
+        super().__init__(type("Handler", (_GitHTTPHandler,), attributes), host)
+
+    def url(self, name: str) -> str:
+        return f"http://{self.host}:{self.port}/{name}"
+
+
+class CanaryServer(_Threaded):
+    """Answers every request with 404 and remembers its path: proof of what was fetched."""
+
+    def __init__(self):
+        self.requests: list[str] = []
+        canary = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                canary.requests.append(self.path)
+                self.send_error(404)
+
+            do_POST = do_GET
+
+            def log_message(self, format, *args) -> None:
+                pass
+
+        super().__init__(Handler)
+
+    def url(self, path: str = "canary") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+
+class RedirectServer(_Threaded):
+    """Answers every request with a 302 to the same path on `target` (a base URL)."""
+
+    def __init__(self, target: str):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", target.rstrip("/") + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format, *args) -> None:
+                pass
+
+        super().__init__(Handler)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"

@@ -31,10 +31,13 @@ class ServedRepo:
     refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> commit
 
 
-def make_repo(served_root: Path, name: str, extra_bytes: int = 0) -> ServedRepo:
+def make_repo(
+    served_root: Path, name: str, extra_bytes: int = 0, files: dict[str, str] | None = None
+) -> ServedRepo:
     """A repository with history, a branch, an annotated tag, an executable and a symlink.
 
-    `extra_bytes` of incompressible data are added over several commits, for big-repo tests.
+    `extra_bytes` of incompressible data are added over several commits, for big-repo tests;
+    `files` (path -> text) are added to the second commit.
     """
     work = served_root.parent / "work" / name
     work.mkdir(parents=True)
@@ -53,6 +56,8 @@ def make_repo(served_root: Path, name: str, extra_bytes: int = 0) -> ServedRepo:
     script.chmod(0o755)
     (work / "link-to-readme").symlink_to("README.md")
     (work / "link-outside").symlink_to("/etc/passwd")  # must stay a link, never be read
+    for path, text in (files or {}).items():
+        (work / path).write_text(text)
     git("add", ".", cwd=work)
     git("commit", "--quiet", "-m", "second", cwd=work)
     _add_bulk(work, extra_bytes)

@@ -16,13 +16,16 @@ for name, value in {
     "DJANGO_SECRET_KEY": "only-for-tests",
     "CLONES_DATA_DIR": str(TEST_ROOT / "data"),
     "DOCKER_HOST": "unix:///run/cloneshelf-test-docker.sock",
-    "CLONES_GIT_IMAGE": "cloneshelf-test/git:standin",
+    "CLONES_GIT_IMAGE": "cloneshelf-test/git:standin-2",
     # The test git servers listen on 127.0.0.1, which only host networking reaches; the test
     # engine has no bridge, so nothing can leave the machine either way.
     "CLONES_NETWORK": "host",
     "CLONES_ALLOWED_SCHEMES": "https,http,git",
     "CLONES_ALLOW_PRIVATE_NETWORKS": "1",
+    # The test servers listen on whatever port is free.
+    "CLONES_ALLOWED_PORTS": "https:*,http:*,git:*",
     "CLONES_CLONE_TIMEOUT": "60",
+    "CLONES_MIN_FREE_BYTES": "10m",
 }.items():
     os.environ.setdefault(name, value)
 

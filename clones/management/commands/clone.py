@@ -35,7 +35,10 @@ class Command(BaseCommand):
         if not form.is_valid():
             reasons = [f"{field}: {error}" for field, errs in form.errors.items() for error in errs]
             raise CommandError("\n".join(reasons))
-        job = jobs.submit(self.owner(user), form.cleaned_data["url"], form.cleaned_data["ref"])
+        try:
+            job = jobs.submit(self.owner(user), **form.cleaned_data)
+        except jobs.Refused as refused:
+            raise CommandError(str(refused)) from None
         self.stdout.write(f"queued {job.id}")
         if wait:
             self.report(self.wait_for(job, timeout))
