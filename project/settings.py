@@ -157,6 +157,27 @@ CLONES_GIT_IMAGE = env_str("CLONES_GIT_IMAGE", "alpine/git:v2.52.0")
 CLONES_NETWORK = env_str("CLONES_NETWORK", "bridge")
 CLONES_ALLOWED_SCHEMES = env_list("CLONES_ALLOWED_SCHEMES", "https")
 CLONES_ALLOW_PRIVATE_NETWORKS = env_bool("CLONES_ALLOW_PRIVATE_NETWORKS", False)
+# Internal git servers an operator trusts: host names and addresses or CIDR networks.
+CLONES_ALLOWED_PRIVATE_HOSTS = env_list("CLONES_ALLOWED_PRIVATE_HOSTS", "")
+
+
+def env_ports(name: str, default: str) -> dict[str, set[int] | None]:
+    """ "https:443,http:80,git:9418" -> {"https": {443}, ...}; a port of "*" allows any."""
+    ports: dict[str, set[int] | None] = {}
+    for item in env_list(name, default):
+        scheme, _, port = item.partition(":")
+        if port == "*":
+            ports[scheme.lower()] = None
+        elif port.isdigit() and 0 < int(port) < 65536:
+            allowed = ports.setdefault(scheme.lower(), set())
+            if allowed is not None:
+                allowed.add(int(port))
+        else:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not scheme:port or scheme:*")
+    return ports
+
+
+CLONES_ALLOWED_PORTS = env_ports("CLONES_ALLOWED_PORTS", "https:443,http:80,git:9418")
 CLONES_CLONE_TIMEOUT = env_int("CLONES_CLONE_TIMEOUT", 600)
 CLONES_ARCHIVE_TTL_HOURS = env_int("CLONES_ARCHIVE_TTL_HOURS", 168)
 CLONES_EXPIRY_INTERVAL_MINUTES = env_int("CLONES_EXPIRY_INTERVAL_MINUTES", 10)

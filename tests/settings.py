@@ -22,6 +22,8 @@ for name, value in {
     "CLONES_NETWORK": "host",
     "CLONES_ALLOWED_SCHEMES": "https,http,git",
     "CLONES_ALLOW_PRIVATE_NETWORKS": "1",
+    # The test servers listen on whatever port is free.
+    "CLONES_ALLOWED_PORTS": "https:*,http:*,git:*",
     "CLONES_CLONE_TIMEOUT": "60",
 }.items():
     os.environ.setdefault(name, value)
