@@ -161,6 +161,18 @@ BAD_INPUT = [
     ),
     ({"url": "-uhttps://x"}, "url", "The URL cannot start with '-'."),
     (
+        {"url": "https://0x7f.1/repo.git"},
+        "url",
+        "0x7f.1 is not a usual IPv4 address: write it as four decimal numbers without leading "
+        "zeros, like 192.0.2.1.",
+    ),
+    (
+        {"url": "https://git_server/repo.git"},
+        "url",
+        "git_server is not a valid host name: each part between dots is 1 to 63 letters, digits "
+        "or hyphens, and does not start or end with a hyphen.",
+    ),
+    (
         {"url": "https://127.0.0.1/a.git", "ref": "my branch"},
         "ref",
         "A branch or tag name cannot contain spaces or control characters.",
@@ -195,7 +207,6 @@ def test_private_addresses_are_refused_unless_allowed(client, owner):
     client.force_login(owner)
     response = client.post(reverse("clones:new"), {"url": "https://127.0.0.1/repo.git"})
     assert response.context["form"].errors["url"] == [
-        "127.0.0.1 resolves to 127.0.0.1, a private or reserved address; "
-        "only public git servers can be cloned."
+        "127.0.0.1 is a private or reserved address; only public git servers can be cloned."
     ]
     assert not CloneJob.objects.exists()
