@@ -1,8 +1,16 @@
+from uuid import UUID
+
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, HttpRequest
+from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from . import jobs
 from .models import CloneJob, Status
+from .views import archive_response
 
 
 @admin.register(CloneJob)
@@ -38,7 +46,7 @@ class CloneJobAdmin(admin.ModelAdmin):
         "finished_at",
         "expires_at",
         "expired_at",
-        "archive",
+        "archive_link",
         "archive_size",
         "archive_sha256",
         "error",
@@ -47,6 +55,28 @@ class CloneJobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def get_urls(self) -> list:
+        download = path(
+            "<uuid:job_id>/download/",
+            self.admin_site.admin_view(self.download),
+            name="clones_clonejob_download",
+        )
+        return [download, *super().get_urls()]
+
+    def download(self, request: HttpRequest, job_id: UUID) -> FileResponse:
+        """Staff download any job's archive here; outside the admin, only owners can."""
+        job = get_object_or_404(CloneJob, pk=job_id)
+        if not self.has_view_permission(request, job):
+            raise PermissionDenied
+        return archive_response(job)
+
+    @admin.display(description="Archive")
+    def archive_link(self, job: CloneJob) -> str:
+        if not job.can_download:
+            return "—"
+        url = reverse("admin:clones_clonejob_download", args=[job.id])
+        return format_html('<a href="{}">Download {}</a>', url, job.download_filename)
 
     @admin.display(description="Size", ordering="archive_size")
     def size(self, job: CloneJob) -> str:

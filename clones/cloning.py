@@ -3,6 +3,7 @@ reason a person can act on. The container itself is clones.engine's business."""
 
 import os
 import re
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -119,8 +120,7 @@ def _credentials(job_dir: Path, url: str, token: str) -> Iterator[None]:
 def check_size(job_dir: Path) -> None:
     size, files = paths.usage(job_dir)
     if size > settings.CLONES_MAX_REPO_BYTES:
-        limit = paths.human_size(settings.CLONES_MAX_REPO_BYTES)
-        raise CloneFailed(f"The repository is larger than {limit}, the most this service clones.")
+        raise _too_large()
     if files > settings.CLONES_MAX_REPO_FILES:
         raise CloneFailed(
             f"The repository has more than {settings.CLONES_MAX_REPO_FILES:,} files, "
@@ -145,8 +145,24 @@ def run(
         watch=lambda: check_size(job_dir),
     )
     if result.exit_code != 0:
-        check_size(job_dir)  # git stopped by the file size limit: say why, not how
+        check_size(job_dir)
+        if result.out_of_memory:
+            memory = paths.human_size(settings.CLONES_CONTAINER_MEMORY)
+            raise CloneFailed(f"git ran out of memory ({memory}) cloning this repository.")
+        if _hit_file_size_limit(result):
+            raise _too_large()
         raise CloneFailed(explain(result.output, job), result.output)
+
+
+def _hit_file_size_limit(result: engine.ContainerResult) -> bool:
+    # The kernel stops git (or the index-pack it runs) at the fsize ulimit with SIGXFSZ; git
+    # then deletes the half-written pack, so the directory no longer shows how big it got.
+    return result.exit_code == 128 + signal.SIGXFSZ or "invalid index-pack output" in result.output
+
+
+def _too_large() -> CloneFailed:
+    limit = paths.human_size(settings.CLONES_MAX_REPO_BYTES)
+    return CloneFailed(f"The repository is larger than {limit}, the most this service clones.")
 
 
 # git's words -> ours. First match wins; `{ref}`, `{url}`, `{host}` and `{auth_hint}` are filled

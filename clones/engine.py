@@ -43,6 +43,7 @@ class ContainerTimedOut(EngineError):
 class ContainerResult:
     exit_code: int
     output: str  # the last lines git printed, progress meter included
+    out_of_memory: bool  # killed by the kernel at the memory limit
 
 
 @contextmanager
@@ -105,7 +106,12 @@ def run_git(
             container.start()
             exit_code = wait_or_kill(container, timeout, on_phase, watch)
             output = container.logs(stdout=True, stderr=True, tail=OUTPUT_TAIL_LINES)
-            return ContainerResult(exit_code=exit_code, output="\n".join(output_lines(output)))
+            container.reload()
+            return ContainerResult(
+                exit_code=exit_code,
+                output="\n".join(output_lines(output)),
+                out_of_memory=container.attrs["State"]["OOMKilled"],
+            )
         finally:
             remove(container)
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
@@ -51,7 +52,8 @@ def check_limits(owner) -> None:
     active = mine.active().count()
     if active >= settings.CLONES_MAX_ACTIVE_PER_USER:
         raise Refused(
-            f"You already have {active} clones queued or running, the most at once; "
+            f"You already have {active} clone{pluralize(active)} queued or running, "
+            "the most at once; "
             "wait for one to finish."
         )
     hour_ago = timezone.now() - timedelta(hours=1)
@@ -66,7 +68,7 @@ def check_limits(owner) -> None:
     queued = CloneJob.objects.filter(status=Status.QUEUED).count()
     if queued >= settings.CLONES_MAX_QUEUED:
         raise Refused(
-            f"The service is busy: {queued} clones are waiting in the queue. "
+            f"The service is busy: {queued} clone{pluralize(queued)} waiting in the queue. "
             "Try again in a few minutes."
         )
 

@@ -72,8 +72,9 @@ def free_bytes() -> int:
 
 def human_size(size: int) -> str:
     """1536 -> "1.5 KiB", 2**31 -> "2 GiB"."""
+    scaled = float(size)
     for unit in ["bytes", "KiB", "MiB", "GiB"]:
-        if size < 1024:
-            return f"{round(size, 1):g} {unit}"
-        size /= 1024
-    return f"{round(size, 1):g} TiB"
+        if scaled < 1024:
+            return f"{round(scaled, 1):g} {unit}"
+        scaled /= 1024
+    return f"{round(scaled, 1):g} TiB"

@@ -54,7 +54,7 @@ def _reason_to_wait() -> tuple[str, str] | None:
     try:
         engine.ping()
     except engine.EngineError as exc:
-        return "Waiting for the Docker engine to be reachable.", f"{exc} (gave up waiting)"
+        return "Waiting for the Docker engine to be reachable.", str(exc)
     free, needed = paths.free_bytes(), settings.CLONES_MIN_FREE_BYTES
     if free < needed:
         space = f"{paths.human_size(free)} free, {paths.human_size(needed)} needed"

@@ -79,7 +79,7 @@ class PinnedURL:
     # What git is given. git:// has no resolve option, so its host becomes the checked address.
     url: str
     # For http(s) to a host name: "HOST:PORT:IP[,IP...]" for `git -c http.curloptResolve=...`;
-    # None for an IP address, for git://, and when CLONES_ALLOW_PRIVATE_NETWORKS is on.
+    # None for an IP address and for git://.
     curl_resolve: str | None
 
 
@@ -90,7 +90,7 @@ class _Target:
     host: str  # ASCII: a lower-case name in its xn-- form, or an IP address
     is_address: bool  # the URL names an IP address rather than a host name
     port: int  # as written, or the scheme's default
-    addresses: list[IPAddress]  # checked; empty when CLONES_ALLOW_PRIVATE_NETWORKS is on
+    addresses: list[IPAddress]  # checked, unless CLONES_ALLOW_PRIVATE_NETWORKS is on
 
 
 def check_url(url: str) -> str:
@@ -101,10 +101,9 @@ def check_url(url: str) -> str:
 def pin(url: str) -> PinnedURL:
     """Run every check of check_url again, resolving the host afresh (the worker calls this right
     before cloning, so a DNS change since submission is caught), and return how git must connect
-    to exactly the checked addresses. With CLONES_ALLOW_PRIVATE_NETWORKS on nothing is judged,
-    so nothing is resolved or pinned."""
+    to exactly the checked addresses."""
     target = _check(url)
-    if target.is_address or not target.addresses:
+    if target.is_address:
         return PinnedURL(target.url, None)
     if target.parts.scheme == "git":
         return PinnedURL(_with_host(target, _url_host(target.addresses[0])), None)
@@ -119,12 +118,11 @@ def _check(url: str) -> _Target:
     parts = _parts(url)
     port = _port(parts)
     host, is_address = _host(parts)
-    if settings.CLONES_ALLOW_PRIVATE_NETWORKS:
-        return _Target(url, parts, host, is_address, port, [])
     addresses = [ipaddress.ip_address(host)] if is_address else resolve(host, port)
     if not addresses:
         raise ValidationError(f"The host {parts.hostname} could not be found.")
-    _refuse_private(parts.hostname, is_address, addresses)
+    if not settings.CLONES_ALLOW_PRIVATE_NETWORKS:
+        _refuse_private(parts.hostname, is_address, addresses)
     return _Target(url, parts, host, is_address, port, addresses)
 
 

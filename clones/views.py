@@ -56,7 +56,11 @@ def detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
 
 @login_required
 def download(request: HttpRequest, job_id: UUID) -> FileResponse:
-    job = _own_job(request, job_id)
+    return archive_response(_own_job(request, job_id))
+
+
+def archive_response(job: CloneJob) -> FileResponse:
+    """The job's archive as a download; 404 once it has expired (or was never made)."""
     if not job.can_download:
         raise Http404("This job has no archive to download.")
     try:

@@ -3,10 +3,14 @@
 import hashlib
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.scheduler import scheduler
 
 from clones import engine, paths
 from clones.models import CloneJob
@@ -58,3 +62,17 @@ def wait_for_job(job: CloneJob, timeout: float = JOB_WAIT_SECONDS) -> CloneJob:
             return job
         time.sleep(0.2)
     pytest.fail(f"job {job.id} still {job.status} ({job.phase}) after {timeout} s")
+
+
+def wait_until(condition, timeout: float = JOB_WAIT_SECONDS, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not met after {timeout} s")
+        time.sleep(0.2)
+
+
+def run_schedule_now(name: str) -> None:
+    """Make the schedule due and let django-q2's own scheduler hand it to the workers."""
+    Schedule.objects.filter(name=name).update(next_run=timezone.now() - timedelta(seconds=1))
+    scheduler()

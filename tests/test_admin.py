@@ -80,3 +80,18 @@ def test_retry_runs_a_failed_job_again(client, staff, owner, start_worker, new_r
     job = wait_for_job(job)
     assert job.status == Status.DONE and job.commit == repo.head
     assert job.error == "" and job.attempts == 2
+
+
+def test_staff_download_any_archive_from_the_admin_and_others_cannot(client, staff, owner):
+    name = default_storage.save("admin.tar", ContentFile(b"archive bytes"))
+    job = make_job(owner, status=Status.DONE, archive=name, commit="abc1234" + "0" * 33)
+    download = reverse("admin:clones_clonejob_download", args=[job.id])
+    client.force_login(staff)
+
+    page = client.get(reverse("admin:clones_clonejob_change", args=[job.id])).content.decode()
+    response = client.get(download)
+
+    assert f'href="{download}"' in page and "Download app-abc1234.tar" in page
+    assert b"".join(response.streaming_content) == b"archive bytes"
+    client.force_login(owner)  # the owner downloads from their own pages, not the admin
+    assert client.get(download).status_code == 302

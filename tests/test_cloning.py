@@ -19,7 +19,7 @@ from .repos import git
         ),
         (
             "fatal: could not read Username for 'https://h.example': terminal prompts disabled",
-            "This repository needs authentication; only public repositories can be cloned.",
+            "This repository needs authentication; give an access token that can read it.",
         ),
         (
             "fatal: repository 'https://h.example:8443/team/app.git/' not found",

@@ -114,7 +114,14 @@ def test_without_tls_settings_the_engine_refuses(
 ):
     host, _ = tls_engine
     repo = new_repo()
-    start_worker(env={"DOCKER_HOST": host, "DOCKER_TLS_VERIFY": "", "DOCKER_CERT_PATH": ""})
+    start_worker(
+        env={
+            "DOCKER_HOST": host,
+            "DOCKER_TLS_VERIFY": "",
+            "DOCKER_CERT_PATH": "",
+            "CLONES_WAIT_RETRIES": "0",  # fail at once instead of waiting for the engine
+        }
+    )
 
     job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))
 

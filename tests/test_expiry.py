@@ -9,13 +9,12 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule
-from django_q.scheduler import scheduler
 
 from clones.models import CloneJob, Status
 from clones.signals import EXPIRY_SCHEDULE_NAME
 from clones.tasks import expire_archives
 
-from .helpers import submit, wait_for_job
+from .helpers import run_schedule_now, submit, wait_for_job
 
 
 def test_migrate_creates_the_expiry_schedule_once(db):
@@ -24,12 +23,6 @@ def test_migrate_creates_the_expiry_schedule_once(db):
     schedule = Schedule.objects.get(name=EXPIRY_SCHEDULE_NAME)
     assert schedule.func == "clones.tasks.expire_archives"
     assert schedule.repeats == -1
-
-
-def run_schedule_now(name: str) -> None:
-    """Make the schedule due and let django-q2's own scheduler hand it to the workers."""
-    Schedule.objects.filter(name=name).update(next_run=timezone.now() - timedelta(seconds=1))
-    scheduler()
 
 
 def test_a_past_due_archive_is_removed_and_clone_again_works(

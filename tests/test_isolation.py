@@ -86,8 +86,7 @@ def make_booby_trapped_repo(served_root, canary: CanaryServer) -> str:
     (work / ".lfsconfig").write_text(f"[lfs]\n\turl = {canary.url('lfs')}\n")
     (work / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
     (work / "big.bin").write_text(
-        "version https://git-lfs.github.com/spec/v1\n"
-        "oid sha256:" + "a" * 64 + "\nsize 12345\n"
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 12345\n"
     )
     git("add", ".", cwd=work)
     git("commit", "--quiet", "-m", "pointer", cwd=work)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from clones import paths
 from clones.models import Status
 
 from .gitservers import StallingServer, free_port
@@ -177,16 +176,3 @@ def test_a_missing_image_fails_with_a_message_about_the_image(
     assert job.error.startswith(
         f"The git image {missing_image} is not on the Docker engine and could not be pulled"
     )
-
-
-def test_an_unreachable_engine_fails_the_job_with_that_reason(
-    owner_client, start_worker, new_repo, git_daemon, tmp_path
-):
-    repo = new_repo()
-    start_worker(env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
-
-    job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))
-
-    assert job.status == Status.FAILED
-    assert job.error.startswith("The Docker engine is unreachable")
-    assert not paths.job_dir(job.id).exists()

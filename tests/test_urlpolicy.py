@@ -267,17 +267,19 @@ def test_the_test_settings_accept_the_local_git_servers(url):
 
 def test_allowing_private_networks_allows_local_names_but_not_odd_ipv4(production, dns):
     production.CLONES_ALLOW_PRIVATE_NETWORKS = True
-    dns.clear()  # nothing is resolved: there is nothing left to judge
+    dns.update(localhost=["127.0.0.1"], intranet=["10.0.0.7"])
     for url in ["https://127.0.0.1/a.git", "https://localhost/a.git", "https://intranet/a.git"]:
         assert check_url(url) == url
-    assert pin("https://localhost/a.git") == PinnedURL("https://localhost/a.git", None)
+    # Still pinned: what git reaches is what was looked up, even when anything may be.
+    pinned = PinnedURL("https://intranet/a.git", "intranet:443:10.0.0.7")
+    assert pin("https://intranet/a.git") == pinned
     assert refusal("https://127.1/a.git").startswith(f"127.1 {ODD_IPV4}")
     assert refusal("https://git_hub.com/a.git").startswith(f"git_hub.com {BAD_NAME}")
 
 
 def test_a_listed_private_host_name_is_allowed_whatever_it_resolves_to(production, dns):
     production.CLONES_ALLOWED_PRIVATE_HOSTS = ["git.corp.example", "GitServer"]
-    dns["gitserver"] = ["127.0.0.1"]
+    dns.update(gitserver=["127.0.0.1"], **{"git.corp.example": ["10.1.1.1"]})
     assert check_url("https://git.corp.example/a.git")
     assert check_url("https://gitserver/a.git")  # single-label, but listed
     assert pin("https://gitserver/a.git").curl_resolve == "gitserver:443:127.0.0.1"
