@@ -6,8 +6,10 @@ from ipaddress import ip_address
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.urls import reverse
 
 from clones import urlpolicy
+from clones.models import CloneJob
 from clones.urlpolicy import PinnedURL, check_ref, check_url, pin
 
 # Public by our rules, used as data only: resolution is stubbed, nothing is ever connected to.
@@ -202,8 +204,16 @@ HOSTILE = [
 
 @pytest.mark.usefixtures("production")
 @pytest.mark.parametrize(("url", "message"), HOSTILE)
-def test_it_refuses_hostile_urls_with_a_specific_reason(url, message):
+def test_it_refuses_hostile_urls_with_a_specific_reason_and_makes_no_job(
+    url, message, owner_client
+):
     assert refusal(url).startswith(message)
+    response = owner_client.post(reverse("clones:new"), {"url": url})
+    assert response.status_code == 200
+    if "\x00" in url:  # Django's form field refuses these before our check sees them
+        message = "Null characters are not allowed."
+    assert response.context["form"].errors["url"][0].startswith(message)
+    assert not CloneJob.objects.exists()
 
 
 @pytest.mark.parametrize(
