@@ -25,13 +25,21 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
+    return _env_number(name, default, int, "a whole number")
+
+
+def env_float(name: str, default: float) -> float:
+    return _env_number(name, default, float, "a number")
+
+
+def _env_number(name: str, default, kind: type, described: str):
     value = os.environ.get(name)
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number") from None
+        raise ImproperlyConfigured(f"{name}={value!r} is not {described}") from None
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -48,16 +56,6 @@ def env_bytes(name: str, default: str) -> int:
     if not number.isdigit() or unit not in BYTE_UNITS:
         raise ImproperlyConfigured(f"{name}={value!r} is not a size such as 1048576, 512m or 2g")
     return int(number) * BYTE_UNITS[unit]
-
-
-def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
