@@ -29,7 +29,7 @@ class CloneJobAdmin(admin.ModelAdmin):
     search_fields = ["url", "owner__username", "owner__email"]
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
-    actions = ["retry", "expire_now"]
+    actions = ["cancel", "retry", "expire_now"]
     # Jobs come from the form or the CLI, which check their input; here they are watched and
     # steered, not edited.
     readonly_fields = [
@@ -81,6 +81,12 @@ class CloneJobAdmin(admin.ModelAdmin):
     @admin.display(description="Size", ordering="archive_size")
     def size(self, job: CloneJob) -> str:
         return filesizeformat(job.archive_size) if job.archive_size is not None else "—"
+
+    @admin.action(description="Cancel selected queued or running jobs")
+    def cancel(self, request, queryset) -> None:
+        by = f"staff ({request.user.get_username()})"
+        cancelled = sum(jobs.cancel(job, by=by) for job in queryset)
+        self.message_user(request, f"Cancelled {cancelled} job(s).", messages.INFO)
 
     @admin.action(description="Retry selected failed or cancelled jobs")
     def retry(self, request, queryset) -> None:

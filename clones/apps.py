@@ -9,5 +9,5 @@ class ClonesConfig(AppConfig):
     def ready(self) -> None:
         from . import signals
 
-        post_migrate.connect(signals.ensure_expiry_schedule, sender=self)
+        post_migrate.connect(signals.ensure_schedules, sender=self)
         post_delete.connect(signals.delete_archive_file, sender="clones.CloneJob")

@@ -1,5 +1,6 @@
 """Packing a clone into a tar archive and keeping it in Django's storage."""
 
+import errno
 import hashlib
 import logging
 import tarfile
@@ -61,12 +62,34 @@ def pack(source: Path, top_level: str, staging: Path) -> tuple[int, str]:
     return writer.size, writer.digest.hexdigest()
 
 
+class ArchiveFailed(Exception):
+    """Packing or storing failed; the message is for the person who asked."""
+
+
 def store(source: Path, top_level: str, staging: Path, name: str) -> Archive:
-    """Pack `source` and save it in storage as `name` (or a free variant of it)."""
-    size, sha256 = pack(source, top_level, staging)
-    with staging.open("rb") as staged:
-        saved_name = default_storage.save(name, _StagedFile(staged))
+    """Pack `source` and save it in storage as `name` (or a free variant of it).
+
+    On failure nothing is left in storage (the staging file is the caller's to remove).
+    """
+    try:
+        size, sha256 = pack(source, top_level, staging)
+    except OSError as exc:
+        raise ArchiveFailed(f"The archive could not be written: {_reason(exc)}") from exc
+    # Chosen here rather than by save(), so that a half-copied file can be found and removed.
+    name = default_storage.get_available_name(name)
+    try:
+        with staging.open("rb") as staged:
+            saved_name = default_storage.save(name, _StagedFile(staged))
+    except OSError as exc:
+        delete(name)
+        raise ArchiveFailed(f"The archive could not be stored: {_reason(exc)}") from exc
     return Archive(name=saved_name, size=size, sha256=sha256)
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the server's disk is full. Try again later."
+    return f"{exc.strerror or exc}."
 
 
 def delete(name: str) -> None:

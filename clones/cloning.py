@@ -40,10 +40,16 @@ class CloneFailed(Exception):
 
 
 def clone(
-    job: CloneJob, job_dir: Path, timeout: int, on_phase: Callable[[str], None], token: str = ""
+    job: CloneJob,
+    job_dir: Path,
+    timeout: int,
+    on_phase: Callable[[str], None],
+    token: str = "",
+    keep_going: Callable[[], None] = lambda: None,
 ) -> Path:
     """Clone the job's repository into job_dir/repo and check out its ref, all within `timeout`
-    seconds; return the checkout's path."""
+    seconds; return the checkout's path. `keep_going` is called about once a second while git
+    runs and may raise to stop it."""
     deadline = time.monotonic() + timeout
     target = f"{engine.MOUNT_POINT}/{CHECKOUT_DIR}"
     pinned = _pin(job.url)
@@ -55,11 +61,11 @@ def clone(
     try:
         with _credentials(job_dir, job.url, token):
             # "--" ends the options: nothing in the URL can be read as one.
-            run(job, job_dir, [*args, "--", pinned.url, target], deadline, on_phase)
+            run(job, job_dir, [*args, "--", pinned.url, target], deadline, keep_going, on_phase)
         if wants_commit:
             on_phase(f"checking out {job.ref[:12]}")
             checkout = ["-C", target, "checkout", "--quiet", "--detach", job.ref]
-            run(job, job_dir, [*config, *checkout], deadline)
+            run(job, job_dir, [*config, *checkout], deadline, keep_going)
     except engine.ContainerTimedOut:
         raise CloneFailed(f"The clone timed out after {timeout} s.") from None
     check_size(job_dir)  # a clone quicker than one look at it is checked here
@@ -133,8 +139,13 @@ def run(
     job_dir: Path,
     git_args: list[str],
     deadline: float,
+    keep_going: Callable[[], None],
     on_phase: Callable[[str], None] = lambda phase: None,
 ) -> None:
+    def watch() -> None:
+        check_size(job_dir)
+        keep_going()
+
     result = engine.run_git(
         str(job.id),
         git_args,
@@ -142,7 +153,7 @@ def run(
         timeout=max(deadline - time.monotonic(), 0),
         environment=GIT_ENVIRONMENT,
         on_phase=on_phase,
-        watch=lambda: check_size(job_dir),
+        watch=watch,
     )
     if result.exit_code != 0:
         check_size(job_dir)

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -220,6 +220,18 @@ def remove_job_containers(job_id: str) -> int:
         for container in found:
             remove(container)
     return len(found)
+
+
+def job_containers() -> dict[str, str]:
+    """Every clone container on the engine: container id -> job id."""
+    with connected() as engine:
+        found = engine.containers.list(all=True, filters={"label": JOB_LABEL})
+        return {container.id: container.labels[JOB_LABEL] for container in found}
+
+
+def remove_container(container_id: str) -> None:
+    with connected() as engine, suppress(NotFound):
+        engine.containers.get(container_id).remove(force=True)
 
 
 def ping() -> None:

@@ -20,6 +20,7 @@ from .models import CloneJob, Status
 
 RUN_TASK = "clones.tasks.run_clone_job"
 MAX_WAIT_SECONDS = 600
+MAX_ATTEMPTS = 2  # a job whose worker died is run once more, not again and again
 
 
 class Refused(Exception):
@@ -74,23 +75,22 @@ def check_limits(owner) -> None:
 
 
 def claim(job_id) -> CloneJob | None:
-    """Move a job to running for this worker; None if it is not ours to run.
-
-    A queued job is taken. A running job is taken over only when its start is older than the
-    task timeout: django-q2 has killed that attempt and delivered the task again. A finished
-    job is never reopened.
-    """
-    taken = (
-        CloneJob.objects.claimable()
-        .filter(pk=job_id)
-        .update(
-            status=Status.RUNNING,
-            started_at=timezone.now(),
-            attempts=F("attempts") + 1,
-            phase="starting",
-        )
+    """Move a queued job to running for this worker; None if it is not ours to run (another
+    worker took it, it was cancelled, or it is finished: a finished job is never reopened)."""
+    taken = CloneJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
+        status=Status.RUNNING,
+        started_at=timezone.now(),
+        attempts=F("attempts") + 1,
+        phase="starting",
     )
     return CloneJob.objects.get(pk=job_id) if taken else None
+
+
+def is_still_running(job: CloneJob) -> bool:
+    """False once the job was cancelled, or recovered from under this worker."""
+    return CloneJob.objects.filter(
+        pk=job.pk, status=Status.RUNNING, started_at=job.started_at
+    ).exists()
 
 
 def record_phase(job: CloneJob, phase: str) -> None:
@@ -125,11 +125,49 @@ def wait(job: CloneJob, reason: str, give_up_error: str) -> bool:
     if job.waits >= settings.CLONES_WAIT_RETRIES:
         return _finish(job, Status.FAILED, error=give_up_error, finished_at=timezone.now())
     delay = min(settings.CLONES_WAIT_SECONDS * 2**job.waits, MAX_WAIT_SECONDS)
+    return _queue_again(job, reason, delay, waits=F("waits") + 1)
+
+
+def hand_back(job: CloneJob) -> bool:
+    """Give a job back to the queue because its worker is stopping; an attempt it had begun
+    does not count."""
+    begun = {"attempts": F("attempts") - 1} if job.status == Status.RUNNING else {}
+    return _queue_again(job, "Queued again: its worker was stopped.", delay=0, **begun)
+
+
+def recover(job: CloneJob) -> bool:
+    """A job whose worker died: queue it once more, or fail it after its second attempt."""
+    if job.attempts >= MAX_ATTEMPTS:
+        error = "The worker stopped during the clone, twice; it was not tried again."
+        return _finish(job, Status.FAILED, error=error, finished_at=timezone.now())
+    return _queue_again(job, "Queued again: the worker stopped during the clone.", delay=0)
+
+
+def cancel(job: CloneJob, by) -> bool:
+    """Stop a queued or running job. A running one's worker notices within a second or two
+    (is_still_running), kills its container and removes its files."""
+    cancelled = bool(
+        CloneJob.objects.active()
+        .filter(pk=job.pk)
+        .update(
+            status=Status.CANCELLED,
+            phase="",
+            error=f"Cancelled by {by}.",
+            finished_at=timezone.now(),
+        )
+    )
+    if cancelled:
+        tokens.discard(job.id)
+    return cancelled
+
+
+def _queue_again(job: CloneJob, phase: str, delay: float, **counters) -> bool:
+    """Back to queued with a new task, now or after `delay` seconds (a one-off schedule)."""
     with transaction.atomic():
         updated = _unchanged(job).update(
-            status=Status.QUEUED, started_at=None, phase=reason, waits=F("waits") + 1
+            status=Status.QUEUED, started_at=None, phase=phase, **counters
         )
-        if updated:
+        if updated and delay:
             schedule(
                 RUN_TASK,
                 str(job.id),
@@ -137,6 +175,8 @@ def wait(job: CloneJob, reason: str, give_up_error: str) -> bool:
                 schedule_type=Schedule.ONCE,
                 next_run=timezone.now() + timedelta(seconds=delay),
             )
+        elif updated:
+            async_task(RUN_TASK, str(job.id))
     return bool(updated)
 
 

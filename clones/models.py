@@ -4,7 +4,6 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -36,20 +35,14 @@ class CloneJobQuerySet(models.QuerySet):
         return self.filter(status=Status.DONE, expires_at__lte=timezone.now())
 
     def stuck(self) -> "CloneJobQuerySet":
-        """Running for longer than a task may live: django-q2 has killed their worker."""
-        return self.filter(_stuck())
+        """Running for longer than a task may live, and then some: their worker is gone."""
+        seconds = settings.CLONES_TASK_TIMEOUT + settings.CLONES_STUCK_GRACE
+        return self.filter(
+            status=Status.RUNNING, started_at__lt=timezone.now() - timedelta(seconds=seconds)
+        )
 
     def active(self) -> "CloneJobQuerySet":
         return self.filter(status__in=ACTIVE_STATUSES)
-
-    def claimable(self) -> "CloneJobQuerySet":
-        """Jobs a worker may start: queued ones, and stuck ones whose task came again."""
-        return self.filter(Q(status=Status.QUEUED) | _stuck())
-
-
-def _stuck() -> Q:
-    task_deadline = timezone.now() - timedelta(seconds=settings.CLONES_TASK_TIMEOUT)
-    return Q(status=Status.RUNNING, started_at__lt=task_deadline)
 
 
 class CloneJob(models.Model):
@@ -130,3 +123,16 @@ class CloneJob(models.Model):
     @property
     def download_filename(self) -> str:
         return f"{self.repo_name}-{self.commit[:7]}.tar"
+
+
+class WorkerReport(models.Model):
+    """What the workers last found out about the Docker engine (one row, for /healthz: the web
+    process has no engine access of its own)."""
+
+    reported_at = models.DateTimeField()
+    engine_ok = models.BooleanField()
+    engine_error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        state = "reachable" if self.engine_ok else f"unreachable ({self.engine_error})"
+        return f"engine {state} at {self.reported_at:%Y-%m-%d %H:%M:%S}"

@@ -5,19 +5,25 @@ from django_q.models import Schedule
 from . import archives
 
 EXPIRY_SCHEDULE_NAME = "cloneshelf: delete expired archives"
+RECOVERY_SCHEDULE_NAME = "cloneshelf: recover stuck jobs and leftovers"
 
 
-def ensure_expiry_schedule(**kwargs) -> None:
-    """Create (or bring up to date) the expiry schedule; run on every migrate, so idempotent."""
-    Schedule.objects.update_or_create(
-        name=EXPIRY_SCHEDULE_NAME,
-        defaults={
-            "func": "clones.tasks.expire_archives",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": settings.CLONES_EXPIRY_INTERVAL_MINUTES,
-            "repeats": -1,
-        },
-    )
+def ensure_schedules(**kwargs) -> None:
+    """Create (or bring up to date) the periodic schedules; run on every migrate, so
+    idempotent."""
+    for name, func, minutes in [
+        (EXPIRY_SCHEDULE_NAME, "clones.tasks.expire_archives", "CLONES_EXPIRY_INTERVAL_MINUTES"),
+        (RECOVERY_SCHEDULE_NAME, "clones.recovery.recover", "CLONES_RECOVERY_INTERVAL_MINUTES"),
+    ]:
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": func,
+                "schedule_type": Schedule.MINUTES,
+                "minutes": getattr(settings, minutes),
+                "repeats": -1,
+            },
+        )
 
 
 def delete_archive_file(instance, **kwargs) -> None:

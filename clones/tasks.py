@@ -6,8 +6,8 @@ import time
 from django.conf import settings
 from django_q.exceptions import TimeoutException
 
-from . import archives, cloning, engine, jobs, paths, tokens
-from .models import CloneJob
+from . import archives, cloning, engine, jobs, paths, stopping, tokens
+from .models import CloneJob, Status
 
 logger = logging.getLogger(__name__)
 
@@ -17,10 +17,21 @@ PHASE_WRITE_SECONDS = 1.0
 INTERNAL_ERROR = "The clone failed because of an internal error; staff can see why."
 
 
+class Cancelled(Exception):
+    """The job was cancelled (or recovered from under us) while it ran."""
+
+
+class WorkerStopping(Exception):
+    """This worker was told to stop, and the clone outlasted CLONES_STOP_GRACE."""
+
+
 def run_clone_job(job_id: str) -> None:
-    job = CloneJob.objects.claimable().filter(pk=job_id).first()
+    job = CloneJob.objects.filter(pk=job_id, status=Status.QUEUED).first()
     if job is None:
         logger.info("job %s is not queued any more; nothing to do", job_id)
+        return
+    if stopping.seconds_since_requested() is not None:
+        jobs.hand_back(job)  # fetched as the worker began to stop: leave it to the next one
         return
     not_yet = _reason_to_wait()
     if not_yet:
@@ -28,10 +39,15 @@ def run_clone_job(job_id: str) -> None:
         return
     job = jobs.claim(job_id)
     if job is None:
-        return  # another worker was quicker
+        return  # another worker was quicker, or it was cancelled
     try:
         archive = _clone_and_archive(job)
-    except (cloning.CloneFailed, engine.EngineError) as exc:
+    except Cancelled:
+        _remove_job_dir(job)  # the job says "cancelled" already
+    except WorkerStopping:
+        _remove_job_dir(job)
+        jobs.hand_back(job)
+    except (cloning.CloneFailed, engine.EngineError, archives.ArchiveFailed) as exc:
         _finish_failed(job, str(exc), getattr(exc, "output", ""))
     except TimeoutException:
         # django-q2 stops an over-long task by raising SystemExit inside it: record why first.
@@ -45,8 +61,17 @@ def run_clone_job(job_id: str) -> None:
         # The directory goes before the job is seen to finish: a retry may want it again.
         _remove_job_dir(job)
         if not jobs.mark_done(job, job.commit, archive.name, archive.size, archive.sha256):
-            # Cancelled or taken over while we packed: the archive belongs to no finished job.
+            # Cancelled or recovered while we packed: the archive belongs to no finished job.
             archives.delete(archive.name)
+
+
+def _keep_going(job: CloneJob) -> None:
+    """Called about once a second while git runs: raise to stop the clone."""
+    if not jobs.is_still_running(job):
+        raise Cancelled()
+    stopping_for = stopping.seconds_since_requested()
+    if stopping_for is not None and stopping_for > settings.CLONES_STOP_GRACE:
+        raise WorkerStopping()
 
 
 def _reason_to_wait() -> tuple[str, str] | None:
@@ -71,7 +96,12 @@ def _clone_and_archive(job: CloneJob) -> archives.Archive:
     on_phase = _throttled(lambda phase: jobs.record_phase(job, phase))
     try:
         checkout = cloning.clone(
-            job, job_dir, settings.CLONES_CLONE_TIMEOUT, on_phase, tokens.read(job.id)
+            job,
+            job_dir,
+            settings.CLONES_CLONE_TIMEOUT,
+            on_phase,
+            token=tokens.read(job.id),
+            keep_going=lambda: _keep_going(job),
         )
     finally:
         tokens.discard(job.id)  # used once, whatever came of it

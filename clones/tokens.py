@@ -39,3 +39,9 @@ def read(job_id: UUID) -> str:
 
 def discard(job_id: UUID) -> None:
     _path(job_id).unlink(missing_ok=True)
+
+
+def waiting() -> list[Path]:
+    """Every token file, named by its job's id."""
+    folder = settings.CLONES_DATA_DIR / "tokens"
+    return list(folder.iterdir()) if folder.exists() else []

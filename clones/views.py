@@ -85,3 +85,11 @@ def clone_again(request: HttpRequest, job_id: UUID) -> HttpResponse:
         form.fields["token"].help_text = "Enter the access token again: tokens are never kept."
         return _render_form(request, form)
     return _submit(request, form)
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    job = _own_job(request, job_id)
+    jobs.cancel(job, by=request.user.get_username())  # a finished job stays as it was
+    return redirect(job)

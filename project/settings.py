@@ -234,6 +234,16 @@ CLONES_MAX_QUEUED = env_int("CLONES_MAX_QUEUED", 500)
 CLONES_WAIT_SECONDS = env_int("CLONES_WAIT_SECONDS", 30)
 CLONES_WAIT_RETRIES = env_int("CLONES_WAIT_RETRIES", 8)
 
+# --- Recovery: nothing stuck, nothing leaked -----------------------------------------------------
+# A job still "running" this long after the task timeout lost its worker (killed, or its machine
+# died): the recovery sweep, run every CLONES_RECOVERY_INTERVAL_MINUTES, cleans up after it and
+# queues it once more, or fails it if it already had its second attempt.
+CLONES_STUCK_GRACE = env_int("CLONES_STUCK_GRACE", 120)
+CLONES_RECOVERY_INTERVAL_MINUTES = env_int("CLONES_RECOVERY_INTERVAL_MINUTES", 1)
+# On SIGTERM (`manage.py worker`), a clone still running after this many seconds is stopped and
+# handed back to the queue; compose's stop_grace_period must be longer.
+CLONES_STOP_GRACE = env_int("CLONES_STOP_GRACE", 60)
+
 # --- Queue (django-q2, ORM broker: no extra service) ------------------------------------------
 # A task may spend CLONES_CLONE_TIMEOUT in git, plus an image pull and packing the archive.
 # django-q2 kills a task at "timeout" and hands an unacknowledged one to another worker at

@@ -106,7 +106,7 @@ def main() -> None:
     daemon = GitDaemon(served)
     url = daemon.url(repo.name)
     worker = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
+        [sys.executable, "manage.py", "worker"],
         cwd=PROJECT_DIR,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

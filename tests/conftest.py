@@ -77,7 +77,7 @@ def owner_client(client, owner):
 
 @pytest.fixture
 def start_worker(transactional_db, tmp_path):
-    """Start a real `manage.py qcluster` process: start_worker(env={...}, prefix=[...]).
+    """Start a real `manage.py worker` process: start_worker(env={...}, prefix=[...]).
 
     Workers share the test database file and data directory through tests.settings; `env`
     overrides settings for this worker only, `prefix` wraps the command (e.g. in `unshare`).
@@ -87,7 +87,7 @@ def start_worker(transactional_db, tmp_path):
     def start(env: dict | None = None, prefix: list[str] | None = None) -> subprocess.Popen:
         log = open(tmp_path / f"worker-{len(processes)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [*(prefix or []), sys.executable, "manage.py", "qcluster"],
+            [*(prefix or []), sys.executable, "manage.py", "worker"],
             cwd=PROJECT_DIR,
             env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(env or {})},
             stdout=log,

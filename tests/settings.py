@@ -1,7 +1,7 @@
 """Settings for the test suite: project.settings, pointed at a throwaway data directory and at
 the Docker engine and stand-in git image that .ci/engine.sh starts.
 
-Worker processes that tests start (`manage.py qcluster`) use this module too, and find the same
+Worker processes that tests start (`manage.py worker`) use this module too, and find the same
 directory and database through CLONESHELF_TEST_ROOT, which they inherit.
 """
 

@@ -70,4 +70,4 @@ def test_waiting_gives_up_when_no_worker_runs(owner, transactional_db):
     )
 
     assert result.returncode == 1
-    assert "is still queued after 1 s; is a worker (manage.py qcluster) running?" in result.stderr
+    assert "is still queued after 1 s; is a worker (manage.py worker) running?" in result.stderr

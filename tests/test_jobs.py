@@ -30,17 +30,62 @@ def test_a_finished_job_is_never_reopened(queued, status):
     assert jobs.claim(queued.id) is None
 
 
-def test_a_job_stuck_past_the_task_timeout_is_taken_over(queued):
-    first = jobs.claim(queued.id)
-    too_long_ago = timezone.now() - timedelta(seconds=settings.CLONES_TASK_TIMEOUT + 1)
-    CloneJob.objects.filter(pk=queued.pk).update(started_at=too_long_ago)
-    assert list(CloneJob.objects.stuck()) == [queued]
+def stuck(job: CloneJob) -> None:
+    seconds = settings.CLONES_TASK_TIMEOUT + settings.CLONES_STUCK_GRACE + 1
+    CloneJob.objects.filter(pk=job.pk).update(
+        started_at=timezone.now() - timedelta(seconds=seconds)
+    )
 
+
+def test_a_job_whose_worker_died_is_queued_once_more_then_failed(queued):
+    first = jobs.claim(queued.id)
+    assert not CloneJob.objects.stuck().exists()
+    stuck(queued)
+    assert list(CloneJob.objects.stuck()) == [queued]
+    first.refresh_from_db()
+
+    assert jobs.recover(first)
     second = jobs.claim(queued.id)
 
     assert second.attempts == 2
     assert not jobs.mark_done(first, "c" * 40, "x.tar", 1, "f" * 64)  # the dead attempt lost it
-    assert jobs.mark_failed(second, "it failed")
+    stuck(queued)
+    second.refresh_from_db()
+    assert jobs.recover(second)
+    second.refresh_from_db()
+    assert second.status == Status.FAILED
+    assert second.error.startswith("The worker stopped during the clone")
+    assert OrmQ.objects.count() == 1  # one new task, for the one retry
+
+
+def test_a_running_job_sees_its_cancellation(queued, owner):
+    running = jobs.claim(queued.id)
+    assert jobs.is_still_running(running)
+
+    assert jobs.cancel(running, by="owner")
+
+    assert not jobs.is_still_running(running)
+    assert not jobs.mark_done(running, "c" * 40, "x.tar", 1, "f" * 64)
+    running.refresh_from_db()
+    assert running.status == Status.CANCELLED and running.error == "Cancelled by owner."
+    assert not jobs.cancel(running, by="owner")  # once
+
+
+def test_a_retry_racing_a_cancel_leaves_it_cancelled(queued):
+    CloneJob.objects.filter(pk=queued.pk).update(status=Status.FAILED)
+    failed = CloneJob.objects.get(pk=queued.pk)
+    assert jobs.requeue(failed)
+    assert jobs.cancel(failed, by="staff")
+
+    assert jobs.claim(queued.id) is None  # the retry's task finds nothing to run
+
+
+def test_a_handed_back_job_does_not_count_the_attempt(queued):
+    running = jobs.claim(queued.id)
+    assert jobs.hand_back(running)
+    queued.refresh_from_db()
+    assert (queued.status, queued.attempts) == (Status.QUEUED, 0)
+    assert queued.phase == "Queued again: its worker was stopped."
 
 
 def test_submit_records_the_job_and_its_task_together(owner):

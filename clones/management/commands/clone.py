@@ -61,7 +61,7 @@ class Command(BaseCommand):
             if time.monotonic() > deadline:
                 raise CommandError(
                     f"Job {job.id} is still {job.status} after {timeout:g} s; is a worker "
-                    "(manage.py qcluster) running?"
+                    "(manage.py worker) running?"
                 )
             time.sleep(WAIT_POLL_SECONDS)
             job.refresh_from_db()

@@ -1,0 +1,130 @@
+"""Cleaning up after workers that died, and anything else left behind.
+
+`recover` runs as a django-q2 schedule every CLONES_RECOVERY_INTERVAL_MINUTES; `manage.py worker`
+also calls `reap_leftovers` before it starts its workers. Everything here is safe to run at any
+time, from any number of processes: what belongs to a running job is never touched.
+"""
+
+import logging
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from . import engine, jobs, paths, tokens
+from .models import CloneJob, Status, WorkerReport
+
+logger = logging.getLogger(__name__)
+
+# A file or directory younger than this may belong to a job that is only just starting.
+STALE_AFTER_SECONDS = 60
+
+
+def recover() -> None:
+    report_engine()
+    for job in CloneJob.objects.stuck():
+        try:
+            _clean_up(str(job.id))
+            jobs.recover(job)
+            logger.warning("job %s lost its worker; recovered (attempt %d)", job.id, job.attempts)
+        except Exception:
+            logger.exception("could not recover job %s", job.id)
+    reap_leftovers()
+
+
+def report_engine() -> None:
+    """Record whether the engine answers, for /healthz (the web has no engine access)."""
+    try:
+        engine.ping()
+        ok, error = True, ""
+    except engine.EngineError as exc:
+        ok, error = False, str(exc)
+    WorkerReport.objects.update_or_create(
+        pk=1, defaults={"reported_at": timezone.now(), "engine_ok": ok, "engine_error": error}
+    )
+
+
+def reap_leftovers() -> dict[str, int]:
+    """Remove clone containers, job directories, archives and tokens that no live job owns;
+    how many of each."""
+    reaped = {}
+    for kind, reap in [
+        ("containers", _reap_containers),
+        ("directories", _reap_job_dirs),
+        ("archives", _reap_archives),
+        ("tokens", _reap_tokens),
+    ]:
+        try:
+            reaped[kind] = reap()
+        except Exception:
+            # One kind that cannot be cleaned must not keep the others (or a worker) waiting.
+            logger.exception("could not reap leftover %s", kind)
+    if any(reaped.values()):
+        logger.warning("reaped leftovers: %s", reaped)
+    return reaped
+
+
+def _clean_up(job_id: str) -> None:
+    engine.remove_job_containers(job_id)  # first, so that git stops writing
+    paths.remove_job_dir(job_id)
+
+
+def _running_job_ids() -> set[str]:
+    # Asked only after listing what exists: a job claimed since then made nothing in the list.
+    return {str(pk) for pk in CloneJob.objects.filter(status=Status.RUNNING).values_list("pk")}
+
+
+def _reap_containers() -> int:
+    try:
+        containers = engine.job_containers()
+    except engine.EngineError:
+        return 0  # nothing can run there either; the next sweep tries again
+    running = _running_job_ids()
+    orphans = [container for container, job in containers.items() if job not in running]
+    for container in orphans:
+        engine.remove_container(container)
+    return len(orphans)
+
+
+def _reap_job_dirs() -> int:
+    root = paths.jobs_root()
+    found = [entry for entry in root.iterdir() if entry.is_dir()] if root.exists() else []
+    running = _running_job_ids()
+    orphans = [entry for entry in found if entry.name not in running and _is_stale(entry)]
+    for entry in orphans:
+        shutil.rmtree(entry)
+    return len(orphans)
+
+
+def _reap_archives() -> int:
+    """Storage files no job row points at: written by an attempt that died before it finished."""
+    names = default_storage.listdir("")[1] if default_storage.exists("") else []
+    kept = set(CloneJob.objects.exclude(archive="").values_list("archive", flat=True))
+    stale_before = timezone.now() - timedelta(seconds=STALE_AFTER_SECONDS)
+    orphans = [
+        name
+        for name in names
+        if name not in kept and default_storage.get_modified_time(name) < stale_before
+    ]
+    for name in orphans:
+        default_storage.delete(name)
+    return len(orphans)
+
+
+def _reap_tokens() -> int:
+    """Tokens of jobs that are over (or never made it past a rolled-back submission)."""
+    active = {str(pk) for pk in CloneJob.objects.active().values_list("pk")}
+    orphans = [path for path in tokens.waiting() if path.name not in active and _is_stale(path)]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return len(orphans)
+
+
+def _is_stale(path: Path) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > STALE_AFTER_SECONDS
+    except FileNotFoundError:
+        return False
