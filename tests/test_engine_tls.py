@@ -4,11 +4,9 @@ A second dockerd listens on 127.0.0.1 with --tlsverify and certificates made her
 the worker gets only DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (the client half).
 """
 
-import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +14,9 @@ from django.conf import settings
 
 from clones.models import Status
 
+from .engines import Engine
 from .gitservers import free_port
 from .helpers import submit, wait_for_job
-
-DOCKERD_FLAGS = ["--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false"]
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -50,48 +47,16 @@ def make_certificates(directory: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def tls_engine():
     """(DOCKER_HOST, client certificate directory) of a TLS-only engine with the git image."""
-    # Short: containerd's socket path must fit in 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="cs-tls-"))
-    server, client = make_certificates(root)
+    certificates = Path(tempfile.mkdtemp(prefix="cs-tls-"))
+    server, client = make_certificates(certificates)
+    tls = ["--tlsverify", f"--tlscacert={server}/ca.pem", f"--tlscert={server}/cert.pem",
+           f"--tlskey={server}/key.pem"]  # fmt: skip
     host = f"tcp://127.0.0.1:{free_port()}"
-    # fmt: off
-    dockerd = subprocess.Popen(
-        ["dockerd", "--host", host, "--tlsverify", f"--tlscacert={server}/ca.pem",
-         f"--tlscert={server}/cert.pem", f"--tlskey={server}/key.pem",
-         "--data-root", f"{root}/docker", "--exec-root", f"{root}/exec",
-         "--pidfile", f"{root}/dockerd.pid", *DOCKERD_FLAGS],
-        stdout=subprocess.DEVNULL, stderr=open(root / "dockerd.log", "wb"),  # noqa: SIM115
-        start_new_session=True,
-    )
-    # fmt: on
-    client_env = {
-        **os.environ,
-        "DOCKER_HOST": host,
-        "DOCKER_TLS_VERIFY": "1",
-        "DOCKER_CERT_PATH": str(client),
-    }
-    try:
-        wait_for_engine(client_env)
-        copy_image(settings.CLONES_GIT_IMAGE, client_env)
-        yield host, client
-    finally:
-        dockerd.terminate()
-        dockerd.wait(timeout=30)
-        subprocess.run(["umount", "-R", f"{root}/exec"], capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def wait_for_engine(env: dict, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while subprocess.run(["docker", "info"], env=env, capture_output=True).returncode != 0:
-        if time.monotonic() > deadline:
-            pytest.fail("the TLS engine did not start")
-        time.sleep(0.3)
-
-
-def copy_image(image: str, target_env: dict) -> None:
-    saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
-    subprocess.run(["docker", "load"], input=saved, env=target_env, capture_output=True, check=True)
+    client_env = {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(client)}
+    engine = Engine(settings.CLONES_GIT_IMAGE, host, extra_flags=tls, client_env=client_env)
+    yield host, client
+    engine.remove()
+    shutil.rmtree(certificates, ignore_errors=True)
 
 
 def test_the_worker_clones_through_a_tls_engine(
