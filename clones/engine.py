@@ -5,6 +5,7 @@ bind-mounted, and always removes the container again. Every docker-py error come
 EngineError whose message a user can act on.
 """
 
+import hashlib
 import logging
 import os
 import time
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 # docker-py raises its own errors for what the engine says, and requests' for a connection lost.
 ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
 JOB_LABEL = "cloneshelf.job"
+# Installations that share an engine (staging beside production) must not reap each other's
+# containers; each has its own data directory on the engine, which names it.
+INSTALLATION_LABEL = "cloneshelf.installation"
 MOUNT_POINT = "/job"
 POLL_SECONDS = 1.0
 NOBODY = 65534
@@ -94,7 +98,7 @@ def run_git(
         container = engine.containers.create(
             settings.CLONES_GIT_IMAGE,
             command=git_args,
-            labels={JOB_LABEL: str(job_id)},
+            labels={JOB_LABEL: str(job_id), INSTALLATION_LABEL: installation()},
             # A Mount (not a -v volume string): the engine refuses a missing source instead of
             # quietly creating an empty directory where we would never look.
             mounts=[Mount(target=MOUNT_POINT, source=str(mount_source), type="bind")],
@@ -213,20 +217,29 @@ def remove(container) -> None:
         logger.exception("could not remove container %s", container.id)
 
 
+def installation() -> str:
+    return hashlib.sha256(str(settings.CLONES_ENGINE_DATA_DIR).encode()).hexdigest()[:16]
+
+
 def remove_job_containers(job_id: str) -> int:
     """Force-remove every container labelled with this job; how many there were."""
     with connected() as engine:
-        found = engine.containers.list(all=True, filters={"label": f"{JOB_LABEL}={job_id}"})
+        found = _ours(engine, f"{JOB_LABEL}={job_id}")
         for container in found:
             remove(container)
     return len(found)
 
 
 def job_containers() -> dict[str, str]:
-    """Every clone container on the engine: container id -> job id."""
+    """Every clone container of this installation on the engine: container id -> job id."""
     with connected() as engine:
-        found = engine.containers.list(all=True, filters={"label": JOB_LABEL})
-        return {container.id: container.labels[JOB_LABEL] for container in found}
+        return {container.id: container.labels[JOB_LABEL] for container in _ours(engine, JOB_LABEL)}
+
+
+def _ours(engine: docker.DockerClient, label: str) -> list:
+    """Containers with `label` (name or name=value) made by this installation."""
+    filters = {"label": [label, f"{INSTALLATION_LABEL}={installation()}"]}
+    return engine.containers.list(all=True, filters=filters)
 
 
 def remove_container(container_id: str) -> None:

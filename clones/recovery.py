@@ -26,12 +26,11 @@ STALE_AFTER_SECONDS = 60
 def recover() -> None:
     report_engine()
     for job in CloneJob.objects.stuck():
-        try:
-            _clean_up(str(job.id))
-            jobs.recover(job)
-            logger.warning("job %s lost its worker; recovered (attempt %d)", job.id, job.attempts)
-        except Exception:
-            logger.exception("could not recover job %s", job.id)
+        # Only the state changes here, conditionally: two sweeps at once recover a job once.
+        # Its container and directory are leftovers of a job that is not running any more,
+        # which reap_leftovers removes (and a new attempt removes them before it starts).
+        if jobs.recover(job):
+            logger.warning("job %s lost its worker after attempt %d", job.id, job.attempts)
     reap_leftovers()
 
 
@@ -65,11 +64,6 @@ def reap_leftovers() -> dict[str, int]:
     if any(reaped.values()):
         logger.warning("reaped leftovers: %s", reaped)
     return reaped
-
-
-def _clean_up(job_id: str) -> None:
-    engine.remove_job_containers(job_id)  # first, so that git stops writing
-    paths.remove_job_dir(job_id)
 
 
 def _running_job_ids() -> set[str]:

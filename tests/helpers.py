@@ -64,12 +64,14 @@ def wait_for_job(job: CloneJob, timeout: float = JOB_WAIT_SECONDS) -> CloneJob:
     pytest.fail(f"job {job.id} still {job.status} ({job.phase}) after {timeout} s")
 
 
-def wait_until(condition, timeout: float = JOB_WAIT_SECONDS, what: str = "condition") -> None:
+def wait_until(
+    condition, timeout: float = JOB_WAIT_SECONDS, interval: float = 0.2, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"{what} not met after {timeout} s")
-        time.sleep(0.2)
+        time.sleep(interval)
 
 
 def run_schedule_now(name: str) -> None:

@@ -85,3 +85,22 @@ def _add_bulk(work: Path, total_bytes: int, commits: int = 5) -> None:
         (work / f"blob-{index}.bin").write_bytes(os.urandom(total_bytes // commits))
         git("add", ".", cwd=work)
         git("commit", "--quiet", "-m", f"bulk {index}", cwd=work)
+
+
+def make_tiny_repo(served_root: Path, name: str) -> ServedRepo:
+    """A bare repository with one commit whose README names it, in one `git fast-import`: cheap
+    enough to make a hundred."""
+    bare = served_root / f"{name}.git"
+    git("init", "--quiet", "--bare", "--initial-branch=main", str(bare), cwd=served_root)
+    readme = f"# {name}\n".encode()
+    stream = (
+        b"commit refs/heads/main\n"
+        b"committer Test Author <author@example.invalid> 1700000000 +0000\n"
+        b"data 6\nfirst\n"
+        b"M 100644 inline README.md\n" + f"data {len(readme)}\n".encode() + readme + b"\n"
+    )
+    subprocess.run(
+        ["git", "fast-import", "--quiet"], input=stream, cwd=bare, env=GIT_ENV, check=True
+    )
+    head = git("rev-parse", "main", cwd=bare)
+    return ServedRepo(name=f"{name}.git", bare=bare, head=head, refs={"main": head})

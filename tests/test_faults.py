@@ -1,0 +1,215 @@
+"""Faults, with real processes and a real engine: a worker killed mid-clone, an engine that dies,
+a disk that fills up, cancellations and a worker told to stop. Every job ends done (with its
+archive) or failed/cancelled with a reason, and nothing is left behind."""
+
+import os
+import signal
+import subprocess
+
+from django.core.files.storage import default_storage
+from django.urls import reverse
+from django.utils import timezone
+from django_q.scheduler import scheduler
+
+from clones import engine, paths
+from clones.models import CloneJob, Status
+from clones.signals import RECOVERY_SCHEDULE_NAME
+
+from .engines import Engine
+from .gitservers import GitHTTPServer, StallingServer
+from .helpers import assert_left_nothing_behind, run_schedule_now, submit, wait_for_job, wait_until
+
+# Short enough for a test: a job still "running" 35 s after it started has lost its worker.
+QUICK_RECOVERY = {
+    "CLONES_CLONE_TIMEOUT": "20",
+    "CLONES_TASK_OVERHEAD": "10",
+    "CLONES_STUCK_GRACE": "5",
+}
+
+
+def containers_of(job) -> list[str]:
+    with engine.connected() as client:
+        label = f"{engine.JOB_LABEL}={job.id}"
+        return [
+            container.id for container in client.containers.list(all=True, filters={"label": label})
+        ]
+
+
+def assert_no_stray_archive(job) -> None:
+    """Storage holds no file of this job's but its archive, and that only if it is done."""
+    names = default_storage.listdir("")[1] if default_storage.exists("") else []
+    mine = {name for name in names if name.startswith(str(job.id))}
+    assert mine == ({job.archive.name} if job.status == Status.DONE else set())
+
+
+def test_a_worker_killed_mid_clone_is_recovered_and_the_job_finishes(
+    owner_client, start_worker, new_repo, served_root
+):
+    slow = GitHTTPServer(served_root, delay=1)  # every request waits: the clone takes seconds
+    repo = new_repo()
+    first = start_worker(env=QUICK_RECOVERY)
+    job = submit(owner_client, slow.url(repo.name))
+    wait_until(lambda: containers_of(job), what="a clone container")
+
+    os.killpg(first.pid, signal.SIGKILL)  # the whole cluster, as the OOM killer might
+    first.wait()
+    start_worker(env=QUICK_RECOVERY)
+
+    def ended() -> bool:
+        run_schedule_now(RECOVERY_SCHEDULE_NAME)  # the sweep runs every minute; now, please
+        job.refresh_from_db()
+        return not job.is_active
+
+    wait_until(ended, timeout=150, interval=3, what="the job to end")
+    assert job.status == Status.DONE, job.error
+    assert job.attempts == 2 and job.commit == repo.head
+    assert_left_nothing_behind(job)
+    assert_no_stray_archive(job)
+    slow.stop()
+
+
+def test_jobs_wait_out_an_engine_that_died_and_complete_when_it_returns(
+    owner_client, start_worker, new_repo, git_daemon, settings
+):
+    own = Engine(settings.CLONES_GIT_IMAGE)
+    try:
+        start_worker(env={"DOCKER_HOST": own.host, "CLONES_WAIT_SECONDS": "1"})
+        own.kill()
+        repos = [new_repo() for _ in range(3)]
+        queued = [submit(owner_client, git_daemon.url(repo.name)) for repo in repos]
+
+        def all_waiting() -> bool:
+            return all(job.refresh_from_db() or job.waits >= 1 for job in queued)
+
+        wait_until(all_waiting, what="every job waiting for the engine")
+        page = owner_client.get(queued[0].get_absolute_url())
+        assert page.status_code == 200  # the web keeps working
+        assert "Waiting for the Docker engine to be reachable." in page.content.decode()
+        own.start()
+
+        def all_ended() -> bool:
+            scheduler()  # hands due retries to the worker
+            return not CloneJob.objects.active().exists()
+
+        wait_until(all_ended, what="the queue to drain")
+        for job, repo in zip(queued, repos, strict=True):
+            job.refresh_from_db()
+            assert job.status == Status.DONE, job.error
+            assert job.commit == repo.head
+            assert not paths.job_dir(job.id).exists()
+        assert own.containers(engine.JOB_LABEL) == []
+    finally:
+        own.remove()
+
+
+def small_disk(directory, size: str) -> list[str]:
+    """A command prefix: run in a mount namespace where `directory` is a tmpfs of `size`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mount_then_run = f'mount -t tmpfs -o size={size} tmpfs "{directory}" && exec "$@"'
+    return ["unshare", "--mount", "--propagation=private", "sh", "-c", mount_then_run, "worker"]
+
+
+def in_namespace_of(process, *command: str) -> str:
+    result = subprocess.run(
+        ["nsenter", "--mount", f"--target={process.pid}", *command],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def test_a_disk_that_fills_up_while_archiving_fails_the_job_and_keeps_older_archives(
+    owner_client, start_worker, new_repo, git_daemon, settings
+):
+    # Only the storage is small: the clone fits on the job volume, its archive does not fit.
+    worker = start_worker(prefix=small_disk(settings.MEDIA_ROOT, "400k"))
+    small, big = new_repo(), new_repo("big", extra_bytes=2**20)
+    older = wait_for_job(submit(owner_client, git_daemon.url(small.name)))
+    assert older.status == Status.DONE, older.error
+
+    job = wait_for_job(submit(owner_client, git_daemon.url(big.name)))
+
+    assert job.status == Status.FAILED
+    assert (
+        job.error == "The archive could not be stored: the server's disk is full. Try again later."
+    )
+    assert_left_nothing_behind(job)
+    stored = in_namespace_of(worker, "ls", "-1", str(settings.MEDIA_ROOT)).split()
+    assert stored == [older.archive.name]  # no partial file of the failed job
+    checksum = in_namespace_of(worker, "sha256sum", older.archive.path).split()[0]
+    assert checksum == older.archive_sha256
+
+
+def test_the_owner_cancels_a_queued_job(owner_client, start_worker, new_repo, git_daemon):
+    job = submit(owner_client, git_daemon.url(new_repo().name))
+
+    response = owner_client.post(reverse("clones:cancel", args=[job.id]))
+
+    assert response["Location"] == job.get_absolute_url()
+    job.refresh_from_db()
+    assert job.status == Status.CANCELLED and job.error == "Cancelled by owner."
+    start_worker()  # its task comes and finds nothing to do
+    wait_until(lambda: not CloneJob.objects.filter(pk=job.pk, status=Status.QUEUED).exists())
+    job.refresh_from_db()
+    assert job.status == Status.CANCELLED and job.attempts == 0
+    assert_left_nothing_behind(job)
+
+
+def test_the_owner_cancels_a_running_job_and_its_container_goes(owner_client, start_worker):
+    stalling = StallingServer()
+    start_worker()
+    job = submit(owner_client, stalling.url())
+    wait_until(lambda: containers_of(job), what="a clone container")
+
+    owner_client.post(reverse("clones:cancel", args=[job.id]))
+    cancelled_at = timezone.now()
+
+    wait_until(lambda: not containers_of(job), timeout=10, what="the container to go")
+    wait_until(lambda: not paths.job_dir(job.id).exists(), timeout=10, what="the directory to go")
+    assert (timezone.now() - cancelled_at).total_seconds() < 10
+    job.refresh_from_db()
+    assert job.status == Status.CANCELLED
+    assert_no_stray_archive(job)
+    stalling.stop()
+
+
+def test_on_sigterm_a_running_clone_finishes_within_the_grace_period(
+    owner_client, start_worker, new_repo, served_root
+):
+    slow = GitHTTPServer(served_root, delay=1)
+    repo = new_repo()
+    worker = start_worker(env={"CLONES_STOP_GRACE": "60"})
+    job = submit(owner_client, slow.url(repo.name))
+    wait_until(lambda: containers_of(job), what="a clone container")
+
+    worker.terminate()
+
+    assert worker.wait(timeout=60) == 0
+    job.refresh_from_db()
+    assert job.status == Status.DONE, job.error
+    assert job.commit == repo.head
+    assert_left_nothing_behind(job)
+    slow.stop()
+
+
+def test_on_sigterm_a_clone_past_the_grace_period_goes_back_to_the_queue(
+    owner_client, start_worker
+):
+    stalling = StallingServer()
+    worker = start_worker(env={"CLONES_STOP_GRACE": "2"})
+    job = submit(owner_client, stalling.url())
+    wait_until(lambda: containers_of(job), what="a clone container")
+
+    worker.terminate()
+
+    assert worker.wait(timeout=30) == 0
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED
+    assert job.phase == "Queued again: its worker was stopped."
+    assert job.attempts == 0
+    assert not containers_of(job)
+    assert not paths.job_dir(job.id).exists()
+    stalling.stop()  # the next worker gets a closed connection: the job fails with a reason
+    start_worker()
+    job = wait_for_job(job)
+    assert job.status == Status.FAILED and job.error
+    assert_left_nothing_behind(job)
