@@ -39,6 +39,10 @@ class EngineError(Exception):
     """The engine or the container failed; the message is written for the person who asked."""
 
 
+class EngineUnreachable(EngineError):
+    """The engine did not answer at all (down, restarting, or the wrong address)."""
+
+
 class ContainerTimedOut(EngineError):
     """The container ran past its time and was killed."""
 
@@ -62,12 +66,12 @@ def connected() -> Iterator[docker.DockerClient]:
             engine_version = DEFAULT_DOCKER_API_VERSION
         engine = _client(engine_version, options)
     except ENGINE_ERRORS as exc:
-        raise EngineError(describe(exc)) from exc
+        raise engine_error(exc) from exc
     with closing(engine):
         try:
             yield engine
         except ENGINE_ERRORS as exc:
-            raise EngineError(describe(exc)) from exc
+            raise engine_error(exc) from exc
 
 
 def _client(api_version: str, options: dict) -> docker.DockerClient:
@@ -251,6 +255,12 @@ def ping() -> None:
     """Raise EngineError unless the engine answers."""
     with connected() as engine:
         engine.ping()
+
+
+def engine_error(exc: Exception) -> EngineError:
+    if isinstance(exc, docker.errors.APIError):
+        return EngineError(describe(exc))
+    return EngineUnreachable(describe(exc))
 
 
 def describe(exc: Exception) -> str:

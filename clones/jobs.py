@@ -120,19 +120,18 @@ def mark_failed(job: CloneJob, error: str, git_output: str = "") -> bool:
 
 
 def wait(job: CloneJob, reason: str, give_up_error: str) -> bool:
-    """Put a job that cannot start yet back in the queue, to be tried again after a growing
-    delay; after CLONES_WAIT_RETRIES waits it fails with `give_up_error` instead."""
+    """Put a job that cannot start (or go on) yet back in the queue, to be tried again after a
+    growing delay; after CLONES_WAIT_RETRIES waits it fails with `give_up_error` instead."""
     if job.waits >= settings.CLONES_WAIT_RETRIES:
         return _finish(job, Status.FAILED, error=give_up_error, finished_at=timezone.now())
     delay = min(settings.CLONES_WAIT_SECONDS * 2**job.waits, MAX_WAIT_SECONDS)
-    return _queue_again(job, reason, delay, waits=F("waits") + 1)
+    return _queue_again(job, reason, delay, waits=F("waits") + 1, **_uncounted(job))
 
 
 def hand_back(job: CloneJob) -> bool:
     """Give a job back to the queue because its worker is stopping; an attempt it had begun
     does not count."""
-    begun = {"attempts": F("attempts") - 1} if job.status == Status.RUNNING else {}
-    return _queue_again(job, "Queued again: its worker was stopped.", delay=0, **begun)
+    return _queue_again(job, "Queued again: its worker was stopped.", delay=0, **_uncounted(job))
 
 
 def recover(job: CloneJob) -> bool:
@@ -159,6 +158,11 @@ def cancel(job: CloneJob, by) -> bool:
     if cancelled:
         tokens.discard(job.id)
     return cancelled
+
+
+def _uncounted(job: CloneJob) -> dict:
+    """Undo the attempt a running job had begun: it was interrupted, not tried."""
+    return {"attempts": F("attempts") - 1} if job.status == Status.RUNNING else {}
 
 
 def _queue_again(job: CloneJob, phase: str, delay: float, **counters) -> bool:

@@ -15,6 +15,7 @@ EXPIRY_BATCH_SIZE = 100
 EXPIRY_MAX_PER_RUN = 5000  # the next run goes on from there
 PHASE_WRITE_SECONDS = 1.0
 INTERNAL_ERROR = "The clone failed because of an internal error; staff can see why."
+WAITING_FOR_ENGINE = "Waiting for the Docker engine to be reachable."
 
 
 class Cancelled(Exception):
@@ -26,20 +27,29 @@ class WorkerStopping(Exception):
 
 
 def run_clone_job(job_id: str) -> None:
+    job = _claim_if_it_can_start(job_id)
+    if job is not None:
+        _run(job)
+
+
+def _claim_if_it_can_start(job_id: str) -> CloneJob | None:
+    """The job, now running for us; None if it is not queued, or must wait (it then stays
+    queued, saying why), or this worker is stopping (another worker gets it)."""
     job = CloneJob.objects.filter(pk=job_id, status=Status.QUEUED).first()
     if job is None:
         logger.info("job %s is not queued any more; nothing to do", job_id)
-        return
+        return None
     if stopping.seconds_since_requested() is not None:
         jobs.hand_back(job)  # fetched as the worker began to stop: leave it to the next one
-        return
+        return None
     not_yet = _reason_to_wait()
     if not_yet:
         jobs.wait(job, *not_yet)
-        return
-    job = jobs.claim(job_id)
-    if job is None:
-        return  # another worker was quicker, or it was cancelled
+        return None
+    return jobs.claim(job_id)  # None if another worker was quicker, or it was cancelled
+
+
+def _run(job: CloneJob) -> None:
     try:
         archive = _clone_and_archive(job)
     except Cancelled:
@@ -47,6 +57,9 @@ def run_clone_job(job_id: str) -> None:
     except WorkerStopping:
         _remove_job_dir(job)
         jobs.hand_back(job)
+    except engine.EngineUnreachable as exc:
+        _remove_job_dir(job)  # the engine went away mid-clone: wait for it, as a new job would
+        jobs.wait(job, WAITING_FOR_ENGINE, str(exc))
     except (cloning.CloneFailed, engine.EngineError, archives.ArchiveFailed) as exc:
         _finish_failed(job, str(exc), getattr(exc, "output", ""))
     except TimeoutException:
@@ -55,7 +68,7 @@ def run_clone_job(job_id: str) -> None:
         _finish_failed(job, f"The job took longer than {timeout} s and was stopped.")
         raise
     except Exception:
-        logger.exception("job %s failed unexpectedly", job_id)
+        logger.exception("job %s failed unexpectedly", job.id)
         _finish_failed(job, INTERNAL_ERROR)
     else:
         # The directory goes before the job is seen to finish: a retry may want it again.
@@ -79,7 +92,7 @@ def _reason_to_wait() -> tuple[str, str] | None:
     try:
         engine.ping()
     except engine.EngineError as exc:
-        return "Waiting for the Docker engine to be reachable.", str(exc)
+        return WAITING_FOR_ENGINE, str(exc)
     free, needed = paths.free_bytes(), settings.CLONES_MIN_FREE_BYTES
     if free < needed:
         space = f"{paths.human_size(free)} free, {paths.human_size(needed)} needed"

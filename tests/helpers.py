@@ -64,6 +64,11 @@ def wait_for_job(job: CloneJob, timeout: float = JOB_WAIT_SECONDS) -> CloneJob:
     pytest.fail(f"job {job.id} still {job.status} ({job.phase}) after {timeout} s")
 
 
+def refreshed(job: CloneJob) -> CloneJob:
+    job.refresh_from_db()
+    return job
+
+
 def wait_until(
     condition, timeout: float = JOB_WAIT_SECONDS, interval: float = 0.2, what: str = "condition"
 ) -> None:

@@ -17,7 +17,14 @@ from clones.signals import RECOVERY_SCHEDULE_NAME
 
 from .engines import Engine
 from .gitservers import GitHTTPServer, StallingServer
-from .helpers import assert_left_nothing_behind, run_schedule_now, submit, wait_for_job, wait_until
+from .helpers import (
+    assert_left_nothing_behind,
+    refreshed,
+    run_schedule_now,
+    submit,
+    wait_for_job,
+    wait_until,
+)
 
 # Short enough for a test: a job still "running" 35 s after it started has lost its worker.
 QUICK_RECOVERY = {
@@ -33,6 +40,13 @@ def containers_of(job) -> list[str]:
         return [
             container.id for container in client.containers.list(all=True, filters={"label": label})
         ]
+
+
+def retries_run() -> bool:
+    """Let django-q2's scheduler hand the retries that are due to the worker (it would, every
+    30 s); True, to be chained with a condition."""
+    scheduler()
+    return True
 
 
 def assert_no_stray_archive(job) -> None:
@@ -78,20 +92,19 @@ def test_jobs_wait_out_an_engine_that_died_and_complete_when_it_returns(
         repos = [new_repo() for _ in range(3)]
         queued = [submit(owner_client, git_daemon.url(repo.name)) for repo in repos]
 
-        def all_waiting() -> bool:
-            return all(job.refresh_from_db() or job.waits >= 1 for job in queued)
-
-        wait_until(all_waiting, what="every job waiting for the engine")
+        wait_until(
+            lambda: all(refreshed(job).waits >= 1 for job in queued),
+            what="every job waiting for the engine",
+        )
         page = owner_client.get(queued[0].get_absolute_url())
         assert page.status_code == 200  # the web keeps working
         assert "Waiting for the Docker engine to be reachable." in page.content.decode()
         own.start()
 
-        def all_ended() -> bool:
-            scheduler()  # hands due retries to the worker
-            return not CloneJob.objects.active().exists()
-
-        wait_until(all_ended, what="the queue to drain")
+        wait_until(
+            lambda: retries_run() and not CloneJob.objects.active().exists(),
+            what="the queue to drain",
+        )
         for job, repo in zip(queued, repos, strict=True):
             job.refresh_from_db()
             assert job.status == Status.DONE, job.error
@@ -99,6 +112,32 @@ def test_jobs_wait_out_an_engine_that_died_and_complete_when_it_returns(
             assert not paths.job_dir(job.id).exists()
         assert own.containers(engine.JOB_LABEL) == []
     finally:
+        own.remove()
+
+
+def test_a_clone_cut_off_by_the_engine_dying_waits_for_it_and_completes(
+    owner_client, start_worker, new_repo, served_root, settings
+):
+    own = Engine(settings.CLONES_GIT_IMAGE)
+    slow = GitHTTPServer(served_root, delay=1)
+    try:
+        repo = new_repo()
+        start_worker(env={"DOCKER_HOST": own.host, "CLONES_WAIT_SECONDS": "1"})
+        job = submit(owner_client, slow.url(repo.name))
+        wait_until(lambda: own.containers(f"{engine.JOB_LABEL}={job.id}"), what="a container")
+
+        own.kill()
+
+        wait_until(lambda: refreshed(job).waits == 1, what="the job to wait")
+        assert job.status == Status.QUEUED and job.attempts == 0
+        own.start()
+        wait_until(lambda: retries_run() and not refreshed(job).is_active, what="the job to end")
+        assert job.status == Status.DONE, job.error
+        assert job.commit == repo.head
+        assert own.containers(engine.JOB_LABEL) == []
+        assert not paths.job_dir(job.id).exists()
+    finally:
+        slow.stop()
         own.remove()
 
 

@@ -4,7 +4,7 @@ for, is tried again later, and fails with the reason once it has waited long eno
 from clones import paths
 from clones.models import Status
 
-from .helpers import run_schedule_now, submit, wait_for_job, wait_until
+from .helpers import refreshed, run_schedule_now, submit, wait_for_job, wait_until
 
 
 def retry_name(job) -> str:
@@ -12,7 +12,7 @@ def retry_name(job) -> str:
 
 
 def wait_then_give_up(job, waiting_for: str):
-    wait_until(lambda: job.refresh_from_db() or job.waits == 1, what="the first wait")
+    wait_until(lambda: refreshed(job).waits == 1, what="the first wait")
     assert job.status == Status.QUEUED
     assert job.phase.startswith(waiting_for)
     assert job.attempts == 0  # waiting is not an attempt
