@@ -270,6 +270,9 @@ HTTPS = env_bool("DJANGO_HTTPS", False)
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", HTTPS)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", HTTPS)
+# Compose's healthcheck asks for /healthz over plain http on localhost inside the container,
+# where no proxy adds X-Forwarded-Proto: a redirect to https would fail it.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
 # HSTS for the site's own subdomains only (clones.example.com covers *.clones.example.com).
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
