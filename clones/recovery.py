@@ -68,7 +68,10 @@ def reap_leftovers() -> dict[str, int]:
 
 def _running_job_ids() -> set[str]:
     # Asked only after listing what exists: a job claimed since then made nothing in the list.
-    return {str(pk) for pk in CloneJob.objects.filter(status=Status.RUNNING).values_list("pk")}
+    return {
+        str(pk)
+        for pk in CloneJob.objects.filter(status=Status.RUNNING).values_list("pk", flat=True)
+    }
 
 
 def _reap_containers() -> int:
@@ -110,7 +113,7 @@ def _reap_archives() -> int:
 
 def _reap_tokens() -> int:
     """Tokens of jobs that are over (or never made it past a rolled-back submission)."""
-    active = {str(pk) for pk in CloneJob.objects.active().values_list("pk")}
+    active = {str(pk) for pk in CloneJob.objects.active().values_list("pk", flat=True)}
     orphans = [path for path in tokens.waiting() if path.name not in active and _is_stale(path)]
     for path in orphans:
         path.unlink(missing_ok=True)
