@@ -95,3 +95,21 @@ def test_staff_download_any_archive_from_the_admin_and_others_cannot(client, sta
     assert b"".join(response.streaming_content) == b"archive bytes"
     client.force_login(owner)  # the owner downloads from their own pages, not the admin
     assert client.get(download).status_code == 302
+
+
+def test_staff_cancel_queued_and_running_jobs_and_leave_finished_ones(client, staff, owner):
+    queued = make_job(owner)
+    running = make_job(owner, status=Status.RUNNING, started_at=timezone.now())
+    done = make_job(owner, status=Status.DONE)
+    client.force_login(staff)
+
+    client.post(
+        CHANGELIST,
+        {"action": "cancel", "_selected_action": [queued.id, running.id, done.id]},
+    )
+
+    for job in (queued, running):
+        job.refresh_from_db()
+        assert job.status == Status.CANCELLED and job.error == "Cancelled by staff (staff)."
+    done.refresh_from_db()
+    assert done.status == Status.DONE

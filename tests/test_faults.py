@@ -247,8 +247,9 @@ def test_on_sigterm_a_clone_past_the_grace_period_goes_back_to_the_queue(
     assert job.attempts == 0
     assert not containers_of(job)
     assert not paths.job_dir(job.id).exists()
-    stalling.stop()  # the next worker gets a closed connection: the job fails with a reason
-    start_worker()
+    start_worker(env={"CLONES_CLONE_TIMEOUT": "3"})  # the next worker takes it up again
     job = wait_for_job(job)
-    assert job.status == Status.FAILED and job.error
+    assert job.status == Status.FAILED and job.error == "The clone timed out after 3 s."
+    assert job.attempts == 1
     assert_left_nothing_behind(job)
+    stalling.stop()
