@@ -10,59 +10,21 @@ of the qcluster process tree, sampled every 20 ms). A script, not a test: it ass
 """
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_DIR))
-os.environ["CLONESHELF_TEST_ROOT"] = tempfile.mkdtemp(prefix="cloneshelf-bench-")
-os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+import harness
+from harness import mib
 
-import django  # noqa: E402
-
-django.setup()
-
-import psutil  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.management import call_command  # noqa: E402
+ROOT = harness.setup_django("cloneshelf-bench-")
 
 from clones import jobs  # noqa: E402
 from clones.models import CloneJob, Status  # noqa: E402
 from tests.gitservers import GitDaemon  # noqa: E402
 from tests.repos import make_repo  # noqa: E402
-
-
-class PeakMemory:
-    """Samples the resident memory of a process and its children until stopped."""
-
-    def __init__(self, pid: int):
-        self.root = psutil.Process(pid)
-        self.peak_tree = self.peak_single = 0
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-
-    def _sample(self) -> None:
-        while self.running:
-            try:
-                processes = [self.root, *self.root.children(recursive=True)]
-                sizes = [process.memory_info().rss for process in processes]
-            except psutil.Error:
-                continue
-            self.peak_tree = max(self.peak_tree, sum(sizes))
-            self.peak_single = max(self.peak_single, *sizes)
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join()
 
 
 def time_service(owner, url: str) -> tuple[float, CloneJob]:
@@ -87,32 +49,21 @@ def time_baseline(url: str, workdir: Path) -> float:
     return elapsed
 
 
-def mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
 
-    root = Path(settings.TEST_ROOT)
-    served = root / "served"
+    served = ROOT / "served"
     served.mkdir(parents=True)
-    call_command("migrate", verbosity=0)
-    owner = get_user_model().objects.create_user("bench")
+    harness.migrate()
+    (owner,) = harness.create_users(["bench"])
     repo = make_repo(served, "big", extra_bytes=options.megabytes * 2**20)
     daemon = GitDaemon(served)
     url = daemon.url(repo.name)
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "worker"],
-        cwd=PROJECT_DIR,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    memory = PeakMemory(worker.pid)
+    worker = harness.start_worker(ROOT / "worker.log")
+    memory = harness.PeakMemory(worker.pid)
     try:
         time_service(owner, url)  # warm-up: the worker's first task pays its imports
         history = sum(f.stat().st_size for f in (repo.bare / "objects").rglob("*") if f.is_file())
@@ -120,7 +71,7 @@ def main() -> None:
         ratios = []
         for number in range(1, options.rounds + 1):
             service, job = time_service(owner, url)
-            baseline = time_baseline(url, root)
+            baseline = time_baseline(url, ROOT)
             ratios.append(service / baseline)
             print(
                 f"round {number}: service {service:.2f} s (archive {mib(job.archive_size)}), "
@@ -133,10 +84,9 @@ def main() -> None:
         )
     finally:
         memory.stop()
-        worker.terminate()
-        worker.wait(timeout=30)
+        worker.stop(grace=30)
         daemon.stop()
-        subprocess.run(["rm", "-rf", str(root)], check=False)
+        harness.remove(ROOT)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,271 @@
+"""Benchmark: the job page's latency and the workers' throughput during a burst of submissions.
+
+    .venv/bin/python scripts/bench_load.py [--jobs 100] [--users 5] [--readers 4] [--repos 20]
+
+Run as root with the test engine up (`bash .ci/engine.sh`): the clone containers run on a Docker
+engine of the run's own (scripts/harness.py, private_engine), started with the test engine's git
+image. Builds REPOS small repositories served by `git daemon` on 127.0.0.1, starts a real web
+server (gunicorn, 2 sync workers, as in compose) and one worker cluster (`manage.py worker`,
+CLONES_WORKERS=2), and logs USERS users in through /accounts/login/ with requests sessions. Then:
+
+- each user, in a thread of its own, submits its share of JOBS through the real form (POST /
+  with the CSRF token read from the form page) as fast as the server answers, round-robin over
+  the repositories. The per-user caps apply to the form, so this run sets
+  CLONES_MAX_ACTIVE_PER_USER and CLONES_MAX_SUBMISSIONS_PER_HOUR to 10000 (for the server and
+  the worker alike);
+- meanwhile READERS threads fetch random job pages (GET /clones/<uuid>/, as the job's owner)
+  back to back, from the first submission until the last job has finished.
+
+Prints the job page's latency (p50/p95/p99/max over all requests) and the form's, jobs per
+minute from the first submission to the last finished job, how many were done or failed (with
+the errors), and how many done jobs do not have their own repository's HEAD commit, both as
+job.commit and in their archive. A script, not a test: it asserts nothing.
+"""
+
+import argparse
+import contextlib
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import harness
+import requests
+
+CAP = "10000"
+ROOT = harness.setup_django(
+    "cloneshelf-load-",
+    {"CLONES_MAX_ACTIVE_PER_USER": CAP, "CLONES_MAX_SUBMISSIONS_PER_HOUR": CAP},
+)
+
+from django.utils import timezone  # noqa: E402
+
+from clones import jobs  # noqa: E402
+from clones.models import CloneJob, Status  # noqa: E402
+from tests.gitservers import GitDaemon, free_port, wait_for_port  # noqa: E402
+from tests.repos import ServedRepo, git, make_repo  # noqa: E402
+
+PASSWORD = "load-bench-pw"
+CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+FORM_ERROR = re.compile(r'class="errorlist[^"]*"[^>]*>\s*<li>(.*?)</li>', re.DOTALL)
+WEB_WORKERS = 2
+
+
+class Visitor:
+    """One user's browser: logged in over HTTP, holding the form's CSRF token."""
+
+    def __init__(self, base: str, username: str):
+        self.base, self.username = base, username
+        self.session = requests.Session()
+        login = f"{base}/accounts/login/"
+        token = csrf_token(self.session.get(login))
+        credentials = {"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token}
+        answer = self.session.post(login, data=credentials, allow_redirects=False)
+        if answer.status_code != 302:
+            sys.exit(f"could not log {username} in: HTTP {answer.status_code}")
+        self.token = csrf_token(self.session.get(f"{base}/"))  # login rotates the token
+
+    def another_tab(self) -> requests.Session:
+        """A session with this user's cookies, for use in another thread."""
+        tab = requests.Session()
+        tab.cookies.update(self.session.cookies)
+        return tab
+
+    def submit(self, url: str) -> requests.Response:
+        form = {"url": url, "ref": "", "csrfmiddlewaretoken": self.token}
+        return self.session.post(f"{self.base}/", data=form, allow_redirects=False)
+
+
+def csrf_token(page: requests.Response) -> str:
+    found = CSRF_FIELD.search(page.text)
+    if page.status_code != 200 or not found:
+        sys.exit(f"no CSRF token on {page.url} (HTTP {page.status_code})")
+    return found.group(1)
+
+
+@dataclass
+class Burst:
+    """What the submitting and reading threads record."""
+
+    submitted: list[tuple[str, str, ServedRepo]] = field(default_factory=list)  # user, job, repo
+    refused: Counter = field(default_factory=Counter)  # HTTP status and form error -> count
+    post_seconds: list[float] = field(default_factory=list)
+    page_seconds: list[float] = field(default_factory=list)
+    page_errors: Counter = field(default_factory=Counter)  # HTTP status -> count
+    over: threading.Event = field(default_factory=threading.Event)
+
+
+def submit_all(visitor: Visitor, repos: list[ServedRepo], daemon: GitDaemon, burst: Burst):
+    for repo in repos:
+        started = time.perf_counter()
+        answer = visitor.submit(daemon.url(repo.name))
+        burst.post_seconds.append(time.perf_counter() - started)
+        if answer.status_code == 302:
+            job_id = answer.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+            burst.submitted.append((visitor.username, job_id, repo))
+        else:
+            error = FORM_ERROR.search(answer.text)
+            burst.refused[f"HTTP {answer.status_code}: {error and error.group(1)}"] += 1
+
+
+def read_pages(visitors: list[Visitor], burst: Burst) -> None:
+    tabs = {visitor.username: visitor.another_tab() for visitor in visitors}
+    while not burst.over.is_set():
+        if not burst.submitted:
+            time.sleep(0.01)
+            continue
+        username, job_id, _ = random.choice(burst.submitted)
+        started = time.perf_counter()
+        answer = tabs[username].get(f"{visitors[0].base}/clones/{job_id}/")
+        burst.page_seconds.append(time.perf_counter() - started)
+        if answer.status_code != 200:
+            burst.page_errors[answer.status_code] += 1
+
+
+def run_burst(visitors, repos, daemon, options) -> tuple[Burst, float]:
+    """Submit and read until every job is over (or the timeout); the first submission's time."""
+    burst = Burst()
+    shares = {visitor.username: [] for visitor in visitors}
+    for number in range(options.jobs):
+        shares[visitors[number % len(visitors)].username].append(repos[number % len(repos)])
+    submitters = [
+        threading.Thread(target=submit_all, args=(visitor, shares[visitor.username], daemon, burst))
+        for visitor in visitors
+    ]
+    readers = [
+        threading.Thread(target=read_pages, args=(visitors, burst)) for _ in range(options.readers)
+    ]
+    first_submission = timezone.now()
+    for thread in [*submitters, *readers]:
+        thread.start()
+    for thread in submitters:
+        thread.join()
+    print(f"submitted in {(timezone.now() - first_submission).total_seconds():.1f} s")
+    wait_until_over([job_id for _, job_id, _ in burst.submitted], options.timeout)
+    burst.over.set()
+    for thread in readers:
+        thread.join()
+    return burst, first_submission
+
+
+def wait_until_over(job_ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while CloneJob.objects.filter(pk__in=job_ids).active().exists():
+        if time.monotonic() > deadline:
+            print(f"gave up waiting after {timeout:.0f} s: some jobs are still queued or running")
+            return
+        time.sleep(0.5)
+
+
+def archive_head(job: CloneJob) -> str:
+    """The commit HEAD names in the job's archive, as git reads it there ("" if none)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run(["tar", "-xf", job.archive.path, "-C", scratch], check=True)
+        (checkout,) = Path(scratch).iterdir()
+        try:
+            return git("rev-parse", "--verify", "HEAD^{commit}", cwd=checkout)
+        except subprocess.CalledProcessError:
+            return ""
+
+
+def wrong_commits(burst: Burst, done: dict[str, CloneJob]) -> int:
+    mismatches = 0
+    for _, job_id, repo in burst.submitted:
+        job = done.get(job_id)
+        if job and not job.commit == archive_head(job) == repo.head:
+            mismatches += 1
+            print(f"  {job_id}: job.commit {job.commit}, {repo.name} HEAD {repo.head}")
+    return mismatches
+
+
+def milliseconds(samples: list[float]) -> str:
+    if len(samples) < 2:
+        return "too few samples"
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    figures = [cuts[49], cuts[94], cuts[98], max(samples)]
+    return "  ".join(f"{seconds * 1000:7.1f}" for seconds in figures)
+
+
+def report(burst: Burst, first_submission, options) -> None:
+    finished = CloneJob.objects.filter(pk__in=[job_id for _, job_id, _ in burst.submitted])
+    done = {str(job.pk): job for job in finished if job.status == Status.DONE}
+    failed = Counter(job.error for job in finished if job.status == Status.FAILED)
+    last = max((job.finished_at for job in finished if job.finished_at), default=first_submission)
+    minutes = (last - first_submission).total_seconds() / 60
+    print(f"\n{'latency in ms':<34}{'p50':>7}  {'p95':>7}  {'p99':>7}  {'max':>7}  requests")
+    for what, samples in [
+        (f"GET /clones/<uuid>/ ({options.readers} readers)", burst.page_seconds),
+        (f"POST / ({options.users} users)", burst.post_seconds),
+    ]:
+        print(f"{what:<34}{milliseconds(samples)}  {len(samples)}")
+    print(f"job page errors: {dict(burst.page_errors) or 'none'}")
+    print(f"submissions refused: {dict(burst.refused) or 'none'}")
+    print(
+        f"jobs: {len(done)} done, {sum(failed.values())} failed, "
+        f"{len(burst.submitted) - len(done) - sum(failed.values())} other, in {minutes * 60:.1f} s "
+        f"from the first submission to the last finished: {len(done) / minutes:.1f} done/minute"
+    )
+    for error, count in failed.most_common():
+        print(f"  failed {count}x: {error}")
+    print(f"done jobs without their repository's HEAD commit: {wrong_commits(burst, done)}")
+
+
+def start_web(port: int) -> harness.Process:
+    command = [sys.executable, "-m", "gunicorn", "project.wsgi"]
+    options = ["--bind", f"127.0.0.1:{port}", "--workers", str(WEB_WORKERS)]
+    web = harness.Process([*command, *options], ROOT / "web.log")
+    wait_for_port(port, timeout=30)
+    return web
+
+
+def warm_up(url: str) -> None:
+    """One job before the burst, so that it does not wait for the worker to start."""
+    (owner,) = harness.create_users(["warm-up"])
+    job = jobs.submit(owner, url)
+    while job.is_active:
+        time.sleep(0.1)
+        job.refresh_from_db()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--users", type=int, default=5)
+    parser.add_argument("--readers", type=int, default=4)
+    parser.add_argument("--repos", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=240, help="for the jobs to finish")
+    parser.add_argument("--keep", action="store_true", help=f"keep {ROOT} (logs, database)")
+    options = parser.parse_args()
+
+    with contextlib.ExitStack() as cleanup:
+        if options.keep:
+            cleanup.callback(print, f"kept {ROOT}")
+        else:
+            cleanup.callback(harness.remove, ROOT)
+        harness.migrate()
+        cleanup.enter_context(harness.private_engine())
+        served = ROOT / "served"
+        served.mkdir()
+        repos = [make_repo(served, f"repo-{number:02d}") for number in range(options.repos)]
+        daemon = GitDaemon(served)
+        cleanup.callback(daemon.stop)
+        port = free_port()
+        cleanup.callback(start_web(port).stop)
+        cleanup.callback(harness.start_worker(ROOT / "worker.log").stop)
+        names = [f"user{number}" for number in range(options.users)]
+        harness.create_users(names, password=PASSWORD)
+        warm_up(daemon.url(repos[0].name))
+        visitors = [Visitor(f"http://127.0.0.1:{port}", name) for name in names]
+        burst, first_submission = run_burst(visitors, repos, daemon, options)
+        report(burst, first_submission, options)
+
+
+if __name__ == "__main__":
+    main()

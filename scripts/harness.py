@@ -1,0 +1,162 @@
+"""What the scripts in this folder share: Django on a throwaway data directory, users, a Docker
+engine of the run's own, processes (workers, a web server) in sessions of their own, and a
+memory sampler.
+
+    import harness
+
+    ROOT = harness.setup_django("cloneshelf-bench-", {"CLONES_WORKERS": "2"})  # before app imports
+    from clones import jobs  # noqa: E402
+    ...
+    harness.migrate()
+    worker = harness.start_worker(ROOT / "worker.log")
+
+Everything runs with tests.settings (through scripts/settings.py, which adds times to the log
+lines), as the test suite does: the test engine's git image, git servers on 127.0.0.1 allowed,
+one SQLite file under ROOT that every process started from here shares (they inherit
+CLONESHELF_TEST_ROOT and the settings given to setup_django).
+"""
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def setup_django(prefix: str, env: dict[str, str] | None = None) -> Path:
+    """Point tests.settings at a new temporary directory, apply `env` (settings for this process
+    and every process started from it), set Django up; the directory."""
+    sys.path.insert(0, str(PROJECT_DIR))
+    os.environ["CLONESHELF_TEST_ROOT"] = tempfile.mkdtemp(prefix=prefix)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "scripts.settings"
+    os.environ.update(env or {})
+    import django
+
+    django.setup()
+    # django-q2 says "Enqueued …" for every task this process queues: noise among the figures.
+    logging.getLogger("django-q").setLevel(logging.WARNING)
+    return Path(os.environ["CLONESHELF_TEST_ROOT"])
+
+
+def migrate() -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def create_users(names: list[str], password: str | None = None) -> list:
+    from django.contrib.auth import get_user_model
+
+    return [get_user_model().objects.create_user(name, password=password) for name in names]
+
+
+@contextlib.contextmanager
+def private_engine():
+    """A dockerd of this run's own (tests/engines.py) with the git image copied over from the
+    test engine; while it lasts DOCKER_HOST points at it, here and in every process started.
+
+    Not the shared test engine: a worker's recovery sweep removes every clone container that its
+    own database does not know as running, so workers of two databases on one engine remove each
+    other's containers.
+    """
+    from django.conf import settings
+
+    from tests.engines import Engine
+
+    engine = Engine(settings.CLONES_GIT_IMAGE)
+    os.environ["DOCKER_HOST"] = engine.host
+    try:
+        yield engine
+    finally:
+        engine.remove()
+        _unmount_below(engine.root)
+        shutil.rmtree(engine.root, ignore_errors=True)
+
+
+def _unmount_below(directory: Path) -> None:
+    """Engine.remove() leaves dockerd's mounts (its default network namespace under exec/, its
+    data root) and so its directory: `umount -R exec` fails, exec itself is no mount point."""
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(f"{directory}/")), reverse=True):
+        subprocess.run(["umount", "--lazy", mount], capture_output=True, check=False)
+
+
+class Process:
+    """A command run from the project directory in a session (process group) of its own, its
+    output appended to `log`."""
+
+    def __init__(self, command: list[str], log: Path, env: dict[str, str] | None = None):
+        self.log = log
+        with log.open("ab") as output:
+            self.popen = subprocess.Popen(
+                command,
+                cwd=PROJECT_DIR,
+                env={**os.environ, **(env or {})},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid = self.popen.pid
+
+    def stop(self, grace: float = 15) -> None:
+        """SIGTERM to the main process (a worker stops its own workers in order, handing back
+        what they run), then SIGKILL to whatever is left of the group."""
+        self.popen.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=grace)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once, as in a crash."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait()
+
+
+def start_worker(log: Path, env: dict[str, str] | None = None) -> Process:
+    """`manage.py worker`: one django-q2 cluster of CLONES_WORKERS processes."""
+    return Process([sys.executable, "manage.py", "worker"], log, env)
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class PeakMemory:
+    """Samples the resident memory of a process and its children until stopped."""
+
+    def __init__(self, pid: int):
+        self.root = psutil.Process(pid)
+        self.peak_tree = self.peak_single = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while self.running:
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+                sizes = [process.memory_info().rss for process in processes]
+            except psutil.Error:
+                continue
+            self.peak_tree = max(self.peak_tree, sum(sizes))
+            self.peak_single = max(self.peak_single, *sizes)
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join()
+
+
+def mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
