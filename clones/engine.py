@@ -266,4 +266,9 @@ def engine_error(exc: Exception) -> EngineError:
 def describe(exc: Exception) -> str:
     if isinstance(exc, docker.errors.APIError):
         return f"The Docker engine refused: {exc.explanation or exc}"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "The Docker engine is unreachable: it did not answer in time."
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        # requests' own text is a tuple of reprs, of no use to the person who asked.
+        return "The Docker engine is unreachable: the connection to it failed or was cut off."
     return f"The Docker engine is unreachable: {exc}"

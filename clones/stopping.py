@@ -22,6 +22,11 @@ def announce() -> None:
     Path(os.environ[ENVIRONMENT_VARIABLE]).touch()
 
 
+def forget() -> None:
+    """Once the cluster has stopped: the file has served its purpose."""
+    Path(os.environ[ENVIRONMENT_VARIABLE]).unlink(missing_ok=True)
+
+
 def seconds_since_requested() -> float | None:
     """How long ago the stop was announced; None if it was not (or under plain qcluster)."""
     try:

@@ -79,16 +79,6 @@ def private_engine():
         yield engine
     finally:
         engine.remove()
-        _unmount_below(engine.root)
-        shutil.rmtree(engine.root, ignore_errors=True)
-
-
-def _unmount_below(directory: Path) -> None:
-    """Engine.remove() leaves dockerd's mounts (its default network namespace under exec/, its
-    data root) and so its directory: `umount -R exec` fails, exec itself is no mount point."""
-    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-    for mount in sorted((m for m in mounts if m.startswith(f"{directory}/")), reverse=True):
-        subprocess.run(["umount", "--lazy", mount], capture_output=True, check=False)
 
 
 class Process:

@@ -71,10 +71,14 @@ class Engine:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
-        subprocess.run(["umount", "-R", f"{self.root}/exec"], capture_output=True, check=False)
 
     def remove(self) -> None:
         self.stop()
+        # dockerd leaves mounts below its roots (netns, overlay); deepest first, then the tree.
+        with open("/proc/self/mountinfo") as mountinfo:
+            mounts = [line.split()[4] for line in mountinfo]
+        for mount in sorted((m for m in mounts if m.startswith(f"{self.root}/")), reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def copy_image(self, image: str) -> None:

@@ -23,7 +23,8 @@ class Command(BaseCommand):
 
         def stop(signum, frame) -> None:
             stopping.announce()
-            cluster.sig_handler(signum, frame)
+            cluster.sig_handler(signum, frame)  # returns when every worker has finished
+            stopping.forget()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
