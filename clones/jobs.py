@@ -210,7 +210,8 @@ def expire(job: CloneJob) -> bool:
 
 
 def requeue(job: CloneJob) -> bool:
-    """Run a failed or cancelled job again under the same id (the admin's "retry")."""
+    """Run a failed or cancelled job again under the same id (the admin's "retry"), afresh:
+    its attempts and waits start from zero."""
     with transaction.atomic():
         updated = CloneJob.objects.filter(
             pk=job.pk, status__in=[Status.FAILED, Status.CANCELLED]
@@ -221,6 +222,8 @@ def requeue(job: CloneJob) -> bool:
             phase="",
             started_at=None,
             finished_at=None,
+            attempts=0,
+            waits=0,
         )
         if updated:
             async_task(RUN_TASK, str(job.id))

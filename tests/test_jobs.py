@@ -97,10 +97,13 @@ def test_submit_records_the_job_and_its_task_together(owner):
 
 def test_requeue_takes_only_failed_or_cancelled_jobs(queued):
     assert not jobs.requeue(queued)
-    CloneJob.objects.filter(pk=queued.pk).update(status=Status.FAILED, error="boom")
+    CloneJob.objects.filter(pk=queued.pk).update(
+        status=Status.FAILED, error="boom", attempts=2, waits=8
+    )
 
     assert jobs.requeue(queued)
 
     queued.refresh_from_db()
     assert queued.status == Status.QUEUED and queued.error == ""
+    assert (queued.attempts, queued.waits) == (0, 0)  # a retry starts afresh
     assert OrmQ.objects.count() == 1
