@@ -11,7 +11,7 @@ set -euo pipefail
 
 ENGINE_DIR=${CLONESHELF_ENGINE_DIR:-/var/lib/cloneshelf-test-engine}
 SOCKET=${CLONESHELF_ENGINE_SOCKET:-/run/cloneshelf-test-docker.sock}
-IMAGE=${CLONESHELF_TEST_GIT_IMAGE:-cloneshelf-test/git:standin-2}
+IMAGE=${CLONESHELF_TEST_GIT_IMAGE:-cloneshelf-test/git:standin-3}
 export DOCKER_HOST="unix://$SOCKET"
 
 if ! command -v dockerd >/dev/null; then
@@ -40,8 +40,10 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     trap 'rm -rf "$root"' EXIT
     # git runs helpers (credential-store) through /bin/sh, as alpine/git's busybox provides.
     git_bins=(/usr/bin/git /usr/lib/git-core/* /bin/dash)
-    # ldd fails on git's shell scripts; only the binaries' libraries matter.
+    # ldd fails on git's shell scripts; only the binaries' libraries matter. glibc loads
+    # libgcc_s at run time (pthread_exit, when index-pack's threads end early), so ldd misses it.
     libs=$({ ldd "${git_bins[@]}" 2>/dev/null || true; } | grep -o '/[^ ]*\.so[^ ]*' | sort -u)
+    libs="$libs $(ldconfig -p | grep -o '/[^ ]*/libgcc_s\.so\.1$' | head -1)"
     # -h copies what symlinks point at, so the image holds real files.
     tar -ch /usr/bin/git /usr/lib/git-core /usr/share/git-core /etc/ssl/certs /bin/dash $libs \
         2>/dev/null | tar -x -C "$root"

@@ -89,7 +89,7 @@ def git_config(pinned: urlpolicy.PinnedURL, with_credentials: bool) -> list[str]
         f"http.lowSpeedLimit={settings.CLONES_LOW_SPEED_BYTES}",
         f"http.lowSpeedTime={settings.CLONES_LOW_SPEED_SECONDS}",
         "transfer.bundleURI=false",  # a server-advertised bundle URL is another host
-        "transfer.fsckObjects=true",
+        *fsck_config(settings.CLONES_FSCK),
         "submodule.recurse=false",
         "core.hooksPath=/dev/null",
         # .gitattributes and .lfsconfig come from the repository: no filter may run.
@@ -103,6 +103,48 @@ def git_config(pinned: urlpolicy.PinnedURL, with_credentials: bool) -> list[str]
     if pinned.curl_resolve:
         config.append(f"http.curloptResolve={pinned.curl_resolve}")
     return [option for item in config for option in ("-c", item)]
+
+
+# fsck messages that old, real histories carry and that cannot hurt whoever unpacks the archive:
+# with CLONES_FSCK=standard they are warnings, so such a repository clones as plain `git clone`
+# does. Every message not named here keeps git's strict verdict; above all the path and
+# .gitmodules checks (hasDot, hasDotdot, hasDotgit, fullPathname, emptyName, gitmodules*,
+# gitattributes*) that stop a tree from writing outside its checkout or smuggling a hook in, and
+# the structural ones (badTree, duplicateEntries, treeNotSorted, nullSha1, missing*/bad*Sha1)
+# without which git cannot read the history at all. Each id exists in git 2.39 and later (an
+# unknown one would only be warned about).
+LEGACY_FSCK_MESSAGES = [
+    # Author and committer lines written by early git, importers (CVS, SVN, hg) and hand-rolled
+    # tools: odd spacing, dates and zones. They are metadata; nothing is written from them.
+    "badDate",  # a date git cannot parse
+    "badDateOverflow",  # a date past what git's time type holds
+    "badTimezone",  # "-07000" or "+05": psf/requests has one
+    "zeroPaddedDate",  # "0001234567"
+    "missingSpaceBeforeDate",  # "<a@b>1234567890 +0000"
+    "missingEmail",  # no "<...>" at all
+    "missingNameBeforeEmail",
+    "missingSpaceBeforeEmail",
+    "badEmail",
+    "badName",
+    "multipleAuthors",
+    "nulInCommit",  # a NUL byte in a commit message: odd, not dangerous
+    # "040000" for a subtree, written by git before 2005 and by some libraries since (pallets/
+    # flask has one). The mode still means "directory"; git checks such trees out as usual.
+    "zeroPaddedFilemode",
+    # Modes such as 100664 are git's own "info" level already; named so no strict setting
+    # elevates them (git/git carries them).
+    "badFilemode",
+]
+
+
+def fsck_config(level: str) -> list[str]:
+    """git config that checks every object as it arrives, as strictly as CLONES_FSCK says."""
+    if level == "off":
+        return ["transfer.fsckObjects=false"]
+    config = ["transfer.fsckObjects=true"]
+    if level == "standard":
+        config += [f"fetch.fsck.{message}=warn" for message in LEGACY_FSCK_MESSAGES]
+    return config
 
 
 @contextmanager
@@ -166,9 +208,9 @@ def run(
 
 
 def _hit_file_size_limit(result: engine.ContainerResult) -> bool:
-    # The kernel stops git (or the index-pack it runs) at the fsize ulimit with SIGXFSZ; git
-    # then deletes the half-written pack, so the directory no longer shows how big it got.
-    return result.exit_code == 128 + signal.SIGXFSZ or "invalid index-pack output" in result.output
+    # One file reached the fsize ulimit (CLONES_MAX_REPO_BYTES): git says so when a write fails
+    # with EFBIG (engine.GIT_ENTRYPOINT), or git itself died of SIGXFSZ.
+    return result.exit_code == 128 + signal.SIGXFSZ or "File too large" in result.output
 
 
 def _too_large() -> CloneFailed:
@@ -176,9 +218,20 @@ def _too_large() -> CloneFailed:
     return CloneFailed(f"The repository is larger than {limit}, the most this service clones.")
 
 
-# git's words -> ours. First match wins; `{ref}`, `{url}`, `{host}` and `{auth_hint}` are filled
-# in.
+# git's words -> ours. First match wins; the pattern's named groups and `{ref}`, `{url}`,
+# `{host}` and `{auth_hint}` are filled in.
 EXPLANATIONS = [
+    (
+        # index-pack (transfer.fsckObjects) names the object, the check and why; it then dies,
+        # and fetch-pack adds "invalid index-pack output".
+        r"error: object [0-9a-f]+: (?P<check>\w+): (?P<detail>[^\n]+)",
+        "The repository has an object git refuses: {check}: {detail}.",
+    ),
+    (
+        # Fetched, but a file could not be written: the first error says which, and why.
+        r"(?m)^error: (?P<detail>[^\n]+)\n(?s:.*)Clone succeeded, but checkout failed",
+        "The repository's files could not be checked out: {detail}",
+    ),
     (r"Remote branch .* not found in upstream", "The repository has no branch or tag '{ref}'."),
     (
         r"reference is not a tree|did not match any file|unable to read tree",
@@ -193,10 +246,6 @@ EXPLANATIONS = [
         r"requested URL returned error: 30[12378]",
         "The server redirected the clone to another address. Redirects are not followed: "
         "give the repository's final URL.",
-    ),
-    (
-        r"fsck error|did not pass fsck|fatal: fsck",
-        "The repository failed git's integrity checks (fsck), so it was not cloned.",
     ),
     (
         r"repository '.*' not found|does not appear to be a git repository|"
@@ -231,10 +280,23 @@ def explain(output: str, job: CloneJob) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     for pattern, message in EXPLANATIONS:
-        if re.search(pattern, output, re.IGNORECASE):
+        found = re.search(pattern, output, re.IGNORECASE)
+        if found:
+            quoted = {name: shorten(text.rstrip(".")) for name, text in found.groupdict().items()}
             auth_hint = AUTH_HINTS[job.used_token]
-            return message.format(ref=job.ref, url=job.url, host=host, auth_hint=auth_hint)
-    return f"git failed: {last_complaint(output)}"
+            return message.format(
+                ref=job.ref, url=job.url, host=host, auth_hint=auth_hint, **quoted
+            )
+    return f"git failed: {shorten(last_complaint(output))}"
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    """git's words cut to `limit` characters in the middle, where a long path is, so that the
+    end (the reason) stays."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 1) // 2
+    return f"{text[:half]}…{text[-half:]}"
 
 
 def last_complaint(output: str) -> str:

@@ -33,6 +33,11 @@ MOUNT_POINT = "/job"
 POLL_SECONDS = 1.0
 NOBODY = 65534
 OUTPUT_TAIL_LINES = 40
+# The kernel stops a process that writes past the fsize ulimit with SIGXFSZ, and git's index-pack
+# dies of it without a word: fetch-pack only says "invalid index-pack output", as it does for
+# other deaths. Ignored (and inherited through exec), the write fails with EFBIG instead, and git
+# says "File too large": the cause in git's own words. alpine/git's busybox provides /bin/sh.
+GIT_ENTRYPOINT = ["/bin/sh", "-c", 'trap "" XFSZ; exec git "$@"', "git"]
 
 
 class EngineError(Exception):
@@ -101,6 +106,7 @@ def run_git(
         ensure_image(engine, on_phase)
         container = engine.containers.create(
             settings.CLONES_GIT_IMAGE,
+            entrypoint=GIT_ENTRYPOINT,
             command=git_args,
             labels={JOB_LABEL: str(job_id), INSTALLATION_LABEL: installation()},
             # A Mount (not a -v volume string): the engine refuses a missing source instead of

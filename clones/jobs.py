@@ -9,18 +9,19 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
 from . import archives, tokens
-from .models import CloneJob, Status
+from .models import CloneJob, Status, lost_its_worker
 
 RUN_TASK = "clones.tasks.run_clone_job"
 MAX_WAIT_SECONDS = 600
 MAX_ATTEMPTS = 2  # a job whose worker died is run once more, not again and again
+ANY = Q()  # no condition beyond the job being as its caller saw it
 
 
 class Refused(Exception):
@@ -77,9 +78,11 @@ def check_limits(owner) -> None:
 def claim(job_id) -> CloneJob | None:
     """Move a queued job to running for this worker; None if it is not ours to run (another
     worker took it, it was cancelled, or it is finished: a finished job is never reopened)."""
+    now = timezone.now()
     taken = CloneJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
         status=Status.RUNNING,
-        started_at=timezone.now(),
+        started_at=now,
+        heartbeat_at=now,
         attempts=F("attempts") + 1,
         phase="starting",
     )
@@ -135,11 +138,15 @@ def hand_back(job: CloneJob) -> bool:
 
 
 def recover(job: CloneJob) -> bool:
-    """A job whose worker died: queue it once more, or fail it after its second attempt."""
+    """A job whose worker died (it stopped beating): queue it once more, or fail it after its
+    second attempt."""
+    # Asked again in the UPDATE itself: a worker that beat since it was found is alive.
+    still_lost = lost_its_worker()
     if job.attempts >= MAX_ATTEMPTS:
         error = "The worker stopped during the clone, twice; it was not tried again."
-        return _finish(job, Status.FAILED, error=error, finished_at=timezone.now())
-    return _queue_again(job, "Queued again: the worker stopped during the clone.", delay=0)
+        return _finish(job, Status.FAILED, still_lost, error=error, finished_at=timezone.now())
+    phase = "Queued again: the worker stopped during the clone."
+    return _queue_again(job, phase, delay=0, only_if=still_lost)
 
 
 def cancel(job: CloneJob, by) -> bool:
@@ -165,11 +172,13 @@ def _uncounted(job: CloneJob) -> dict:
     return {"attempts": F("attempts") - 1} if job.status == Status.RUNNING else {}
 
 
-def _queue_again(job: CloneJob, phase: str, delay: float, **counters) -> bool:
+def _queue_again(job: CloneJob, phase: str, delay: float, only_if: Q = ANY, **counters) -> bool:
     """Back to queued with a new task, now or after `delay` seconds (a one-off schedule)."""
     with transaction.atomic():
-        updated = _unchanged(job).update(
-            status=Status.QUEUED, started_at=None, phase=phase, **counters
+        updated = (
+            _unchanged(job)
+            .filter(only_if)
+            .update(status=Status.QUEUED, started_at=None, phase=phase, **counters)
         )
         if updated and delay:
             schedule(
@@ -184,9 +193,9 @@ def _queue_again(job: CloneJob, phase: str, delay: float, **counters) -> bool:
     return bool(updated)
 
 
-def _finish(job: CloneJob, status: Status, **fields) -> bool:
+def _finish(job: CloneJob, status: Status, only_if: Q = ANY, **fields) -> bool:
     """Close an active job; False if it changed meanwhile (cancelled, or taken over)."""
-    finished = bool(_unchanged(job).update(status=status, phase="", **fields))
+    finished = bool(_unchanged(job).filter(only_if).update(status=status, phase="", **fields))
     if finished:
         tokens.discard(job.id)  # a finished job never needs its token again
     return finished

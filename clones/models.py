@@ -24,6 +24,16 @@ class Status(models.TextChoices):
 
 
 ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+# A worker that misses this many heartbeats in a row is taken as dead: a few, so that a database
+# busy for a moment does not take a live clone away (that would only restart it, never lose it).
+LOST_AFTER_BEATS = 4
+
+
+def lost_its_worker() -> models.Q:
+    """Running, but their worker has not said it is alive for LOST_AFTER_BEATS heartbeats: it
+    was killed, or its machine died (clones.heartbeat)."""
+    silent_for = timedelta(seconds=settings.CLONES_HEARTBEAT_SECONDS * LOST_AFTER_BEATS)
+    return models.Q(status=Status.RUNNING, heartbeat_at__lt=timezone.now() - silent_for)
 
 
 class CloneJobQuerySet(models.QuerySet):
@@ -34,12 +44,8 @@ class CloneJobQuerySet(models.QuerySet):
         """Done jobs whose archive has outlived its time and should be deleted."""
         return self.filter(status=Status.DONE, expires_at__lte=timezone.now())
 
-    def stuck(self) -> "CloneJobQuerySet":
-        """Running for longer than a task may live, and then some: their worker is gone."""
-        seconds = settings.CLONES_TASK_TIMEOUT + settings.CLONES_STUCK_GRACE
-        return self.filter(
-            status=Status.RUNNING, started_at__lt=timezone.now() - timedelta(seconds=seconds)
-        )
+    def lost(self) -> "CloneJobQuerySet":
+        return self.filter(lost_its_worker())
 
     def active(self) -> "CloneJobQuerySet":
         return self.filter(status__in=ACTIVE_STATUSES)
@@ -70,6 +76,9 @@ class CloneJob(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its worker last said it is alive (while running)."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)

@@ -5,8 +5,11 @@ and the engine mount one volume at different paths, so every path handed to the 
 translated from CLONES_DATA_DIR (ours) to CLONES_ENGINE_DATA_DIR (the engine's).
 """
 
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from uuid import UUID
 
@@ -27,9 +30,53 @@ def engine_path(app_path: Path) -> PurePosixPath:
     return PurePosixPath(settings.CLONES_ENGINE_DATA_DIR) / relative
 
 
+class JobDirBusy(Exception):
+    """Someone else holds the job directory's lock."""
+
+
+@contextmanager
+def job_dir_lock(job_id: UUID | str, wait: bool = True) -> Iterator[None]:
+    """Hold the job's directory for as long as the block runs, so that one attempt working in it
+    and the reaper removing it (which takes seconds for a big checkout) never overlap. The lock
+    is the kernel's (flock): a holder that is killed lets go of it. Without `wait`, raise
+    JobDirBusy at once if it is held."""
+    path = jobs_root() / f"{job_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JobDirBusy(job_id) from None
+        if _names(fd, path):
+            break
+        os.close(fd)  # its last holder removed the file while we waited: lock the new one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before letting go: no one can take the old file then
+        os.close(fd)
+
+
+def _names(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def job_ids_on_disk() -> set[str]:
+    """Jobs with a directory or a lock file under jobs_root()."""
+    root = jobs_root()
+    names = [entry.name for entry in root.iterdir()] if root.exists() else []
+    return {name.removesuffix(".lock") for name in names}
+
+
 def create_job_dir(job_id: UUID, owner: tuple[int, int]) -> Path:
     """A fresh, empty directory for one job, owned by `owner` (uid, gid): the clone container's
-    user, who must write in it. A leftover from a dead attempt is discarded."""
+    user, who must write in it. A leftover from a dead attempt is discarded. Call it holding
+    job_dir_lock()."""
     remove_job_dir(job_id)
     path = job_dir(job_id)
     path.mkdir(parents=True, mode=0o700)
@@ -38,11 +85,20 @@ def create_job_dir(job_id: UUID, owner: tuple[int, int]) -> Path:
     return path
 
 
-def remove_job_dir(job_id: UUID) -> None:
-    # Not ignore_errors: a directory we cannot delete is a leak someone must hear about.
+def remove_job_dir(job_id: UUID | str) -> bool:
+    """Remove the job's directory, if there is one; whether there was."""
     path = job_dir(job_id)
-    if path.exists():
-        shutil.rmtree(path)
+    if not path.exists():
+        return False
+    # What vanishes meanwhile is fine (git, or a dead attempt's container, cleaning up after
+    # itself); any other error is a leak someone must hear about, so it is raised.
+    shutil.rmtree(path, onexc=_unless_gone)
+    return True
+
+
+def _unless_gone(function, path: str, error: BaseException) -> None:
+    if not isinstance(error, FileNotFoundError):
+        raise error
 
 
 def usage(path: Path) -> tuple[int, int]:

@@ -6,7 +6,6 @@ time, from any number of processes: what belongs to a running job is never touch
 """
 
 import logging
-import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -19,13 +18,13 @@ from .models import CloneJob, Status, WorkerReport
 
 logger = logging.getLogger(__name__)
 
-# A file or directory younger than this may belong to a job that is only just starting.
+# An archive or token younger than this may belong to a job that is only just starting.
 STALE_AFTER_SECONDS = 60
 
 
 def recover() -> None:
     report_engine()
-    for job in CloneJob.objects.stuck():
+    for job in CloneJob.objects.lost():
         # Only the state changes here, conditionally: two sweeps at once recover a job once.
         # Its container and directory are leftovers of a job that is not running any more,
         # which reap_leftovers removes (and a new attempt removes them before it starts).
@@ -87,13 +86,16 @@ def _reap_containers() -> int:
 
 
 def _reap_job_dirs() -> int:
-    root = paths.jobs_root()
-    found = [entry for entry in root.iterdir() if entry.is_dir()] if root.exists() else []
-    running = _running_job_ids()
-    orphans = [entry for entry in found if entry.name not in running and _is_stale(entry)]
-    for entry in orphans:
-        shutil.rmtree(entry)
-    return len(orphans)
+    """Job directories no attempt holds: an attempt holds its directory's lock from before it
+    makes the directory until it has removed it, so an unheld one is a dead attempt's."""
+    reaped = 0
+    for job_id in paths.job_ids_on_disk():
+        try:
+            with paths.job_dir_lock(job_id, wait=False):
+                reaped += paths.remove_job_dir(job_id)
+        except paths.JobDirBusy:
+            continue
+    return reaped
 
 
 def _reap_archives() -> int:

@@ -6,7 +6,7 @@ import time
 from django.conf import settings
 from django_q.exceptions import TimeoutException
 
-from . import archives, cloning, engine, jobs, paths, stopping, tokens
+from . import archives, cloning, engine, heartbeat, jobs, paths, stopping, tokens
 from .models import CloneJob, Status
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,10 @@ class WorkerStopping(Exception):
 def run_clone_job(job_id: str) -> None:
     job = _claim_if_it_can_start(job_id)
     if job is not None:
-        _run(job)
+        # The lock is waited for with the heartbeat on: the reaper may be removing a big
+        # leftover of this job's dead attempt, which takes seconds.
+        with heartbeat.beating(job), paths.job_dir_lock(job.id):
+            _run(job)
 
 
 def _claim_if_it_can_start(job_id: str) -> CloneJob | None:

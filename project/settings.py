@@ -42,6 +42,13 @@ def _env_number(name: str, default, kind: type, described: str):
         raise ImproperlyConfigured(f"{name}={value!r} is not {described}") from None
 
 
+def env_choice(name: str, default: str, choices: list[str]) -> str:
+    value = env_str(name, default).strip().lower() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
@@ -199,6 +206,10 @@ def env_ports(name: str, default: str) -> dict[str, set[int] | None]:
 
 CLONES_ALLOWED_PORTS = env_ports("CLONES_ALLOWED_PORTS", "https:443,http:80,git:9418")
 CLONES_CLONE_TIMEOUT = env_int("CLONES_CLONE_TIMEOUT", 600)
+# How git checks the objects a server sends (clones.cloning.fsck_config): "strict" refuses every
+# fsck finding, "standard" lets the legacy oddities of old histories through as warnings, "off"
+# checks nothing.
+CLONES_FSCK = env_choice("CLONES_FSCK", "standard", ["strict", "standard", "off"])
 CLONES_ARCHIVE_TTL_HOURS = env_int("CLONES_ARCHIVE_TTL_HOURS", 168)
 CLONES_EXPIRY_INTERVAL_MINUTES = env_int("CLONES_EXPIRY_INTERVAL_MINUTES", 10)
 
@@ -235,10 +246,10 @@ CLONES_WAIT_SECONDS = env_int("CLONES_WAIT_SECONDS", 30)
 CLONES_WAIT_RETRIES = env_int("CLONES_WAIT_RETRIES", 8)
 
 # --- Recovery: nothing stuck, nothing leaked -----------------------------------------------------
-# A job still "running" this long after the task timeout lost its worker (killed, or its machine
-# died): the recovery sweep, run every CLONES_RECOVERY_INTERVAL_MINUTES, cleans up after it and
-# queues it once more, or fails it if it already had its second attempt.
-CLONES_STUCK_GRACE = env_int("CLONES_STUCK_GRACE", 120)
+# A running job's worker refreshes its heartbeat every CLONES_HEARTBEAT_SECONDS; one silent for
+# four of them lost its worker (killed, or its machine died). The recovery sweep, run every
+# CLONES_RECOVERY_INTERVAL_MINUTES, queues it once more, or fails it after its second attempt.
+CLONES_HEARTBEAT_SECONDS = env_int("CLONES_HEARTBEAT_SECONDS", 5)
 CLONES_RECOVERY_INTERVAL_MINUTES = env_int("CLONES_RECOVERY_INTERVAL_MINUTES", 1)
 # On SIGTERM (`manage.py worker`), a clone still running after this many seconds is stopped and
 # handed back to the queue; compose's stop_grace_period must be longer.

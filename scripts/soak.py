@@ -58,7 +58,7 @@ import harness
 SETTINGS = {
     "CLONES_CLONE_TIMEOUT": "20",
     "CLONES_TASK_OVERHEAD": "20",  # task timeout 40 s; django-q2 hands a lost task on at 100 s
-    "CLONES_STUCK_GRACE": "10",
+    "CLONES_HEARTBEAT_SECONDS": "2",  # a killed cluster's jobs are taken back 8 s after
     "CLONES_WAIT_SECONDS": "2",
     "CLONES_WAIT_RETRIES": "30",
     "CLONES_RECOVERY_INTERVAL_MINUTES": "1",

@@ -5,6 +5,7 @@ archive) or failed/cancelled with a reason, and nothing is left behind."""
 import os
 import signal
 import subprocess
+import time
 
 from django.core.files.storage import default_storage
 from django.urls import reverse
@@ -25,13 +26,12 @@ from .helpers import (
     wait_for_job,
     wait_until,
 )
+from .repos import make_wide_repo
 
-# Short enough for a test: a job still "running" 35 s after it started has lost its worker.
-QUICK_RECOVERY = {
-    "CLONES_CLONE_TIMEOUT": "20",
-    "CLONES_TASK_OVERHEAD": "10",
-    "CLONES_STUCK_GRACE": "5",
-}
+# Short enough for a test: a job whose worker has not beaten for 4 s has lost it.
+QUICK_RECOVERY = {"CLONES_HEARTBEAT_SECONDS": "1"}
+LOST_AFTER_SECONDS = 4
+WIDE = 30_000  # files in the checkout: deleting them takes seconds, as for a big real project
 
 
 def containers_of(job) -> list[str]:
@@ -56,30 +56,71 @@ def assert_no_stray_archive(job) -> None:
     assert mine == ({job.archive.name} if job.status == Status.DONE else set())
 
 
-def test_a_worker_killed_mid_clone_is_recovered_and_the_job_finishes(
-    owner_client, start_worker, new_repo, served_root
-):
-    slow = GitHTTPServer(served_root, delay=1)  # every request waits: the clone takes seconds
-    repo = new_repo()
-    first = start_worker(env=QUICK_RECOVERY)
-    job = submit(owner_client, slow.url(repo.name))
-    wait_until(lambda: containers_of(job), what="a clone container")
+def wait_for_files_on_disk(job, count: int) -> None:
+    wait_until(
+        lambda: paths.usage(paths.job_dir(job.id))[1] > count,
+        interval=0.05,
+        what=f"{count} files in the job directory",
+    )
 
-    os.killpg(first.pid, signal.SIGKILL)  # the whole cluster, as the OOM killer might
-    first.wait()
-    start_worker(env=QUICK_RECOVERY)
 
-    def ended() -> bool:
-        run_schedule_now(RECOVERY_SCHEDULE_NAME)  # the sweep runs every minute; now, please
+def sweep_until_requeued(job) -> float:
+    """Run the recovery sweep every second, as its schedule would every minute, until the job
+    has been taken back; the seconds that took."""
+    started = time.monotonic()
+
+    def requeued() -> bool:
+        run_schedule_now(RECOVERY_SCHEDULE_NAME)
         job.refresh_from_db()
-        return not job.is_active
+        return job.attempts == 2 or job.status != Status.RUNNING
 
-    wait_until(ended, timeout=150, interval=3, what="the job to end")
+    wait_until(requeued, timeout=60, interval=1, what="the job to be taken back")
+    return time.monotonic() - started
+
+
+def assert_done_and_clean(job, repo) -> None:
+    job = wait_for_job(job)
     assert job.status == Status.DONE, job.error
     assert job.attempts == 2 and job.commit == repo.head
     assert_left_nothing_behind(job)
     assert_no_stray_archive(job)
-    slow.stop()
+    assert paths.job_ids_on_disk() == set()  # no lock file either
+
+
+def test_a_worker_killed_mid_clone_of_a_big_checkout_is_recovered_after_a_restart(
+    owner_client, start_worker, served_root, git_http
+):
+    repo = make_wide_repo(served_root, "wide-restart", files=WIDE)
+    first = start_worker(env=QUICK_RECOVERY)
+    job = submit(owner_client, git_http.url(repo.name))
+    wait_for_files_on_disk(job, WIDE // 3)
+
+    os.killpg(first.pid, signal.SIGKILL)  # the whole cluster, as the OOM killer might
+    first.wait()
+    # The new worker reaps the big leftover as it starts, and the sweep's reaper and the new
+    # attempt go at it too: they must take turns, not race.
+    start_worker(env={**QUICK_RECOVERY, "CLONES_WORKERS": "2"})
+    sweep_until_requeued(job)
+
+    assert_done_and_clean(job, repo)
+
+
+def test_a_dead_workers_job_is_taken_over_by_another_within_the_heartbeat_window(
+    owner_client, start_worker, served_root, git_http
+):
+    repo = make_wide_repo(served_root, "wide-takeover", files=WIDE)
+    doomed = start_worker(env=QUICK_RECOVERY)
+    job = submit(owner_client, git_http.url(repo.name))
+    wait_for_files_on_disk(job, WIDE // 3)
+    start_worker(env=QUICK_RECOVERY)  # the survivor, running all along from here
+
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    taken_back_after = sweep_until_requeued(job)
+
+    # Not before its heartbeat went quiet, and soon after (the sweep here runs every second).
+    assert LOST_AFTER_SECONDS - 1 <= taken_back_after <= LOST_AFTER_SECONDS + 10
+    assert_done_and_clean(job, repo)
 
 
 def test_jobs_wait_out_an_engine_that_died_and_complete_when_it_returns(

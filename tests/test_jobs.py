@@ -8,7 +8,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from clones import jobs
-from clones.models import CloneJob, Status
+from clones.models import LOST_AFTER_BEATS, CloneJob, Status
 
 pytestmark = pytest.mark.django_db
 
@@ -30,18 +30,19 @@ def test_a_finished_job_is_never_reopened(queued, status):
     assert jobs.claim(queued.id) is None
 
 
-def stuck(job: CloneJob) -> None:
-    seconds = settings.CLONES_TASK_TIMEOUT + settings.CLONES_STUCK_GRACE + 1
+def falls_silent(job: CloneJob) -> None:
+    """Its worker stops beating, for longer than a lost worker may."""
+    seconds = settings.CLONES_HEARTBEAT_SECONDS * LOST_AFTER_BEATS + 1
     CloneJob.objects.filter(pk=job.pk).update(
-        started_at=timezone.now() - timedelta(seconds=seconds)
+        heartbeat_at=timezone.now() - timedelta(seconds=seconds)
     )
 
 
 def test_a_job_whose_worker_died_is_queued_once_more_then_failed(queued):
     first = jobs.claim(queued.id)
-    assert not CloneJob.objects.stuck().exists()
-    stuck(queued)
-    assert list(CloneJob.objects.stuck()) == [queued]
+    assert not CloneJob.objects.lost().exists()
+    falls_silent(queued)
+    assert list(CloneJob.objects.lost()) == [queued]
     first.refresh_from_db()
 
     assert jobs.recover(first)
@@ -49,13 +50,25 @@ def test_a_job_whose_worker_died_is_queued_once_more_then_failed(queued):
 
     assert second.attempts == 2
     assert not jobs.mark_done(first, "c" * 40, "x.tar", 1, "f" * 64)  # the dead attempt lost it
-    stuck(queued)
+    falls_silent(queued)
     second.refresh_from_db()
     assert jobs.recover(second)
     second.refresh_from_db()
     assert second.status == Status.FAILED
     assert second.error.startswith("The worker stopped during the clone")
     assert OrmQ.objects.count() == 1  # one new task, for the one retry
+
+
+def test_a_job_whose_worker_beat_after_it_was_found_is_not_taken_over(queued):
+    jobs.claim(queued.id)
+    falls_silent(queued)
+    found = CloneJob.objects.lost().get()
+    CloneJob.objects.filter(pk=queued.pk).update(heartbeat_at=timezone.now())  # alive after all
+
+    assert not jobs.recover(found)
+
+    found.refresh_from_db()
+    assert found.status == Status.RUNNING and found.attempts == 1
 
 
 def test_a_running_job_sees_its_cancellation(queued, owner):

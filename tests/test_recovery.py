@@ -61,22 +61,46 @@ def test_a_starting_worker_reaps_what_no_live_job_owns(start_worker, owner):
     )
     live = make_leftovers(str(running.id))
 
-    start_worker()
+    with paths.job_dir_lock(running.id):  # as its worker holds it
+        start_worker()
+        wait_until(lambda: not paths.job_dir(gone).exists(), timeout=60, what="the reaping")
 
-    wait_until(lambda: not paths.job_dir(gone).exists(), timeout=60, what="the reaping")
     assert_gone(orphans, gone)
     assert_kept(live, str(running.id))  # a running job's files are its worker's business
     engine.remove_job_containers(str(running.id))
+    paths.remove_job_dir(running.id)
 
 
-def test_fresh_leftovers_are_left_for_a_job_that_is_just_starting(db):
-    job_id = str(uuid.uuid4())
-    paths.job_dir(job_id).mkdir(parents=True)
+def test_a_job_directory_goes_as_soon_as_no_attempt_holds_it(db):
+    held, left = str(uuid.uuid4()), str(uuid.uuid4())
+    for job_id in (held, left):
+        (paths.job_dir(job_id) / "repo").mkdir(parents=True)
+
+    with paths.job_dir_lock(held):
+        recovery.reap_leftovers()
+        assert paths.job_dir(held).exists()
+    assert not paths.job_dir(left).exists()  # young, but no attempt works there
 
     recovery.reap_leftovers()
+    assert not paths.job_dir(held).exists()
+    assert paths.job_ids_on_disk() == set()  # lock files go with their directories
 
-    assert paths.job_dir(job_id).exists()
-    paths.remove_job_dir(job_id)
+
+def test_a_directory_that_vanishes_while_it_is_removed_is_fine(db, monkeypatch):
+    job_id = str(uuid.uuid4())
+    for index in range(50):
+        (paths.job_dir(job_id) / "repo" / f"d{index}").mkdir(parents=True)
+    remove_dir = os.rmdir
+
+    def a_concurrent_remover_was_first(path, *args, **kwargs):
+        remove_dir(path, *args, **kwargs)
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(os, "rmdir", a_concurrent_remover_was_first)
+
+    assert paths.remove_job_dir(job_id)
+
+    assert not paths.job_dir(job_id).exists()
 
 
 def test_the_sweep_reports_whether_the_engine_answers(db, monkeypatch):
