@@ -104,3 +104,24 @@ def make_tiny_repo(served_root: Path, name: str) -> ServedRepo:
     )
     head = git("rev-parse", "main", cwd=bare)
     return ServedRepo(name=f"{name}.git", bare=bare, head=head, refs={"main": head})
+
+
+def make_wide_repo(served_root: Path, name: str, files: int) -> ServedRepo:
+    """One commit of `files` small files in a hundred directories: a checkout that takes
+    seconds to write and to delete, as big real projects do."""
+    bare = served_root / f"{name}.git"
+    git("init", "--quiet", "--bare", "--initial-branch=main", str(bare), cwd=served_root)
+    stream = [
+        b"commit refs/heads/main\n"
+        b"committer Test Author <author@example.invalid> 1700000000 +0000\n"
+        b"data 5\nwide\n"
+    ]
+    for index in range(files):
+        content = f"file {index}\n".encode()
+        path = f"dir{index % 100:02d}/file{index:06d}.txt"
+        stream.append(f"M 100644 inline {path}\ndata {len(content)}\n".encode() + content + b"\n")
+    subprocess.run(
+        ["git", "fast-import", "--quiet"], input=b"".join(stream), cwd=bare, env=GIT_ENV, check=True
+    )
+    head = git("rev-parse", "main", cwd=bare)
+    return ServedRepo(name=f"{name}.git", bare=bare, head=head, refs={"main": head})
