@@ -203,7 +203,7 @@ def run(
             memory = paths.human_size(settings.CLONES_CONTAINER_MEMORY)
             raise CloneFailed(f"git ran out of memory ({memory}) cloning this repository.")
         if _hit_file_size_limit(result):
-            raise _too_large()
+            raise _too_large(result.output)
         raise CloneFailed(explain(result.output, job), result.output)
 
 
@@ -213,9 +213,10 @@ def _hit_file_size_limit(result: engine.ContainerResult) -> bool:
     return result.exit_code == 128 + signal.SIGXFSZ or "File too large" in result.output
 
 
-def _too_large() -> CloneFailed:
+def _too_large(git_output: str = "") -> CloneFailed:
     limit = paths.human_size(settings.CLONES_MAX_REPO_BYTES)
-    return CloneFailed(f"The repository is larger than {limit}, the most this service clones.")
+    message = f"The repository is larger than {limit}, the most this service clones."
+    return CloneFailed(message, git_output)
 
 
 # git's words -> ours. First match wins; the pattern's named groups and `{ref}`, `{url}`,
