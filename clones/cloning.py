@@ -318,9 +318,21 @@ def head_commit(checkout: Path) -> str:
     loose = git_dir / ref
     if loose.is_file():
         return loose.read_text().strip()
-    packed = git_dir / "packed-refs"
-    for line in packed.read_text().splitlines() if packed.is_file() else []:
-        sha, _, name = line.partition(" ")
-        if name == ref:
-            return sha
+    packed = _packed_refs(git_dir)
+    if ref in packed:
+        return packed[ref]
+    if packed or any(path.is_file() for path in (git_dir / "refs").rglob("*")):
+        # git clones such a repository with a warning and checks nothing out.
+        raise CloneFailed(
+            f"The repository's default branch, '{ref.removeprefix('refs/heads/')}', does not "
+            "exist; give one of its branches or tags."
+        )
     raise CloneFailed("The repository is empty: it has no commit to archive.")
+
+
+def _packed_refs(git_dir: Path) -> dict[str, str]:
+    """Ref name -> object name, from packed-refs (its comments and peeled lines skipped)."""
+    packed = git_dir / "packed-refs"
+    lines = packed.read_text().splitlines() if packed.is_file() else []
+    pairs = (line.split(" ", 1) for line in lines if FULL_SHA.match(line))
+    return {name: sha for sha, name in pairs}

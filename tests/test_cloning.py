@@ -66,6 +66,24 @@ def test_an_empty_repository_has_nothing_to_archive(tmp_path):
         head_commit(tmp_path)
 
 
+def test_a_head_naming_a_missing_branch_says_so_not_empty(tmp_path):
+    origin = tmp_path / "origin.git"
+    git("init", "--quiet", "--bare", str(origin), cwd=tmp_path)
+    work = tmp_path / "work"
+    git("init", "--quiet", str(work), cwd=tmp_path)
+    git("commit", "--quiet", "--allow-empty", "-m", "one", cwd=work)
+    git("push", "--quiet", str(origin), "HEAD:refs/heads/release", cwd=work)
+    git("symbolic-ref", "HEAD", "refs/heads/gone", cwd=origin)  # the default branch was deleted
+    git("clone", "--quiet", f"file://{origin}", str(tmp_path / "clone"), cwd=tmp_path)
+
+    with pytest.raises(CloneFailed) as failed:
+        head_commit(tmp_path / "clone")
+
+    assert str(failed.value) == (
+        "The repository's default branch, 'gone', does not exist; give one of its branches or tags."
+    )
+
+
 def test_an_odd_head_is_refused(tmp_path):
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "HEAD").write_text("ref: refs/../../etc/passwd\n")
