@@ -102,6 +102,8 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
             "CONTENT_TYPE": self.headers.get("Content-Type", ""),
             "CONTENT_LENGTH": str(len(body)),
             "REMOTE_ADDR": self.client_address[0],
+            # How a client asks for protocol v2 over HTTP; real servers pass it on.
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
         }
         result = subprocess.run(
             ["git", "http-backend"], input=body, env=env, capture_output=True, check=False

@@ -32,12 +32,17 @@ def download(client, job: CloneJob, into: Path) -> Path:
     """Fetch the archive through the view, check it, extract it; the extracted directory."""
     response = client.get(reverse("clones:download", args=[job.id]))
     assert response.status_code == 200
-    body = b"".join(response.streaming_content)
-    assert int(response["Content-Length"]) == len(body) == job.archive_size
-    assert hashlib.sha256(body).hexdigest() == job.archive_sha256
-    assert f'filename="{job.download_filename}"' in response["Content-Disposition"]
     archive = into / job.download_filename
-    archive.write_bytes(body)
+    # Streamed to disk, not joined in memory: some archives are hundreds of MiB.
+    digest, size = hashlib.sha256(), 0
+    with archive.open("wb") as file:
+        for chunk in response.streaming_content:
+            digest.update(chunk)
+            size += len(chunk)
+            file.write(chunk)
+    assert int(response["Content-Length"]) == size == job.archive_size
+    assert digest.hexdigest() == job.archive_sha256
+    assert f'filename="{job.download_filename}"' in response["Content-Disposition"]
     subprocess.run(["tar", "-xf", archive, "-C", into], check=True)
     return into / job.download_filename.removesuffix(".tar")
 
