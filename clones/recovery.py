@@ -1,7 +1,7 @@
 """Cleaning up after workers that died, and anything else left behind.
 
-`recover` runs as a django-q2 schedule every CLONES_RECOVERY_INTERVAL_MINUTES; `manage.py worker`
-also calls `reap_leftovers` before it starts its workers. Everything here is safe to run at any
+`recover` runs as a django-q2 schedule every CLONES_RECOVERY_INTERVAL_MINUTES, and in
+`manage.py worker` before it starts its workers. Everything here is safe to run at any
 time, from any number of processes: what belongs to a running job is never touched.
 """
 
