@@ -13,7 +13,7 @@ from django_q.models import Schedule
 from django_q.scheduler import scheduler
 
 from clones import engine, paths
-from clones.models import CloneJob
+from clones.models import CloneJob, Status
 
 from .repos import git
 
@@ -50,6 +50,25 @@ def download(client, job: CloneJob, into: Path) -> Path:
 def assert_left_nothing_behind(job: CloneJob) -> None:
     assert not paths.job_dir(job.id).exists()
     assert engine.remove_job_containers(str(job.id)) == 0
+
+
+def containers_of(job: CloneJob) -> list[str]:
+    """Ids of the job's clone containers on the test engine, running or not."""
+    with engine.connected() as client:
+        label = f"{engine.JOB_LABEL}={job.id}"
+        return [
+            container.id for container in client.containers.list(all=True, filters={"label": label})
+        ]
+
+
+def assert_handed_back(job: CloneJob) -> None:
+    """A stopping worker gave the job back to the queue, untried, and left nothing behind."""
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED
+    assert job.phase == "Queued again: its worker was stopped."
+    assert job.attempts == 0
+    assert not containers_of(job)
+    assert not paths.job_dir(job.id).exists()
 
 
 def assert_is_clean_checkout(checkout: Path, commit: str) -> None:

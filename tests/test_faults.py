@@ -19,7 +19,9 @@ from clones.signals import RECOVERY_SCHEDULE_NAME
 from .engines import Engine
 from .gitservers import GitHTTPServer, StallingServer
 from .helpers import (
+    assert_handed_back,
     assert_left_nothing_behind,
+    containers_of,
     refreshed,
     run_schedule_now,
     submit,
@@ -34,14 +36,6 @@ LOST_AFTER_SECONDS = 4
 WIDE = 30_000  # files in the checkout: deleting them takes seconds, as for a big real project
 
 
-def containers_of(job) -> list[str]:
-    with engine.connected() as client:
-        label = f"{engine.JOB_LABEL}={job.id}"
-        return [
-            container.id for container in client.containers.list(all=True, filters={"label": label})
-        ]
-
-
 def retries_run() -> bool:
     """Let django-q2's scheduler hand the retries that are due to the worker (it would, every
     30 s); True, to be chained with a condition."""
@@ -54,14 +48,6 @@ def assert_no_stray_archive(job) -> None:
     names = default_storage.listdir("")[1] if default_storage.exists("") else []
     mine = {name for name in names if name.startswith(str(job.id))}
     assert mine == ({job.archive.name} if job.status == Status.DONE else set())
-
-
-def wait_for_files_on_disk(job, count: int) -> None:
-    wait_until(
-        lambda: paths.usage(paths.job_dir(job.id))[1] > count,
-        interval=0.05,
-        what=f"{count} files in the job directory",
-    )
 
 
 def sweep_until_requeued(job) -> float:
@@ -87,13 +73,25 @@ def assert_done_and_clean(job, repo) -> None:
     assert paths.job_ids_on_disk() == set()  # no lock file either
 
 
+def a_big_clone_under_way(client, start_worker, served_root, git_http, name: str):
+    """A worker writing the checkout of a repository of WIDE files: (repository, worker, job)."""
+    repo = make_wide_repo(served_root, name, files=WIDE)
+    worker = start_worker(env=QUICK_RECOVERY)
+    job = submit(client, git_http.url(repo.name))
+    wait_until(
+        lambda: paths.usage(paths.job_dir(job.id))[1] > WIDE // 3,
+        interval=0.05,
+        what="a third of the files in the job directory",
+    )
+    return repo, worker, job
+
+
 def test_a_worker_killed_mid_clone_of_a_big_checkout_is_recovered_after_a_restart(
     owner_client, start_worker, served_root, git_http
 ):
-    repo = make_wide_repo(served_root, "wide-restart", files=WIDE)
-    first = start_worker(env=QUICK_RECOVERY)
-    job = submit(owner_client, git_http.url(repo.name))
-    wait_for_files_on_disk(job, WIDE // 3)
+    repo, first, job = a_big_clone_under_way(
+        owner_client, start_worker, served_root, git_http, "wide-restart"
+    )
 
     os.killpg(first.pid, signal.SIGKILL)  # the whole cluster, as the OOM killer might
     first.wait()
@@ -108,10 +106,9 @@ def test_a_worker_killed_mid_clone_of_a_big_checkout_is_recovered_after_a_restar
 def test_a_dead_workers_job_is_taken_over_by_another_within_the_heartbeat_window(
     owner_client, start_worker, served_root, git_http
 ):
-    repo = make_wide_repo(served_root, "wide-takeover", files=WIDE)
-    doomed = start_worker(env=QUICK_RECOVERY)
-    job = submit(owner_client, git_http.url(repo.name))
-    wait_for_files_on_disk(job, WIDE // 3)
+    repo, doomed, job = a_big_clone_under_way(
+        owner_client, start_worker, served_root, git_http, "wide-takeover"
+    )
     start_worker(env=QUICK_RECOVERY)  # the survivor, running all along from here
 
     os.killpg(doomed.pid, signal.SIGKILL)
@@ -282,12 +279,7 @@ def test_on_sigterm_a_clone_past_the_grace_period_goes_back_to_the_queue(
     worker.terminate()
 
     assert worker.wait(timeout=30) == 0
-    job.refresh_from_db()
-    assert job.status == Status.QUEUED
-    assert job.phase == "Queued again: its worker was stopped."
-    assert job.attempts == 0
-    assert not containers_of(job)
-    assert not paths.job_dir(job.id).exists()
+    assert_handed_back(job)
     start_worker(env={"CLONES_CLONE_TIMEOUT": "3"})  # the next worker takes it up again
     job = wait_for_job(job)
     assert job.status == Status.FAILED and job.error == "The clone timed out after 3 s."

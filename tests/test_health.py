@@ -268,9 +268,9 @@ def test_a_real_worker_shows_its_heartbeat_and_reports_the_engine(client, start_
 
     start_worker()
 
-    # Its scheduler (a pass every 30 s) advances the overdue schedule and queues the sweep,
-    # which asks the engine and writes the report.
-    wait_until(lambda: WorkerReport.objects.exists(), timeout=120, what="an engine report")
+    # It runs the sweep as it starts, which asks the engine and writes the report; its
+    # scheduler (a pass every 30 s) advances the overdue schedule.
+    wait_until(lambda: get_health(client)[0] == 200, timeout=120, what="a healthy report")
     status, body = get_health(client)
     assert status == 200, body
     assert body["checks"]["worker"] == {"ok": True, "overdue_seconds": 0}

@@ -15,12 +15,10 @@ import psutil
 import pytest
 from django_q.tasks import async_task
 
-from clones import paths
 from clones.models import CloneJob, Status
 
 from .gitservers import StallingServer
-from .helpers import refreshed, submit, wait_until
-from .test_faults import containers_of
+from .helpers import assert_handed_back, containers_of, refreshed, submit, wait_until
 
 ROUNDS = 10
 ONE_WORKER = {"CLONES_WORKERS": "1"}
@@ -115,12 +113,7 @@ def test_a_worker_running_a_clone_hands_it_back_on_every_stop_signal(
             what="a running clone",
         )
         took.append(stop(worker, send, within))
-        job.refresh_from_db()
-        assert job.status == Status.QUEUED
-        assert job.phase == "Queued again: its worker was stopped."
-        assert job.attempts == 0
-        assert not containers_of(job)
-        assert not paths.job_dir(job.id).exists()
+        assert_handed_back(job)
     report(how, "with a clone", took)
     stalling.stop()
 
