@@ -306,6 +306,20 @@ def last_complaint(output: str) -> str:
     return (complaints or lines or ["no output"])[-1]
 
 
+# git's progress meter: "Receiving objects:  45% (123/456), 1.20 MiB | 2.00 MiB/s", and the
+# server's own, prefixed "remote: " ("Counting objects", "Compressing objects").
+PROGRESS = re.compile(r"(?:remote: )?(?P<stage>[A-Z][a-z]+(?: [a-z]+)*): +(?P<percent>\d{1,3})%")
+
+
+def read_progress(line: str) -> tuple[str, int | None]:
+    """(what git is doing, the percent of it done) from a line of its output; a line that is
+    not a progress meter is what it is doing, with no percent."""
+    found = PROGRESS.match(line)
+    if not found:
+        return line, None
+    return found["stage"], min(int(found["percent"]), 100)
+
+
 def head_commit(checkout: Path) -> str:
     """The commit HEAD points at, read from git's files (the worker never runs git on a clone)."""
     git_dir = checkout / ".git"

@@ -8,6 +8,8 @@ EngineError whose message a user can act on.
 import hashlib
 import logging
 import os
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
@@ -116,9 +118,10 @@ def run_git(
             environment=environment,
             **hardening(),
         )
+        live = LiveLine(container)
         try:
             container.start()
-            exit_code = wait_or_kill(container, timeout, on_phase, watch)
+            exit_code = wait_or_kill(container, timeout, on_phase, watch, live)
             output = container.logs(stdout=True, stderr=True, tail=OUTPUT_TAIL_LINES)
             container.reload()
             return ContainerResult(
@@ -127,7 +130,43 @@ def run_git(
                 out_of_memory=container.attrs["State"]["OOMKilled"],
             )
         finally:
+            live.stop()
             remove(container)
+
+
+class LiveLine:
+    """The line git wrote last, read from the container's stderr as it is written.
+
+    The engine's log keeps whole lines only, and git redraws its progress meter with carriage
+    returns: read from the log, a clone's progress would show only once a phase is over.
+    """
+
+    def __init__(self, container):
+        self.latest = ""
+        self._stopped = threading.Event()
+        # Attached before the container starts, so nothing it writes is missed.
+        threading.Thread(target=self._follow, args=(container,), daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _follow(self, container) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._read(container.attach(stdout=False, stderr=True, stream=True))
+                return  # the container has exited
+            except (OSError, *ENGINE_ERRORS):
+                # A read timeout in a long silence, or the engine going away: attach again,
+                # unless the clone is over.
+                self._stopped.wait(POLL_SECONDS)
+
+    def _read(self, stream) -> None:
+        unfinished = ""
+        for chunk in stream:
+            *finished, unfinished = re.split(r"[\r\n]", unfinished + chunk.decode(errors="replace"))
+            lines = [line.strip() for line in finished if line.strip()]
+            if lines:
+                self.latest = lines[-1]
 
 
 def hardening() -> dict:
@@ -192,7 +231,11 @@ def ensure_image(engine: docker.DockerClient, on_phase: Callable[[str], None]) -
 
 
 def wait_or_kill(
-    container, timeout: float, on_phase: Callable[[str], None], watch: Callable[[], None]
+    container,
+    timeout: float,
+    on_phase: Callable[[str], None],
+    watch: Callable[[], None],
+    live: LiveLine,
 ) -> int:
     deadline = time.monotonic() + timeout
     while True:
@@ -206,9 +249,8 @@ def wait_or_kill(
             container.kill()
             raise ContainerTimedOut()
         watch()  # may raise; the caller's finally removes the container, killing it
-        progress = output_lines(container.logs(stdout=False, stderr=True, tail=2))
-        if progress:
-            on_phase(progress[-1][:200])
+        if live.latest:
+            on_phase(live.latest[:200])
 
 
 def output_lines(raw: bytes) -> list[str]:

@@ -84,7 +84,7 @@ def claim(job_id) -> CloneJob | None:
         started_at=now,
         heartbeat_at=now,
         attempts=F("attempts") + 1,
-        phase="starting",
+        **_phase("starting"),
     )
     return CloneJob.objects.get(pk=job_id) if taken else None
 
@@ -96,10 +96,17 @@ def is_still_running(job: CloneJob) -> bool:
     ).exists()
 
 
-def record_phase(job: CloneJob, phase: str) -> None:
-    if phase != job.phase:
-        job.phase = phase
-        CloneJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(phase=phase)
+def record_phase(job: CloneJob, phase: str, progress: int | None = None) -> None:
+    """What a running job is doing, and how far along it is (percent), for its page."""
+    if (phase, progress) != (job.phase, job.progress):
+        job.phase, job.progress = phase, progress
+        running = CloneJob.objects.filter(pk=job.pk, status=Status.RUNNING)
+        running.update(**_phase(phase, progress))
+
+
+def _phase(text: str = "", progress: int | None = None) -> dict:
+    """The fields that say what a job is doing: a new phase starts with no progress known."""
+    return {"phase": text, "progress": progress}
 
 
 def mark_done(job: CloneJob, commit: str, archive_name: str, size: int, sha256: str) -> bool:
@@ -157,7 +164,7 @@ def cancel(job: CloneJob, by) -> bool:
         .filter(pk=job.pk)
         .update(
             status=Status.CANCELLED,
-            phase="",
+            **_phase(),
             error=f"Cancelled by {by}.",
             finished_at=timezone.now(),
         )
@@ -178,7 +185,7 @@ def _queue_again(job: CloneJob, phase: str, delay: float, only_if: Q = ANY, **co
         updated = (
             _unchanged(job)
             .filter(only_if)
-            .update(status=Status.QUEUED, started_at=None, phase=phase, **counters)
+            .update(status=Status.QUEUED, started_at=None, **_phase(phase), **counters)
         )
         if updated and delay:
             schedule(
@@ -195,7 +202,7 @@ def _queue_again(job: CloneJob, phase: str, delay: float, only_if: Q = ANY, **co
 
 def _finish(job: CloneJob, status: Status, only_if: Q = ANY, **fields) -> bool:
     """Close an active job; False if it changed meanwhile (cancelled, or taken over)."""
-    finished = bool(_unchanged(job).filter(only_if).update(status=status, phase="", **fields))
+    finished = bool(_unchanged(job).filter(only_if).update(status=status, **_phase(), **fields))
     if finished:
         tokens.discard(job.id)  # a finished job never needs its token again
     return finished
@@ -228,7 +235,7 @@ def requeue(job: CloneJob) -> bool:
             status=Status.QUEUED,
             error="",
             git_output="",
-            phase="",
+            **_phase(),
             started_at=None,
             finished_at=None,
             attempts=0,

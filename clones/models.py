@@ -66,6 +66,9 @@ class CloneJob(models.Model):
 
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
     phase = models.CharField(max_length=200, blank=True, help_text="What the worker is doing now.")
+    progress = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Percent of the phase done, when it can be told."
+    )
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker started it.")
     waits = models.PositiveSmallIntegerField(
         default=0, help_text="Times it was put back to wait for the engine or for disk space."

@@ -16,6 +16,7 @@ EXPIRY_MAX_PER_RUN = 5000  # the next run goes on from there
 PHASE_WRITE_SECONDS = 1.0
 INTERNAL_ERROR = "The clone failed because of an internal error; staff can see why."
 WAITING_FOR_ENGINE = "Waiting for the Docker engine to be reachable."
+PACKING = "Packing the archive"
 
 
 class Cancelled(Exception):
@@ -109,25 +110,26 @@ def _reason_to_wait() -> tuple[str, str] | None:
 def _clone_and_archive(job: CloneJob) -> archives.Archive:
     engine.remove_job_containers(str(job.id))  # left by an attempt whose worker died
     job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
-    on_phase = _throttled(lambda phase: jobs.record_phase(job, phase))
+    on_git_output = _throttled(lambda line: jobs.record_phase(job, *cloning.read_progress(line)))
     try:
         checkout = cloning.clone(
             job,
             job_dir,
             settings.CLONES_CLONE_TIMEOUT,
-            on_phase,
+            on_git_output,
             token=tokens.read(job.id),
             keep_going=lambda: _keep_going(job),
         )
     finally:
         tokens.discard(job.id)  # used once, whatever came of it
     job.commit = cloning.head_commit(checkout)
-    jobs.record_phase(job, "packing archive")
+    jobs.record_phase(job, PACKING, 0)
     return archives.store(
         checkout,
         top_level=job.download_filename.removesuffix(".tar"),
         staging=job_dir / "archive.tar",
         name=f"{job.id}.tar",
+        on_progress=_throttled(lambda percent: jobs.record_phase(job, PACKING, percent)),
     )
 
 
@@ -145,16 +147,17 @@ def _remove_job_dir(job: CloneJob) -> None:
 
 
 def _throttled(record, interval: float = PHASE_WRITE_SECONDS):
-    """Pass at most one phase per `interval` on to `record`: git's progress is chatty."""
+    """Pass at most one call per `interval` on to `record`: progress is chatty, and the
+    database need not hear all of it."""
     last_write = 0.0
 
-    def on_phase(phase: str) -> None:
+    def throttled(*args) -> None:
         nonlocal last_write
         if time.monotonic() - last_write >= interval:
             last_write = time.monotonic()
-            record(phase)
+            record(*args)
 
-    return on_phase
+    return throttled
 
 
 def expire_archives() -> int:

@@ -61,11 +61,13 @@ class GitDaemon:
 
 class _GitHTTPHandler(BaseHTTPRequestHandler):
     """Runs `git http-backend` as a CGI for each request; with `auth`, only for requests with
-    that Basic authorization, and after `delay` seconds."""
+    that Basic authorization, and after `delay` seconds; with `rate`, sends at most that many
+    bytes a second, as a far-away server does."""
 
     project_root: Path
     auth: str | None = None  # "user:password"
     delay: float = 0
+    rate: int = 0
 
     def do_GET(self) -> None:
         if self._authorized():
@@ -122,7 +124,10 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        chunk = max(self.rate // 10, 1) if self.rate else len(payload) or 1
+        for start in range(0, len(payload), chunk):
+            self.wfile.write(payload[start : start + chunk])
+            time.sleep(0.1 if self.rate else 0)
 
     def log_message(self, format, *args) -> None:
         pass
@@ -147,9 +152,14 @@ class GitHTTPServer(_Threaded):
     """Smart HTTP for every repository below `base`: http://127.0.0.1:PORT/NAME."""
 
     def __init__(
-        self, base: Path, auth: str | None = None, delay: float = 0, host: str = "127.0.0.1"
+        self,
+        base: Path,
+        auth: str | None = None,
+        delay: float = 0,
+        host: str = "127.0.0.1",
+        rate: int = 0,
     ):
-        attributes = {"project_root": base, "auth": auth, "delay": delay}
+        attributes = {"project_root": base, "auth": auth, "delay": delay, "rate": rate}
         super().__init__(type("Handler", (_GitHTTPHandler,), attributes), host)
 
     def url(self, name: str) -> str:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from clones.cloning import CloneFailed, explain, head_commit
+from clones.cloning import CloneFailed, explain, head_commit, read_progress
 from clones.engine import output_lines
 from clones.models import CloneJob
 
@@ -94,3 +94,17 @@ def test_an_odd_head_is_refused(tmp_path):
 def test_git_output_keeps_the_last_state_of_each_progress_meter():
     raw = b"Cloning into 'repo'...\nReceiving:  10% (1/10)\rReceiving:  50% (5/10)\r"
     assert output_lines(raw) == ["Cloning into 'repo'...", "Receiving:  50% (5/10)"]
+
+
+@pytest.mark.parametrize(
+    ("line", "progress"),
+    [
+        ("Receiving objects:  45% (123/456), 1.20 MiB | 2.00 MiB/s", ("Receiving objects", 45)),
+        ("remote: Counting objects: 100% (20/20), done.", ("Counting objects", 100)),
+        ("Resolving deltas:   7% (1/14)", ("Resolving deltas", 7)),
+        ("Updating files:  50% (2/4)", ("Updating files", 50)),
+        ("Cloning into '/job/repo'...", ("Cloning into '/job/repo'...", None)),
+    ],
+)
+def test_git_progress_becomes_a_phase_and_a_percent(line, progress):
+    assert read_progress(line) == progress
