@@ -34,6 +34,7 @@ INSTALLATION_LABEL = "cloneshelf.installation"
 MOUNT_POINT = "/job"
 POLL_SECONDS = 1.0
 NOBODY = 65534
+CPU_SHARES = 1024  # the engine's default weight, said outright
 OUTPUT_TAIL_LINES = 40
 # The kernel stops a process that writes past the fsize ulimit with SIGXFSZ, and git's index-pack
 # dies of it without a word: fetch-pack only says "invalid index-pack output", as it does for
@@ -190,7 +191,10 @@ def hardening() -> dict:
         # Memory and memory+swap equal: no swap, so a greedy git is killed, not slowed down.
         "mem_limit": settings.CLONES_CONTAINER_MEMORY,
         "memswap_limit": settings.CLONES_CONTAINER_MEMORY,
-        "nano_cpus": int(settings.CLONES_CONTAINER_CPUS * 1e9),
+        # Every clone the same weight: a lone clone may use every core (index-pack and
+        # checkout are threaded), and clones at once share them fairly. A hard quota is opt-in.
+        "cpu_shares": CPU_SHARES,
+        "nano_cpus": int(settings.CLONES_CONTAINER_CPUS * 1e9),  # 0: no quota
         "ulimits": [
             Ulimit(name="nofile", soft=nofile, hard=nofile),
             # No single file larger than the whole repository may be: the kernel enforces it.

@@ -45,7 +45,7 @@ def test_the_clone_container_is_locked_down(owner_client, start_worker):
     assert host["Init"] is True
     assert host["PidsLimit"] == settings.CLONES_CONTAINER_PIDS == 256
     assert host["Memory"] == host["MemorySwap"] == settings.CLONES_CONTAINER_MEMORY == 2**30
-    assert host["NanoCpus"] == 10**9
+    assert host["NanoCpus"] == 0 and host["CpuShares"] == 1024  # a weight, not a quota
     ulimits = {limit["Name"]: (limit["Soft"], limit["Hard"]) for limit in host["Ulimits"]}
     assert ulimits == {"nofile": (1024, 1024), "fsize": (2 * 2**30, 2 * 2**30)}
     assert host["LogConfig"] == {
@@ -213,3 +213,9 @@ def test_a_token_clones_a_private_repository_and_leaves_no_trace(
     assert not (settings.CLONES_DATA_DIR / "tokens" / str(job.id)).exists()
     assert_left_nothing_behind(job)
     assert paths.job_dir(job.id).exists() is False
+
+
+def test_a_cpu_quota_is_an_operators_choice(settings):
+    assert engine.hardening()["nano_cpus"] == 0  # by default: a weight, no quota
+    settings.CLONES_CONTAINER_CPUS = 1.5
+    assert engine.hardening()["nano_cpus"] == 1_500_000_000
