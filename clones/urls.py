@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.new_clone, name="new"),
     path("clones/", views.history, name="history"),
     path("clones/<uuid:job_id>/", views.detail, name="detail"),
+    path("clones/<uuid:job_id>/panel", views.panel, name="panel"),
     path("clones/<uuid:job_id>/download", views.download, name="download"),
     path("clones/<uuid:job_id>/again", views.clone_again, name="again"),
     path("clones/<uuid:job_id>/cancel", views.cancel, name="cancel"),

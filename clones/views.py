@@ -55,6 +55,14 @@ def detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
 
 
 @login_required
+def panel(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    """The job page's panel alone, for job.js to put in place while the job runs."""
+    response = render(request, "clones/_job.html", {"job": _own_job(request, job_id)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
 def download(request: HttpRequest, job_id: UUID) -> FileResponse:
     return archive_response(_own_job(request, job_id))
 

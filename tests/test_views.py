@@ -30,6 +30,7 @@ def done_job(owner):
 def job_urls(job: CloneJob) -> dict[str, str]:
     return {
         "page": reverse("clones:detail", args=[job.id]),
+        "panel": reverse("clones:panel", args=[job.id]),
         "download": reverse("clones:download", args=[job.id]),
         "again": reverse("clones:again", args=[job.id]),
     }
@@ -52,15 +53,36 @@ def test_the_job_page_shows_what_was_made(client, owner, done_job):
     assert 'http-equiv="refresh"' not in page  # finished: nothing left to watch
 
 
-def test_an_active_job_page_refreshes_itself(client, owner):
+def test_an_active_job_page_updates_its_panel_in_place(client, owner):
     job = CloneJob.objects.create(owner=owner, url="https://example.com/a.git")
     client.force_login(owner)
     page = client.get(job_urls(job)["page"]).content.decode()
-    assert 'http-equiv="refresh"' in page
+    assert "clones/job.js" in page and 'id="job"' in page and "data-active" in page
+    assert '<noscript><meta http-equiv="refresh"' in page  # without JavaScript, a reload
     assert "Queued" in page
 
 
-@pytest.mark.parametrize("what", ["page", "download"])
+def test_the_panel_shows_what_a_running_job_is_doing_and_how_far_along(client, owner):
+    job = CloneJob.objects.create(
+        owner=owner,
+        url="https://example.com/a.git",
+        status=Status.RUNNING,
+        phase="Receiving objects",
+        progress=45,
+    )
+    client.force_login(owner)
+
+    response = client.get(job_urls(job)["panel"])
+
+    panel = response.content.decode()
+    assert response["Cache-Control"] == "no-store"
+    assert panel.lstrip().startswith("<section")
+    assert "Running: Receiving objects 45%" in panel
+    assert '<progress max="100" value="45"' in panel
+    assert "<html" not in panel  # the panel alone, to put in place
+
+
+@pytest.mark.parametrize("what", ["page", "panel", "download"])
 def test_another_user_gets_404(client, other_user, done_job, what):
     client.force_login(other_user)
     assert client.get(job_urls(done_job)[what]).status_code == 404
@@ -72,7 +94,7 @@ def test_another_user_cannot_clone_again(client, other_user, done_job):
     assert CloneJob.objects.count() == 1
 
 
-@pytest.mark.parametrize("what", ["page", "download"])
+@pytest.mark.parametrize("what", ["page", "panel", "download"])
 def test_staff_too_get_404_outside_the_admin(client, staff, done_job, what):
     client.force_login(staff)
     assert client.get(job_urls(done_job)[what]).status_code == 404
