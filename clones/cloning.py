@@ -224,8 +224,9 @@ def _too_large(git_output: str = "") -> CloneFailed:
 EXPLANATIONS = [
     (
         # index-pack (transfer.fsckObjects) names the object, the check and why; it then dies,
-        # and fetch-pack adds "invalid index-pack output".
-        r"error: object [0-9a-f]+: (?P<check>\w+): (?P<detail>[^\n]+)",
+        # and fetch-pack adds "invalid index-pack output". At a line's start: the server's own
+        # words come prefixed "remote: ", and must not pass for git's.
+        r"(?m)^error: object [0-9a-f]+: (?P<check>\w+): (?P<detail>[^\n]+)",
         "The repository has an object git refuses: {check}: {detail}.",
     ),
     (

@@ -36,6 +36,7 @@ POLL_SECONDS = 1.0
 NOBODY = 65534
 CPU_SHARES = 1024  # the engine's default weight, said outright
 OUTPUT_TAIL_LINES = 40
+LINE_LIMIT = 1000  # characters of git's live output kept
 # The kernel stops a process that writes past the fsize ulimit with SIGXFSZ, and git's index-pack
 # dies of it without a word: fetch-pack only says "invalid index-pack output", as it does for
 # other deaths. Ignored (and inherited through exec), the write fails with EFBIG instead, and git
@@ -165,9 +166,10 @@ class LiveLine:
         unfinished = ""
         for chunk in stream:
             *finished, unfinished = re.split(r"[\r\n]", unfinished + chunk.decode(errors="replace"))
+            unfinished = unfinished[-LINE_LIMIT:]  # what a server sends need not end, ever
             lines = [line.strip() for line in finished if line.strip()]
             if lines:
-                self.latest = lines[-1]
+                self.latest = lines[-1][:LINE_LIMIT]
 
 
 def hardening() -> dict:
