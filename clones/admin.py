@@ -2,15 +2,15 @@ from uuid import UUID
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, HttpRequest
+from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.views.decorators.http import require_safe
 
-from . import jobs
+from . import downloads, jobs
 from .models import CloneJob, Status
-from .views import archive_response
 
 
 @admin.register(CloneJob)
@@ -59,17 +59,17 @@ class CloneJobAdmin(admin.ModelAdmin):
     def get_urls(self) -> list:
         download = path(
             "<uuid:job_id>/download/",
-            self.admin_site.admin_view(self.download),
+            self.admin_site.admin_view(require_safe(self.download)),
             name="clones_clonejob_download",
         )
         return [download, *super().get_urls()]
 
-    def download(self, request: HttpRequest, job_id: UUID) -> FileResponse:
+    def download(self, request: HttpRequest, job_id: UUID) -> HttpResponseBase:
         """Staff download any job's archive here; outside the admin, only owners can."""
         job = get_object_or_404(CloneJob, pk=job_id)
         if not self.has_view_permission(request, job):
             raise PermissionDenied
-        return archive_response(job)
+        return downloads.archive_response(request, job)
 
     @admin.display(description="Archive")
     def archive_link(self, job: CloneJob) -> str:

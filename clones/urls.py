@@ -10,6 +10,7 @@ urlpatterns = [
     path("clones/<uuid:job_id>/", views.detail, name="detail"),
     path("clones/<uuid:job_id>/panel", views.panel, name="panel"),
     path("clones/<uuid:job_id>/download", views.download, name="download"),
+    path("clones/<uuid:job_id>/download.sha256", views.checksum, name="checksum"),
     path("clones/<uuid:job_id>/again", views.clone_again, name="again"),
     path("clones/<uuid:job_id>/cancel", views.cancel, name="cancel"),
 ]

@@ -2,12 +2,12 @@ from uuid import UUID
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
-from . import jobs
+from . import downloads, jobs
 from .forms import CloneRequestForm
 from .models import CloneJob
 
@@ -63,20 +63,15 @@ def panel(request: HttpRequest, job_id: UUID) -> HttpResponse:
 
 
 @login_required
-def download(request: HttpRequest, job_id: UUID) -> FileResponse:
-    return archive_response(_own_job(request, job_id))
+@require_safe
+def download(request: HttpRequest, job_id: UUID) -> HttpResponseBase:
+    return downloads.archive_response(request, _own_job(request, job_id))
 
 
-def archive_response(job: CloneJob) -> FileResponse:
-    """The job's archive as a download; 404 once it has expired (or was never made)."""
-    if not job.can_download:
-        raise Http404("This job has no archive to download.")
-    try:
-        archive = job.archive.open("rb")
-    except FileNotFoundError:
-        raise Http404("The archive file is missing.") from None
-    # FileResponse streams in chunks and sets Content-Length from the file's size.
-    return FileResponse(archive, as_attachment=True, filename=job.download_filename)
+@login_required
+@require_safe
+def checksum(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    return downloads.checksum_response(_own_job(request, job_id))
 
 
 @login_required

@@ -125,6 +125,23 @@ CLONES_DATA_DIR = Path(env_str("CLONES_DATA_DIR", str(BASE_DIR / "data"))).resol
 CLONES_ENGINE_DATA_DIR = Path(env_str("CLONES_ENGINE_DATA_DIR", str(CLONES_DATA_DIR)))
 MEDIA_ROOT = CLONES_DATA_DIR / "archives"
 MEDIA_URL = "/media/"  # never served: archives go out through the download view only
+# Who sends an archive's bytes: "" (Django streams them, with ranges and conditional requests),
+# or a front server told which file by a header (clones.downloads): "nginx" (X-Accel-Redirect to
+# CLONES_SENDFILE_PREFIX + the archive's name, an `internal` location aliasing MEDIA_ROOT) or
+# "apache" (mod_xsendfile: X-Sendfile with the file's path).
+CLONES_SENDFILE = env_str("CLONES_SENDFILE", "").strip().lower()
+if CLONES_SENDFILE not in {"", "nginx", "apache"}:
+    # Not env_choice: its message cannot name the empty default.
+    raise ImproperlyConfigured(
+        f"CLONES_SENDFILE={CLONES_SENDFILE!r} is not nginx, apache, or empty (Django sends files)"
+    )
+CLONES_SENDFILE_PREFIX = env_str("CLONES_SENDFILE_PREFIX", "/protected-archives/")
+if not (CLONES_SENDFILE_PREFIX.startswith("/") and CLONES_SENDFILE_PREFIX.endswith("/")):
+    # The archive's name is appended to it: without both slashes the URI misses the location.
+    raise ImproperlyConfigured(
+        f"CLONES_SENDFILE_PREFIX={CLONES_SENDFILE_PREFIX!r} is not a path that starts and ends "
+        "with /, like /protected-archives/"
+    )
 
 
 def database_config() -> dict:
