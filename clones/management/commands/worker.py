@@ -47,6 +47,9 @@ class Command(BaseCommand):
                 _stop_cluster(sentinel, stop_event, received)
         finally:
             stopping.forget()
+            # Python gives its handlers back to the default as it exits, so a signal still on its
+            # way (a second SIGTERM to the group) would kill the worker it no longer concerns.
+            _ignore_stop_signals()
         if sentinel.exitcode != 0:
             raise CommandError(f"The cluster's sentinel exited with code {sentinel.exitcode}.")
 
@@ -58,8 +61,7 @@ class _QuietSentinel(Sentinel):
     def start(self):
         # Sentinel.__init__ has just made SIGTERM fatal to it. The workers, monitor and pusher
         # are forked from here on, and inherit what is set now.
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)  # also drops any that came while held
+        _ignore_stop_signals()  # also drops any that came while held
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         super().start()
 
@@ -69,6 +71,11 @@ class _QuietSentinel(Sentinel):
         # left when the sentinel exits; both would now be ignored, so they get SIGKILL instead.
         process._popen.terminate = process._popen.kill
         return process
+
+
+def _ignore_stop_signals() -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _record_stop_signals() -> list[int]:
