@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_safe
 
 from . import downloads, jobs
-from .models import CloneJob, Status
+from .models import CloneJob, Snapshot, Status
 
 
 @admin.register(CloneJob)
@@ -19,13 +19,15 @@ class CloneJobAdmin(admin.ModelAdmin):
         "url",
         "owner",
         "ref",
+        "history",
+        "archive_format",
         "status",
         "size",
         "created_at",
         "duration",
         "expires_at",
     ]
-    list_filter = ["status", "created_at"]
+    list_filter = ["status", "history", "archive_format", "created_at"]
     search_fields = ["url", "owner__username", "owner__email"]
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
@@ -38,6 +40,10 @@ class CloneJobAdmin(admin.ModelAdmin):
         "url",
         "ref",
         "commit",
+        "history",
+        "depth",
+        "archive_format",
+        "snapshot",
         "status",
         "phase",
         "attempts",
@@ -103,3 +109,18 @@ class CloneJobAdmin(admin.ModelAdmin):
     def expire_now(self, request, queryset) -> None:
         expired = sum(jobs.expire(job) for job in queryset.filter(status=Status.DONE))
         self.message_user(request, f"Expired {expired} archive(s).", messages.INFO)
+
+
+@admin.register(Snapshot)
+class SnapshotAdmin(admin.ModelAdmin):
+    """Archives shared by identical jobs: watched here, made and deleted by the workers."""
+
+    list_display = ["url", "commit", "history", "archive_format", "state", "expires_at"]
+    list_filter = ["state", "history", "archive_format"]
+    search_fields = ["url", "commit"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, snapshot=None) -> bool:
+        return False

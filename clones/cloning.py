@@ -7,16 +7,22 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from . import engine, paths, urlpolicy
-from .models import CloneJob
+from . import engine, paths, refs, urlpolicy
+from .models import CloneJob, History
 
 CHECKOUT_DIR = "repo"  # inside the job directory
+BARE_DIR = "repo.git"  # files only and bundle: no working tree is needed
+COMMIT_TIME = "commit-time"  # beside it: the checked-out commit's time, as git tells it
+# In a fresh clone's .git, made by the clone itself: the reflogs (with the clone's time) and the
+# fetched tips of a commit fetched by name.
+CLONE_TIME_FILES = ["logs", "FETCH_HEAD"]
 CREDENTIALS_FILE = "credentials"  # beside it, so never in the archive
 FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 object names
 TOKEN_USER = "x-access-token"  # GitHub's name for it; GitLab and Gitea take any user name
@@ -39,37 +45,163 @@ class CloneFailed(Exception):
         self.output = output
 
 
-def clone(
+@dataclass(frozen=True)
+class Built:
+    """What a clone left in the job directory for the packer."""
+
+    path: Path  # a checkout to pack, or (files only, bundle) the finished archive
+    commit_time: int | None = None  # a checkout's: every entry of its archive gets it
+
+
+def build(
     job: CloneJob,
+    resolved: refs.Resolved,
     job_dir: Path,
     timeout: int,
     on_phase: Callable[[str], None],
     token: str = "",
     keep_going: Callable[[], None] = lambda: None,
-) -> Path:
-    """Clone the job's repository into job_dir/repo and check out its ref, all within `timeout`
-    seconds; return the checkout's path. `keep_going` is called about once a second while git
-    runs and may raise to stop it."""
-    deadline = time.monotonic() + timeout
-    target = f"{engine.MOUNT_POINT}/{CHECKOUT_DIR}"
+) -> Built:
+    """Clone the job's repository at `resolved.commit` as its options say, in one container,
+    within `timeout` seconds. `keep_going` is called about once a second while git runs and
+    may raise to stop it."""
     pinned = _pin(job.url)
     config = git_config(pinned, with_credentials=bool(token))
-    wants_commit = bool(FULL_SHA.fullmatch(job.ref))
-    args = [*config, "clone", "--progress", "--no-recurse-submodules"]
-    if job.ref and not wants_commit:
-        args += ["--branch", job.ref]
+    plan = PLANS[job.history](job, resolved, pinned.url)
+    commands = [[*config, *command] for command in plan.commands]
     try:
         with _credentials(job_dir, job.url, token):
-            # "--" ends the options: nothing in the URL can be read as one.
-            run(job, job_dir, [*args, "--", pinned.url, target], deadline, keep_going, on_phase)
-        if wants_commit:
-            on_phase(f"checking out {job.ref[:12]}")
-            checkout = ["-C", target, "checkout", "--quiet", "--detach", job.ref]
-            run(job, job_dir, [*config, *checkout], deadline, keep_going)
+            run(job, job_dir, commands, time.monotonic() + timeout, keep_going, on_phase)
     except engine.ContainerTimedOut:
         raise CloneFailed(f"The clone timed out after {timeout} s.") from None
     check_size(job_dir)  # a clone quicker than one look at it is checked here
-    return job_dir / CHECKOUT_DIR
+    _check_commit(job_dir / plan.git_dir, resolved)
+    return plan.built(job_dir)
+
+
+def _check_commit(git_dir: Path, resolved: refs.Resolved) -> None:
+    """The clone is of the commit the ref named when it was looked up, or a branch moved in
+    between: its snapshot would then be filed under the wrong commit."""
+    cloned = head_commit(git_dir)
+    if cloned != resolved.commit:
+        raise CloneFailed(
+            f"'{resolved.ref}' moved from {resolved.commit[:12]} to {cloned[:12]} while it was "
+            "being cloned; try again."
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    commands: list[list[str]]  # git's arguments, before the -c options
+    git_dir: str  # in the job directory, once they ran
+    built: Callable[[Path], Built]  # from the job directory
+
+
+def _container_path(name: str) -> str:
+    return f"{engine.MOUNT_POINT}/{name}"
+
+
+def _clone(resolved: refs.Resolved, *options: str) -> list[str]:
+    """`git clone` of the ref that was resolved; of the default branch for a commit."""
+    branch = ["--branch", _short_name(resolved.ref)] if resolved.ref else []
+    return ["clone", "--progress", "--no-recurse-submodules", *options, *branch]
+
+
+def _short_name(ref: str) -> str:
+    # Resolved like `git clone --branch`: a branch before a tag of the same name.
+    return ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
+
+
+def _checkout_plan(job: CloneJob, resolved: refs.Resolved, url: str) -> Plan:
+    """Full and shallow clones: the working tree and .git, packed by the worker."""
+    checkout = _container_path(CHECKOUT_DIR)
+    commit = resolved.commit
+    if job.history == History.FULL and resolved.ref:
+        commands = [[*_clone(resolved), "--", url, checkout]]
+    elif job.history == History.FULL:  # a commit: every branch, HEAD detached at it
+        commands = [
+            [*_clone(resolved, "--no-checkout"), "--", url, checkout],
+            ["-C", checkout, "checkout", "--quiet", "--detach", commit],
+        ]
+    elif resolved.ref:
+        commands = [[*_clone(resolved, "--depth", str(job.depth)), "--", url, checkout]]
+    else:  # a shallow commit: fetched by name, as servers allow since git 2.5
+        fetch = ["fetch", "--progress", "--no-tags", "--depth", str(job.depth), "origin", commit]
+        commands = [
+            ["init", "--quiet", checkout],
+            ["-C", checkout, "remote", "add", "origin", url],
+            ["-C", checkout, *fetch],
+            ["-C", checkout, "checkout", "--quiet", "--detach", commit],
+        ]
+    commit_time = ["log", "-1", "--format=%ct", f"--output={_container_path(COMMIT_TIME)}"]
+    commands += [
+        # The index git wrote holds this checkout's inode numbers and times; read afresh from
+        # HEAD's tree it holds none, so that every archive of the commit is the same. git
+        # compares the files' contents once, on the first `git status` after unpacking.
+        ["-C", checkout, "read-tree", "HEAD"],
+        ["-C", checkout, *commit_time, "HEAD"],
+    ]
+    return Plan(commands, f"{CHECKOUT_DIR}/.git", _checkout_built)
+
+
+def _checkout_built(job_dir: Path) -> Built:
+    checkout = job_dir / CHECKOUT_DIR
+    for made_by_the_clone in CLONE_TIME_FILES:  # they say when it was cloned, not what
+        paths.remove(checkout / ".git" / made_by_the_clone)
+    commit_time = job_dir / COMMIT_TIME
+    built = Built(checkout, int(commit_time.read_text()))
+    commit_time.unlink()  # not in the archive
+    return built
+
+
+def _bare_clone(resolved: refs.Resolved, url: str, *options: str) -> list[list[str]]:
+    """A clone with no working tree: of the ref alone, or of everything with HEAD detached at
+    the commit asked for."""
+    bare = _container_path(BARE_DIR)
+    if resolved.ref:
+        return [[*_clone(resolved, "--bare", "--single-branch", *options), "--", url, bare]]
+    return [
+        [*_clone(resolved, "--bare"), "--", url, bare],
+        ["-C", bare, "update-ref", "--no-deref", "HEAD", resolved.commit],
+    ]
+
+
+def _files_plan(job: CloneJob, resolved: refs.Resolved, url: str) -> Plan:
+    """The tree at the commit, no .git: `git archive`, whose archives depend on the commit
+    alone (every entry dated the commit's time, modes normalized)."""
+    output = f"archive.{job.archive_format}"
+    archive = [
+        *("-C", _container_path(BARE_DIR), "archive", f"--format={job.archive_format}"),
+        *(f"--prefix={job.top_level}/", f"--output={_container_path(output)}", "HEAD"),
+    ]
+    # Only the tip's tree is needed: one commit deep when a ref names it.
+    clone = _bare_clone(resolved, url, "--depth", "1", "--no-tags") if resolved.ref else None
+    return Plan([*(clone or _bare_clone(resolved, url)), archive], BARE_DIR, _made_by_git(output))
+
+
+def _bundle_plan(job: CloneJob, resolved: refs.Resolved, url: str) -> Plan:
+    """One `git bundle` of the commit's history, with HEAD and the ref asked for, which `git
+    clone` takes as it would a server."""
+    output = "archive.bundle"
+    # One thread: the pack's deltas, and so its bytes, do not depend on which thread won.
+    bundle = [
+        *("-C", _container_path(BARE_DIR), "-c", "pack.threads=1", "bundle", "create"),
+        *("--quiet", _container_path(output), "HEAD", *filter(None, [resolved.ref])),
+    ]
+    clone = _bare_clone(resolved, url, "--no-tags")
+    return Plan([*clone, bundle], BARE_DIR, _made_by_git(output))
+
+
+def _made_by_git(output: str) -> Callable[[Path], Built]:
+    return lambda job_dir: Built(job_dir / output)
+
+
+PLANS = {
+    History.FULL: _checkout_plan,
+    History.SHALLOW: _checkout_plan,
+    History.FILES: _files_plan,
+    History.BUNDLE: _bundle_plan,
+}
 
 
 def _pin(url: str) -> urlpolicy.PinnedURL:
@@ -179,7 +311,7 @@ def check_size(job_dir: Path) -> None:
 def run(
     job: CloneJob,
     job_dir: Path,
-    git_args: list[str],
+    commands: list[list[str]],
     deadline: float,
     keep_going: Callable[[], None],
     on_phase: Callable[[str], None] = lambda phase: None,
@@ -190,7 +322,7 @@ def run(
 
     result = engine.run_git(
         str(job.id),
-        git_args,
+        commands,
         paths.engine_path(job_dir),
         timeout=max(deadline - time.monotonic(), 0),
         environment=GIT_ENVIRONMENT,
@@ -209,7 +341,7 @@ def run(
 
 def _hit_file_size_limit(result: engine.ContainerResult) -> bool:
     # One file reached the fsize ulimit (CLONES_MAX_REPO_BYTES): git says so when a write fails
-    # with EFBIG (engine.GIT_ENTRYPOINT), or git itself died of SIGXFSZ.
+    # with EFBIG (engine.IGNORE_SIGXFSZ), or git itself died of SIGXFSZ.
     return result.exit_code == 128 + signal.SIGXFSZ or "File too large" in result.output
 
 
@@ -233,6 +365,13 @@ EXPLANATIONS = [
         # Fetched, but a file could not be written: the first error says which, and why.
         r"(?m)^error: (?P<detail>[^\n]+)\n(?s:.*)Clone succeeded, but checkout failed",
         "The repository's files could not be checked out: {detail}",
+    ),
+    (
+        # A commit fetched by name (a shallow clone of it) from a server that speaks only git's
+        # first protocol, or forbids it.
+        r"Server does not allow request for unadvertised object",
+        "The server does not let a commit be fetched by its SHA alone; choose the full history "
+        "for {ref}, or give a branch or tag.",
     ),
     (r"Remote branch .* not found in upstream", "The repository has no branch or tag '{ref}'."),
     (
@@ -321,9 +460,8 @@ def read_progress(line: str) -> tuple[str, int | None]:
     return found["stage"], min(int(found["percent"]), 100)
 
 
-def head_commit(checkout: Path) -> str:
+def head_commit(git_dir: Path) -> str:
     """The commit HEAD points at, read from git's files (the worker never runs git on a clone)."""
-    git_dir = checkout / ".git"
     head = (git_dir / "HEAD").read_text().strip()
     if FULL_SHA.fullmatch(head):
         return head

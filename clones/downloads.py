@@ -21,7 +21,7 @@ from django.utils.http import (
     quote_etag,
 )
 
-from .models import CloneJob
+from .models import ArchiveFormat, CloneJob
 
 CHUNK_BYTES = 256 * 1024
 # One range only, in bytes. Numbers longer than any file size (and than int() reads at all,
@@ -94,9 +94,19 @@ def _cache_headers(etag: str | None, modified: int | None) -> dict[str, str]:
     return headers
 
 
+CONTENT_TYPES = {
+    ArchiveFormat.TAR: "application/x-tar",
+    # The bytes as stored: a .tar.gz is not a tar sent with Content-Encoding, which a browser
+    # would unpack on the way.
+    ArchiveFormat.TAR_GZ: "application/gzip",
+    ArchiveFormat.ZIP: "application/zip",
+    ArchiveFormat.BUNDLE: "application/octet-stream",  # no type is registered for it
+}
+
+
 def _file_headers(job: CloneJob) -> dict[str, str]:
     return {
-        "Content-Type": "application/x-tar",
+        "Content-Type": CONTENT_TYPES[job.archive_format],
         "Content-Disposition": content_disposition_header(True, job.download_filename),
     }
 

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import re
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +42,15 @@ LINE_LIMIT = 1000  # characters of git's live output kept
 # dies of it without a word: fetch-pack only says "invalid index-pack output", as it does for
 # other deaths. Ignored (and inherited through exec), the write fails with EFBIG instead, and git
 # says "File too large": the cause in git's own words. alpine/git's busybox provides /bin/sh.
-GIT_ENTRYPOINT = ["/bin/sh", "-c", 'trap "" XFSZ; exec git "$@"', "git"]
+IGNORE_SIGXFSZ = 'trap "" XFSZ'
+
+
+def git_script(commands: list[list[str]]) -> list[str]:
+    """The container's command line: each `git <args>` in turn, stopping at the first that
+    fails (its exit status is the container's). One container for all: each costs a create and
+    a start. Every argument is quoted, so nothing in one can be read by the shell."""
+    steps = " && ".join(shlex.join(["git", *args]) for args in commands)
+    return ["/bin/sh", "-c", f"{IGNORE_SIGXFSZ}; {steps}"]
 
 
 class EngineError(Exception):
@@ -93,14 +102,15 @@ def _client(api_version: str, options: dict) -> docker.DockerClient:
 
 def run_git(
     job_id: str,
-    git_args: list[str],
+    commands: list[list[str]],
     mount_source: PurePosixPath,
     timeout: float,
     environment: dict[str, str],
     on_phase: Callable[[str], None] = lambda phase: None,
     watch: Callable[[], None] = lambda: None,
 ) -> ContainerResult:
-    """Run `git <git_args>` with `mount_source` (an engine-side path) at MOUNT_POINT.
+    """Run `git <args>` for each of `commands`, one after another in one container, with
+    `mount_source` (an engine-side path) at MOUNT_POINT.
 
     The container is locked down (see hardening()). It is killed after `timeout` seconds
     (ContainerTimedOut), or when `watch`, called about once a second while git runs, raises;
@@ -110,8 +120,7 @@ def run_git(
         ensure_image(engine, on_phase)
         container = engine.containers.create(
             settings.CLONES_GIT_IMAGE,
-            entrypoint=GIT_ENTRYPOINT,
-            command=git_args,
+            entrypoint=git_script(commands),
             labels={JOB_LABEL: str(job_id), INSTALLATION_LABEL: installation()},
             # A Mount (not a -v volume string): the engine refuses a missing source instead of
             # quietly creating an empty directory where we would never look.

@@ -4,6 +4,13 @@ from urllib.parse import urlsplit
 from django import forms
 
 from . import urlpolicy
+from .models import ArchiveFormat, History
+
+MAX_DEPTH = 1_000_000
+# What a person picks; a bundle is its own format.
+FORMATS = [
+    (value, label) for value, label in ArchiveFormat.choices if value != ArchiveFormat.BUNDLE
+]
 
 MAX_TOKEN_LENGTH = 1024
 TOKEN_CHARS = re.compile(rf"[\x21-\x7e]{{1,{MAX_TOKEN_LENGTH}}}")  # printable ASCII, no space
@@ -22,6 +29,27 @@ class CloneRequestForm(forms.Form):
         required=False,
         strip=False,
         help_text="Leave empty for the default branch. A commit needs its full 40-character SHA.",
+    )
+    history = forms.ChoiceField(
+        label="What to keep",
+        choices=History,
+        initial=History.FULL,
+        required=False,
+        widget=forms.RadioSelect,
+    )
+    depth = forms.IntegerField(
+        label="Commits to keep (shallow clone)",
+        min_value=1,
+        max_value=MAX_DEPTH,
+        required=False,
+        help_text="For a shallow clone only; 1 keeps just the commit itself.",
+    )
+    archive_format = forms.ChoiceField(
+        label="Archive format",
+        choices=FORMATS,
+        initial=ArchiveFormat.TAR,
+        required=False,
+        help_text="A bundle is always one git bundle file.",
     )
     token = forms.CharField(
         label="Access token (private repositories only)",
@@ -46,9 +74,26 @@ class CloneRequestForm(forms.Form):
             )
         return token
 
+    def clean_history(self) -> str:
+        return self.cleaned_data["history"] or History.FULL
+
     def clean(self) -> dict:
         cleaned = super().clean()
+        self._settle_options(cleaned)
         url, token = cleaned.get("url"), cleaned.get("token")
         if url and token and urlsplit(url).scheme.lower() not in {"https", "http"}:
             self.add_error("token", "An access token can only be sent over https:// URLs.")
         return cleaned
+
+    def _settle_options(self, cleaned: dict) -> None:
+        """Fill in what the history choice implies: a depth only for a shallow clone (1 if none
+        was given), and a bundle's own format."""
+        history = cleaned.get("history", History.FULL)
+        depth = cleaned.get("depth")
+        if depth and history != History.SHALLOW:
+            self.add_error("depth", "A number of commits only applies to a shallow clone.")
+        cleaned["depth"] = (depth or 1) if history == History.SHALLOW else None
+        if history == History.BUNDLE:
+            cleaned["archive_format"] = ArchiveFormat.BUNDLE
+        else:
+            cleaned["archive_format"] = cleaned.get("archive_format") or ArchiveFormat.TAR

@@ -15,8 +15,8 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from . import archives, tokens
-from .models import CloneJob, Status, lost_its_worker
+from . import archives, snapshots, tokens
+from .models import CloneJob, Snapshot, SnapshotState, Status, lost_its_worker
 
 RUN_TASK = "clones.tasks.run_clone_job"
 MAX_WAIT_SECONDS = 600
@@ -28,14 +28,17 @@ class Refused(Exception):
     """A submission over a limit; the message says which, for the person who sent it."""
 
 
-def submit(owner, url: str, ref: str = "", token: str = "") -> CloneJob:
-    """Record a request and queue it. `url` and `ref` must have passed clones.forms already;
-    `token`, if any, is kept for the clone only (clones.tokens)."""
+def submit(owner, url: str, ref: str = "", token: str = "", **options) -> CloneJob:
+    """Record a request and queue it. `url`, `ref` and the `options` (history, depth,
+    archive_format) must have passed clones.forms already; `token`, if any, is kept for the
+    clone only (clones.tokens)."""
     # The ORM broker keeps its queue in this same database: one transaction makes the job and
     # its task together, or neither, so no job waits for a task that was never queued.
     with transaction.atomic():
         check_limits(owner)
-        job = CloneJob.objects.create(owner=owner, url=url, ref=ref, used_token=bool(token))
+        job = CloneJob.objects.create(
+            owner=owner, url=url, ref=ref, used_token=bool(token), **options
+        )
         if token:
             tokens.keep(job.id, token)
         try:
@@ -109,18 +112,64 @@ def _phase(text: str = "", progress: int | None = None) -> dict:
     return {"phase": text, "progress": progress}
 
 
-def mark_done(job: CloneJob, commit: str, archive_name: str, size: int, sha256: str) -> bool:
-    now = timezone.now()
-    return _finish(
-        job,
-        Status.DONE,
-        commit=commit,
-        archive=archive_name,
-        archive_size=size,
-        archive_sha256=sha256,
-        expires_at=now + timedelta(hours=settings.CLONES_ARCHIVE_TTL_HOURS),
-        finished_at=now,
+def mark_done(job: CloneJob, snapshot: Snapshot) -> bool:
+    """The job delivers the ready `snapshot`, for CLONES_ARCHIVE_TTL_HOURS from now."""
+    return _finish(job, Status.DONE, **_delivering(snapshot))
+
+
+def _delivering(snapshot: Snapshot) -> dict:
+    return {
+        "snapshot": snapshot,
+        "commit": snapshot.commit,
+        "archive": snapshot.archive.name,
+        "archive_size": snapshot.archive_size,
+        "archive_sha256": snapshot.archive_sha256,
+        "expires_at": snapshots.job_expiry(),
+        "finished_at": timezone.now(),
+    }
+
+
+def follow(job: CloneJob, snapshot: Snapshot) -> bool:
+    """Let a running job wait, queued but with no task and no worker, for the identical job
+    that builds `snapshot`; it finishes as that one does (settle_followers)."""
+    phase = f"Waiting for job {snapshot.builder_id}, which is cloning the same commit."
+    waiting = _unchanged(job).update(
+        status=Status.QUEUED, snapshot=snapshot, started_at=None, **_phase(phase), **_uncounted(job)
     )
+    # The builder may have finished between our look at the snapshot and now, and settled the
+    # jobs waiting then: settle again, so that this one is never left behind.
+    settle_followers(snapshot)
+    return bool(waiting)
+
+
+def settle_followers(snapshot: Snapshot) -> None:
+    """Finish the jobs waiting for `snapshot` as it ended: done with it, failed with its error,
+    or back in the queue (their builder was cancelled: one of them builds it instead)."""
+    snapshot.refresh_from_db()
+    waiting = CloneJob.objects.filter(snapshot=snapshot, status=Status.QUEUED).exclude(
+        pk=snapshot.builder_id
+    )
+    if snapshot.state == SnapshotState.READY:
+        _finish_all(waiting, Status.DONE, **_delivering(snapshot))
+    elif snapshot.state == SnapshotState.FAILED:
+        _finish_all(waiting, Status.FAILED, error=snapshot.error, finished_at=timezone.now())
+    elif snapshot.state == SnapshotState.ABANDONED:
+        phase = "Queued again: the identical job it waited for was cancelled."
+        for job in waiting:
+            _queue_again(job, phase, delay=0, snapshot=None)
+
+
+def _finish_all(waiting, status: Status, **fields) -> None:
+    ids = list(waiting.values_list("pk", flat=True))
+    waiting.filter(pk__in=ids).update(status=status, **_phase(), **fields)
+    for job_id in ids:
+        tokens.discard(job_id)
+
+
+def building(job: CloneJob, snapshot: Snapshot) -> None:
+    """The job builds `snapshot`: should it fail or be cancelled, so does the snapshot."""
+    job.snapshot = snapshot
+    CloneJob.objects.filter(pk=job.pk).update(snapshot=snapshot)
 
 
 def mark_failed(job: CloneJob, error: str, git_output: str = "") -> bool:
@@ -170,7 +219,7 @@ def cancel(job: CloneJob, by) -> bool:
         )
     )
     if cancelled:
-        tokens.discard(job.id)
+        _ended(job, Status.CANCELLED)
     return cancelled
 
 
@@ -204,8 +253,15 @@ def _finish(job: CloneJob, status: Status, only_if: Q = ANY, **fields) -> bool:
     """Close an active job; False if it changed meanwhile (cancelled, or taken over)."""
     finished = bool(_unchanged(job).filter(only_if).update(status=status, **_phase(), **fields))
     if finished:
-        tokens.discard(job.id)  # a finished job never needs its token again
+        _ended(job, status, fields.get("error", ""))
     return finished
+
+
+def _ended(job: CloneJob, status: Status, error: str = "") -> None:
+    tokens.discard(job.id)  # a finished job never needs its token again
+    snapshot = snapshots.builder_ended(job, status, error)
+    if snapshot is not None:
+        settle_followers(snapshot)
 
 
 def _unchanged(job: CloneJob):
@@ -216,12 +272,17 @@ def _unchanged(job: CloneJob):
 
 
 def expire(job: CloneJob) -> bool:
-    """Delete a done job's archive and mark it expired; the history row stays."""
-    # File first: should the row update fail, the job is still done and expired again later.
-    archives.delete(job.archive.name)
+    """Mark a done job expired; the history row stays. Its snapshot's file is deleted once no
+    other job needs it (clones.snapshots)."""
+    if job.snapshot is None:
+        # Its own file (its snapshot row was deleted by hand). File first: should the row
+        # update fail, the job is still done and expired again later.
+        archives.delete(job.archive.name)
     updated = CloneJob.objects.filter(pk=job.pk, status=Status.DONE).update(
         status=Status.EXPIRED, archive="", expired_at=timezone.now()
     )
+    if updated and job.snapshot is not None:
+        snapshots.release(job.snapshot)
     return bool(updated)
 
 

@@ -23,6 +23,36 @@ class Status(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class History(models.TextChoices):
+    """How much of the repository an archive holds."""
+
+    FULL = "full", "Full clone (files and .git)"
+    FILES = "files", "Files only, no .git (git archive)"
+    SHALLOW = "shallow", "Shallow clone (the last commits only)"
+    BUNDLE = "bundle", "git bundle (one file git clone accepts)"
+
+
+class ArchiveFormat(models.TextChoices):
+    TAR = "tar", "tar"
+    TAR_GZ = "tar.gz", "tar.gz"
+    ZIP = "zip", "zip"
+    # The one format of History.BUNDLE, and of nothing else.
+    BUNDLE = "bundle", "bundle"
+
+
+class SnapshotState(models.TextChoices):
+    # A job (its builder) is cloning it; identical jobs wait for it.
+    BUILDING = "building", "Building"
+    # The archive is in storage, shared by every job that asked for it.
+    READY = "ready", "Ready"
+    # The clone failed; the jobs that waited for it failed with the same error.
+    FAILED = "failed", "Failed"
+    # Its builder was cancelled; the jobs that waited for it went back to the queue.
+    ABANDONED = "abandoned", "Abandoned"
+    # Its last job expired and the file was deleted.
+    DELETED = "deleted", "Deleted"
+
+
 ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
 # A worker that misses this many heartbeats in a row is taken as dead: a few, so that a database
 # busy for a moment does not take a live clone away (that would only restart it, never lose it).
@@ -64,6 +94,22 @@ class CloneJob(models.Model):
         max_length=64, blank=True, help_text="The commit that was cloned (SHA-1 or SHA-256)."
     )
 
+    history = models.CharField(max_length=16, choices=History, default=History.FULL)
+    depth = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Commits to keep, for a shallow clone."
+    )
+    archive_format = models.CharField(
+        max_length=16, choices=ArchiveFormat, default=ArchiveFormat.TAR
+    )
+    snapshot = models.ForeignKey(
+        "Snapshot",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+        help_text="The archive this job delivers, shared with identical jobs.",
+    )
+
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
     phase = models.CharField(max_length=200, blank=True, help_text="What the worker is doing now.")
     progress = models.PositiveSmallIntegerField(
@@ -86,7 +132,9 @@ class CloneJob(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
 
-    archive = models.FileField(blank=True, help_text="The tar archive in storage.")
+    # What the job delivered, kept on the job so that its history still shows the size and
+    # sha256 after the shared file is gone; `archive` is emptied when the job expires.
+    archive = models.FileField(blank=True, help_text="The archive in storage (its snapshot's).")
     archive_size = models.BigIntegerField(null=True, blank=True, help_text="Bytes.")
     archive_sha256 = models.CharField(max_length=64, blank=True)
 
@@ -133,8 +181,58 @@ class CloneJob(models.Model):
         return name or "repository"
 
     @property
+    def top_level(self) -> str:
+        """The directory an archive unpacks into: `flask-2ac8988`."""
+        return f"{self.repo_name}-{self.commit[:7]}"
+
+    @property
     def download_filename(self) -> str:
-        return f"{self.repo_name}-{self.commit[:7]}.tar"
+        return f"{self.top_level}.{self.archive_format}"
+
+
+class Snapshot(models.Model):
+    """One archive of one commit of one repository, made once, for every job that asks for the
+    same thing (clones.snapshots): `key` says what that is."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # sha256 of the normalized URL, commit and options; null for an archive made before
+    # snapshots existed that duplicated another's key.
+    key = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    url = models.CharField(max_length=2048, help_text="The repository URL, normalized.")
+    commit = models.CharField(max_length=64)
+    history = models.CharField(max_length=16, choices=History)
+    depth = models.PositiveIntegerField(null=True, blank=True)
+    archive_format = models.CharField(max_length=16, choices=ArchiveFormat)
+
+    state = models.CharField(max_length=16, choices=SnapshotState, default=SnapshotState.BUILDING)
+    builder = models.ForeignKey(
+        CloneJob,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The job that clones it, while it is building.",
+    )
+    error = models.TextField(blank=True, help_text="Why it could not be made.")
+
+    archive = models.FileField(blank=True)
+    archive_size = models.BigIntegerField(null=True, blank=True, help_text="Bytes.")
+    archive_sha256 = models.CharField(max_length=64, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    # The latest expiry of the jobs that use it: the file is deleted once it has passed.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "expires_at"])]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.url}@{self.commit[:12]} {self.history} {self.archive_format} "
+            f"({self.get_state_display()})"
+        )
 
 
 class WorkerReport(models.Model):

@@ -87,7 +87,14 @@ def create_job_dir(job_id: UUID, owner: tuple[int, int]) -> Path:
 
 def remove_job_dir(job_id: UUID | str) -> bool:
     """Remove the job's directory, if there is one; whether there was."""
-    path = job_dir(job_id)
+    return remove(job_dir(job_id))
+
+
+def remove(path: Path) -> bool:
+    """Remove a file or a directory tree, if it is there; whether it was."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+        return True
     if not path.exists():
         return False
     # What vanishes meanwhile is fine (git, or a dead attempt's container, cleaning up after

@@ -14,7 +14,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from . import engine, jobs, paths, tokens
-from .models import CloneJob, Status, WorkerReport
+from .models import CloneJob, Snapshot, Status, WorkerReport
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +99,13 @@ def _reap_job_dirs() -> int:
 
 
 def _reap_archives() -> int:
-    """Storage files no job row points at: written by an attempt that died before it finished."""
+    """Storage files no job or snapshot points at: written by an attempt that died before it
+    finished, or a deleted snapshot's file that could not be deleted then."""
     names = default_storage.listdir("")[1] if default_storage.exists("") else []
-    kept = set(CloneJob.objects.exclude(archive="").values_list("archive", flat=True))
+    kept = {
+        *CloneJob.objects.exclude(archive="").values_list("archive", flat=True),
+        *Snapshot.objects.exclude(archive="").values_list("archive", flat=True),
+    }
     stale_before = timezone.now() - timedelta(seconds=STALE_AFTER_SECONDS)
     orphans = [
         name

@@ -6,8 +6,8 @@ import time
 from django.conf import settings
 from django_q.exceptions import TimeoutException
 
-from . import archives, cloning, engine, heartbeat, jobs, paths, stopping, tokens
-from .models import CloneJob, Status
+from . import archives, cloning, engine, heartbeat, jobs, paths, refs, snapshots, stopping, tokens
+from .models import CloneJob, Snapshot, Status
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +28,15 @@ class WorkerStopping(Exception):
 
 
 def run_clone_job(job_id: str) -> None:
-    job = _claim_if_it_can_start(job_id)
+    job = _claim(job_id)
     if job is not None:
-        # The lock is waited for with the heartbeat on: the reaper may be removing a big
-        # leftover of this job's dead attempt, which takes seconds.
-        with heartbeat.beating(job), paths.job_dir_lock(job.id):
+        with heartbeat.beating(job):
             _run(job)
 
 
-def _claim_if_it_can_start(job_id: str) -> CloneJob | None:
-    """The job, now running for us; None if it is not queued, or must wait (it then stays
-    queued, saying why), or this worker is stopping (another worker gets it)."""
+def _claim(job_id: str) -> CloneJob | None:
+    """The job, now running for us; None if it is not queued, or this worker is stopping
+    (another worker gets it)."""
     job = CloneJob.objects.filter(pk=job_id, status=Status.QUEUED).first()
     if job is None:
         logger.info("job %s is not queued any more; nothing to do", job_id)
@@ -46,40 +44,65 @@ def _claim_if_it_can_start(job_id: str) -> CloneJob | None:
     if stopping.seconds_since_requested() is not None:
         jobs.hand_back(job)  # fetched as the worker began to stop: leave it to the next one
         return None
-    not_yet = _reason_to_wait()
-    if not_yet:
-        jobs.wait(job, *not_yet)
-        return None
     return jobs.claim(job_id)  # None if another worker was quicker, or it was cancelled
 
 
 def _run(job: CloneJob) -> None:
     try:
-        archive = _clone_and_archive(job)
+        _deliver(job)
     except Cancelled:
-        _remove_job_dir(job)  # the job says "cancelled" already
+        pass  # the job says "cancelled" already
     except WorkerStopping:
-        _remove_job_dir(job)
         jobs.hand_back(job)
     except engine.EngineUnreachable as exc:
-        _remove_job_dir(job)  # the engine went away mid-clone: wait for it, as a new job would
+        # The engine went away mid-clone: wait for it, as a new job would.
         jobs.wait(job, WAITING_FOR_ENGINE, str(exc))
     except (cloning.CloneFailed, engine.EngineError, archives.ArchiveFailed) as exc:
-        _finish_failed(job, str(exc), getattr(exc, "output", ""))
+        jobs.mark_failed(job, str(exc), getattr(exc, "output", ""))
     except TimeoutException:
         # django-q2 stops an over-long task by raising SystemExit inside it: record why first.
         timeout = settings.CLONES_TASK_TIMEOUT
-        _finish_failed(job, f"The job took longer than {timeout} s and was stopped.")
+        jobs.mark_failed(job, f"The job took longer than {timeout} s and was stopped.")
         raise
     except Exception:
         logger.exception("job %s failed unexpectedly", job.id)
-        _finish_failed(job, INTERNAL_ERROR)
+        jobs.mark_failed(job, INTERNAL_ERROR)
+
+
+def _deliver(job: CloneJob) -> None:
+    """Find out which commit the job asks for, then deliver its snapshot: at once if it is
+    ready, when the identical job building it is done, or by building it."""
+    token = tokens.read(job.id)
+    jobs.record_phase(job, f"Looking up {job.ref or 'the default branch'}")
+    resolved = refs.resolve(job.url, job.ref, token)
+    job.commit = resolved.commit
+    snapshot, role = snapshots.take(job, resolved.commit)
+    if role is snapshots.Role.HIT:
+        jobs.mark_done(job, snapshot)
+    elif role is snapshots.Role.FOLLOW:
+        jobs.follow(job, snapshot)
     else:
-        # The directory goes before the job is seen to finish: a retry may want it again.
-        _remove_job_dir(job)
-        if not jobs.mark_done(job, job.commit, archive.name, archive.size, archive.sha256):
-            # Cancelled or recovered while we packed: the archive belongs to no finished job.
-            archives.delete(archive.name)
+        jobs.building(job, snapshot)
+        _build(job, snapshot, resolved, token)
+
+
+def _build(job: CloneJob, snapshot: Snapshot, resolved: refs.Resolved, token: str) -> None:
+    not_yet = _reason_to_wait()
+    if not_yet:
+        jobs.wait(job, *not_yet)
+        return
+    # The lock is waited for with the heartbeat on: the reaper may be removing a big leftover
+    # of this job's dead attempt, which takes seconds.
+    with paths.job_dir_lock(job.id):
+        try:
+            archive = _clone_and_archive(job, snapshot, resolved, token)
+        finally:
+            # Gone before the job is seen to finish: a retry may want the directory again.
+            _remove_job_dir(job)
+    if snapshots.ready(snapshot, job, archive):
+        jobs.mark_done(job, Snapshot.objects.get(pk=snapshot.pk))
+    else:
+        archives.delete(archive.name)  # cancelled while we packed: nobody will use it
 
 
 def _keep_going(job: CloneJob) -> None:
@@ -107,35 +130,34 @@ def _reason_to_wait() -> tuple[str, str] | None:
     return None
 
 
-def _clone_and_archive(job: CloneJob) -> archives.Archive:
+def _clone_and_archive(
+    job: CloneJob, snapshot: Snapshot, resolved: refs.Resolved, token: str
+) -> archives.Archive:
     engine.remove_job_containers(str(job.id))  # left by an attempt whose worker died
     job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
     on_git_output = _throttled(lambda line: jobs.record_phase(job, *cloning.read_progress(line)))
-    try:
-        checkout = cloning.clone(
-            job,
-            job_dir,
-            settings.CLONES_CLONE_TIMEOUT,
-            on_git_output,
-            token=tokens.read(job.id),
-            keep_going=lambda: _keep_going(job),
-        )
-    finally:
-        tokens.discard(job.id)  # used once, whatever came of it
-    job.commit = cloning.head_commit(checkout)
+    built = cloning.build(
+        job,
+        resolved,
+        job_dir,
+        settings.CLONES_CLONE_TIMEOUT,
+        on_git_output,
+        token=token,
+        keep_going=lambda: _keep_going(job),
+    )
+    name = f"{snapshot.id}.{job.archive_format}"
+    if built.commit_time is None:  # git made the archive itself
+        return archives.store_file(built.path, name)
     jobs.record_phase(job, PACKING, 0)
     return archives.store(
-        checkout,
-        top_level=job.download_filename.removesuffix(".tar"),
-        staging=job_dir / "archive.tar",
-        name=f"{job.id}.tar",
+        built.path,
+        top_level=job.top_level,
+        staging=job_dir / f"archive.{job.archive_format}",
+        name=name,
+        archive_format=job.archive_format,
+        mtime=built.commit_time,
         on_progress=_throttled(lambda percent: jobs.record_phase(job, PACKING, percent)),
     )
-
-
-def _finish_failed(job: CloneJob, error: str, git_output: str = "") -> None:
-    _remove_job_dir(job)
-    jobs.mark_failed(job, error, git_output)
 
 
 def _remove_job_dir(job: CloneJob) -> None:
@@ -161,7 +183,8 @@ def _throttled(record, interval: float = PHASE_WRITE_SECONDS):
 
 
 def expire_archives() -> int:
-    """Delete archives past their expiry date and mark their jobs expired (scheduled)."""
+    """Mark done jobs past their expiry date expired, then delete the snapshots no unexpired
+    job needs any more (scheduled). Returns the number of jobs expired."""
     due = list(
         CloneJob.objects.expired()
         .order_by("expires_at")
@@ -170,10 +193,19 @@ def expire_archives() -> int:
     expired = 0
     for start in range(0, len(due), EXPIRY_BATCH_SIZE):
         for job in CloneJob.objects.filter(pk__in=due[start : start + EXPIRY_BATCH_SIZE]):
-            try:
-                expired += jobs.expire(job)
-            except Exception:
-                # One archive that cannot be deleted must not hold up all the others.
-                logger.exception("could not expire job %s", job.pk)
-    logger.info("expired %d archives", expired)
+            expired += _one_at_a_time(jobs.expire, job)
+    deleted = sum(
+        _one_at_a_time(snapshots.delete, snapshot)
+        for snapshot in snapshots.due_for_deletion()[:EXPIRY_MAX_PER_RUN]
+    )
+    logger.info("expired %d jobs, deleted %d archives", expired, deleted)
     return expired
+
+
+def _one_at_a_time(expire, row) -> bool:
+    try:
+        return expire(row)
+    except Exception:
+        # One archive that cannot be deleted must not hold up all the others.
+        logger.exception("could not expire %r", row)
+        return False

@@ -8,7 +8,7 @@ says how git must connect so that it reaches exactly the addresses that were che
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
 import idna
@@ -81,6 +81,13 @@ class PinnedURL:
     # For http(s) to a host name: "HOST:PORT:IP[,IP...]" for `git -c http.curloptResolve=...`;
     # None for an IP address and for git://.
     curl_resolve: str | None
+    # For clients other than git (clones.refs): the scheme, the host git is given (ASCII: a
+    # lower-case name in its xn-- form, or an IP address), the port, and the checked addresses a
+    # connection may go to, in order (git:// goes to the first only, as git does with `url`).
+    scheme: str = field(default="", compare=False)
+    host: str = field(default="", compare=False)
+    port: int = field(default=0, compare=False)
+    addresses: tuple[IPAddress, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -103,14 +110,17 @@ def pin(url: str) -> PinnedURL:
     before cloning, so a DNS change since submission is caught), and return how git must connect
     to exactly the checked addresses."""
     target = _check(url)
+    where = {"scheme": target.parts.scheme, "host": target.host, "port": target.port}
     if target.is_address:
-        return PinnedURL(target.url, None)
+        return PinnedURL(target.url, None, **where, addresses=tuple(target.addresses))
     if target.parts.scheme == "git":
-        return PinnedURL(_with_host(target, _url_host(target.addresses[0])), None)
+        first = target.addresses[0]
+        return PinnedURL(_with_host(target, _url_host(first)), None, **where, addresses=(first,))
     addresses = ",".join(_url_host(address) for address in target.addresses)
     # curl matches the resolve entry against the ASCII name, so git must be given that name.
     url = target.url if target.parts.hostname == target.host else _with_host(target, target.host)
-    return PinnedURL(url, f"{target.host}:{target.port}:{addresses}")
+    resolve = f"{target.host}:{target.port}:{addresses}"
+    return PinnedURL(url, resolve, **where, addresses=tuple(target.addresses))
 
 
 def _check(url: str) -> _Target:

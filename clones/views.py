@@ -79,7 +79,15 @@ def checksum(request: HttpRequest, job_id: UUID) -> HttpResponse:
 def clone_again(request: HttpRequest, job_id: UUID) -> HttpResponse:
     previous = _own_job(request, job_id)
     # The URL passed once, but the policy may have changed since: check it again.
-    form = CloneRequestForm({"url": previous.url, "ref": previous.ref})
+    form = CloneRequestForm(
+        {
+            "url": previous.url,
+            "ref": previous.ref,
+            "history": previous.history,
+            "depth": previous.depth,
+            "archive_format": previous.archive_format,
+        }
+    )
     if not form.is_valid():
         return _render_form(request, form, status=400)
     if previous.used_token:

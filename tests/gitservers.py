@@ -236,3 +236,93 @@ class StallingServer:
         self.sock.close()
         for conn in self.held:
             conn.close()
+
+
+def _pkt(data: bytes) -> bytes:
+    return f"{len(data) + 4:04x}".encode() + data
+
+
+class EndlessRefsServer:
+    """Answers git:// and smart HTTP requests alike with a ref advertisement (git's first
+    protocol) that never ends, in batches of `batch` refs `delay` seconds apart: a server that
+    would fill a reader's memory, or keep it forever."""
+
+    def __init__(self, delay: float = 0, batch: int = 1000):
+        self.delay = delay
+        self.batch = batch
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        commit = b"1" * 40
+        with conn:
+            try:
+                if conn.recv(4096).startswith(b"GET "):
+                    conn.sendall(
+                        b"HTTP/1.0 200 OK\r\n"
+                        b"Content-Type: application/x-git-upload-pack-advertisement\r\n\r\n"
+                        + _pkt(b"# service=git-upload-pack\n")
+                        + b"0000"
+                    )
+                conn.sendall(_pkt(commit + b" HEAD\0symref=HEAD:refs/heads/main\n"))
+                start = 0
+                while True:
+                    refs = range(start, start + self.batch)
+                    conn.sendall(b"".join(_pkt(commit + b" refs/tags/t%d\n" % n) for n in refs))
+                    start += self.batch
+                    time.sleep(self.delay)
+            except OSError:  # the reader gave up
+                return
+
+    def url(self, scheme: str = "git", name: str = "endless.git") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+class RecordingGitHTTPServer(GitHTTPServer):
+    """GitHTTPServer that keeps each request's method, path and headers in `requests`."""
+
+    def __init__(self, base: Path, **options):
+        super().__init__(base, **options)
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        recorded = self.requests
+
+        class Handler(self.server.RequestHandlerClass):
+            def parse_request(self) -> bool:
+                parsed = super().parse_request()
+                if parsed:
+                    recorded.append((self.command, self.path, dict(self.headers)))
+                return parsed
+
+        self.server.RequestHandlerClass = Handler
+
+
+class GitHTTPSServer(RecordingGitHTTPServer):
+    """RecordingGitHTTPServer over TLS, with the certificate and key in the PEM file `pem`:
+    https://127.0.0.1:PORT/NAME."""
+
+    def __init__(self, base: Path, pem: Path, **options):
+        import ssl
+
+        super().__init__(base, **options)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pem)
+        # Before any client connects; a failed handshake only drops that connection.
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+
+    def url(self, name: str, host: str = "127.0.0.1") -> str:
+        return f"https://{host}:{self.port}/{name}"

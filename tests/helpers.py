@@ -20,8 +20,9 @@ from .repos import git
 JOB_WAIT_SECONDS = 120
 
 
-def submit(client, url: str, ref: str = "") -> CloneJob:
-    response = client.post(reverse("clones:new"), {"url": url, "ref": ref})
+def submit(client, url: str, ref: str = "", **options) -> CloneJob:
+    """Through the form; `options` are its other fields (history, depth, archive_format)."""
+    response = client.post(reverse("clones:new"), {"url": url, "ref": ref, **options})
     assert response.status_code == 302, response.content.decode()
     job = CloneJob.objects.latest("created_at")
     assert response["Location"] == job.get_absolute_url()
@@ -44,7 +45,7 @@ def download(client, job: CloneJob, into: Path) -> Path:
     assert digest.hexdigest() == job.archive_sha256
     assert f'filename="{job.download_filename}"' in response["Content-Disposition"]
     subprocess.run(["tar", "-xf", archive, "-C", into], check=True)
-    return into / job.download_filename.removesuffix(".tar")
+    return into / job.top_level
 
 
 def assert_left_nothing_behind(job: CloneJob) -> None:

@@ -51,19 +51,19 @@ def cloned(tmp_path):
 def test_head_commit_reads_a_packed_ref(cloned):
     checkout, commit = cloned
     git("pack-refs", "--all", cwd=checkout)
-    assert head_commit(checkout) == commit
+    assert head_commit(checkout / ".git") == commit
 
 
 def test_head_commit_reads_a_detached_head(cloned):
     checkout, commit = cloned
     git("checkout", "--quiet", "--detach", cwd=checkout)
-    assert head_commit(checkout) == commit
+    assert head_commit(checkout / ".git") == commit
 
 
 def test_an_empty_repository_has_nothing_to_archive(tmp_path):
     git("init", "--quiet", cwd=tmp_path)
     with pytest.raises(CloneFailed, match="The repository is empty"):
-        head_commit(tmp_path)
+        head_commit(tmp_path / ".git")
 
 
 def test_a_head_naming_a_missing_branch_says_so_not_empty(tmp_path):
@@ -77,7 +77,7 @@ def test_a_head_naming_a_missing_branch_says_so_not_empty(tmp_path):
     git("clone", "--quiet", f"file://{origin}", str(tmp_path / "clone"), cwd=tmp_path)
 
     with pytest.raises(CloneFailed) as failed:
-        head_commit(tmp_path / "clone")
+        head_commit(tmp_path / "clone" / ".git")
 
     assert str(failed.value) == (
         "The repository's default branch, 'gone', does not exist; give one of its branches or tags."
@@ -88,7 +88,7 @@ def test_an_odd_head_is_refused(tmp_path):
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "HEAD").write_text("ref: refs/../../etc/passwd\n")
     with pytest.raises(CloneFailed, match="unexpected HEAD"):
-        head_commit(tmp_path)
+        head_commit(tmp_path / ".git")
 
 
 def test_git_output_keeps_the_last_state_of_each_progress_meter():

@@ -90,7 +90,7 @@ def test_a_file_over_the_size_cap_is_stopped_by_the_kernel_and_said_so(
     clone_args = ["clone", "--", job.url, f"{engine.MOUNT_POINT}/{cloning.CHECKOUT_DIR}"]
     try:
         with pytest.raises(cloning.CloneFailed) as failed:
-            cloning.run(job, job_dir, clone_args, deadline=float("inf"), keep_going=lambda: None)
+            cloning.run(job, job_dir, [clone_args], deadline=float("inf"), keep_going=lambda: None)
     finally:
         paths.remove_job_dir(job.id)
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from clones import jobs
-from clones.models import LOST_AFTER_BEATS, CloneJob, Status
+from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
 
 pytestmark = pytest.mark.django_db
 
@@ -16,6 +16,22 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def queued(owner):
     return CloneJob.objects.create(owner=owner, url="https://example.com/a.git")
+
+
+@pytest.fixture
+def snapshot():
+    return Snapshot.objects.create(
+        key="k" * 64,
+        url="https://example.com/a",
+        commit="c" * 40,
+        history="full",
+        archive_format="tar",
+        state=SnapshotState.READY,
+        archive="x.tar",
+        archive_size=1,
+        archive_sha256="f" * 64,
+        expires_at=timezone.now() + timedelta(days=1),
+    )
 
 
 def test_a_queued_job_is_claimed_once(queued):
@@ -38,7 +54,7 @@ def falls_silent(job: CloneJob) -> None:
     )
 
 
-def test_a_job_whose_worker_died_is_queued_once_more_then_failed(queued):
+def test_a_job_whose_worker_died_is_queued_once_more_then_failed(queued, snapshot):
     first = jobs.claim(queued.id)
     assert not CloneJob.objects.lost().exists()
     falls_silent(queued)
@@ -49,7 +65,7 @@ def test_a_job_whose_worker_died_is_queued_once_more_then_failed(queued):
     second = jobs.claim(queued.id)
 
     assert second.attempts == 2
-    assert not jobs.mark_done(first, "c" * 40, "x.tar", 1, "f" * 64)  # the dead attempt lost it
+    assert not jobs.mark_done(first, snapshot)  # the dead attempt lost it
     falls_silent(queued)
     second.refresh_from_db()
     assert jobs.recover(second)
@@ -71,14 +87,14 @@ def test_a_job_whose_worker_beat_after_it_was_found_is_not_taken_over(queued):
     assert found.status == Status.RUNNING and found.attempts == 1
 
 
-def test_a_running_job_sees_its_cancellation(queued, owner):
+def test_a_running_job_sees_its_cancellation(queued, snapshot):
     running = jobs.claim(queued.id)
     assert jobs.is_still_running(running)
 
     assert jobs.cancel(running, by="owner")
 
     assert not jobs.is_still_running(running)
-    assert not jobs.mark_done(running, "c" * 40, "x.tar", 1, "f" * 64)
+    assert not jobs.mark_done(running, snapshot)
     running.refresh_from_db()
     assert running.status == Status.CANCELLED and running.error == "Cancelled by owner."
     assert not jobs.cancel(running, by="owner")  # once

@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from clones import jobs
-from clones.forms import CloneRequestForm
-from clones.models import CloneJob, Status
+from clones.forms import FORMATS, CloneRequestForm
+from clones.models import ArchiveFormat, CloneJob, History, Status
 
 WAIT_POLL_SECONDS = 1.0
 
@@ -17,6 +17,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("url", help="the repository URL")
         parser.add_argument("--ref", default="", help="branch, tag or full commit SHA")
+        parser.add_argument(
+            "--history",
+            choices=History.values,
+            default=History.FULL,
+            help="full (default), files (no .git), shallow or bundle",
+        )
+        parser.add_argument("--depth", type=int, help="commits to keep, for --history shallow")
+        parser.add_argument(
+            "--format",
+            dest="archive_format",
+            choices=[value for value, _label in FORMATS],
+            default=ArchiveFormat.TAR,
+            help="tar (default), tar.gz or zip; a bundle is its own format",
+        )
         parser.add_argument(
             "--user", help="owner of the job (default: the only superuser, if there is one)"
         )
@@ -30,8 +44,16 @@ class Command(BaseCommand):
             help="with --wait: give up after this many seconds (default: %(default)s)",
         )
 
-    def handle(self, *args, url, ref, user, wait, timeout, **options):
-        form = CloneRequestForm({"url": url, "ref": ref})
+    def handle(self, *args, url, ref, history, depth, archive_format, user, wait, timeout, **_):
+        form = CloneRequestForm(
+            {
+                "url": url,
+                "ref": ref,
+                "history": history,
+                "depth": depth,
+                "archive_format": archive_format,
+            }
+        )
         if not form.is_valid():
             reasons = [f"{field}: {error}" for field, errs in form.errors.items() for error in errs]
             raise CommandError("\n".join(reasons))

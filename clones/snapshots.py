@@ -1,0 +1,180 @@
+"""Snapshots: one archive per repository, commit and options, shared by every job that asks for
+it. A job whose snapshot is ready is done at once, with no clone; identical jobs in flight wait
+for the one that builds it; a snapshot's file is deleted once the last job using it expires.
+
+Every change of state is one conditional UPDATE on the snapshot's row, so that a cache hit and
+the deletion of the same snapshot, or two workers building it, can never both win.
+"""
+
+import enum
+import hashlib
+from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.db.models import F, Max
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from . import archives
+from .models import CloneJob, Snapshot, SnapshotState, Status
+
+DEFAULT_PORTS = {"https": 443, "http": 80, "git": 9418}
+# A snapshot that turns from ready to deleted (or the reverse) between our read and our UPDATE
+# sends us round again; more than this many times in a row is not a race any more.
+MAX_TAKE_ROUNDS = 5
+
+
+class Role(enum.Enum):
+    HIT = "its snapshot is ready"
+    FOLLOW = "another job is building its snapshot"
+    BUILD = "it builds its snapshot"
+
+
+def normalized_url(url: str) -> str:
+    """The URL as the snapshots' key sees it: https://Example.com:443/team/widget.git/ and
+    https://example.com/team/widget name the same repository. The path keeps its case: most
+    servers tell `Widget` from `widget`."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    if parts.port and parts.port != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{parts.port}"
+    path = parts.path.rstrip("/").removesuffix(".git").rstrip("/")
+    return urlunsplit((scheme, host, path, parts.query, ""))
+
+
+def key(url: str, commit: str, history: str, depth: int | None, archive_format: str) -> str:
+    """What a snapshot holds, in 64 characters (a URL may have 2,048)."""
+    what = [normalized_url(url), commit, history, str(depth or ""), archive_format]
+    return hashlib.sha256("\n".join(what).encode()).hexdigest()
+
+
+def take(job: CloneJob, commit: str) -> tuple[Snapshot, Role]:
+    """The snapshot `job` asks for, now that its ref is known to be `commit`, and what the job
+    must do about it. A ready one's expiry is extended to the job's."""
+    wanted = key(job.url, commit, job.history, job.depth, job.archive_format)
+    for _ in range(MAX_TAKE_ROUNDS):
+        snapshot, created = Snapshot.objects.get_or_create(
+            key=wanted, defaults=_building(job) | _what(job, commit)
+        )
+        if created:
+            return snapshot, Role.BUILD
+        role = _role(job, snapshot)
+        if role is not None:
+            return snapshot, role
+    raise RuntimeError(f"snapshot {wanted} kept changing under job {job.id}")
+
+
+def _role(job: CloneJob, snapshot: Snapshot) -> Role | None:
+    """What `job` must do about an existing snapshot; None if it changed meanwhile."""
+    if snapshot.state == SnapshotState.READY:
+        return Role.HIT if _extend(snapshot, job_expiry()) else None
+    if snapshot.state == SnapshotState.BUILDING and snapshot.builder_id == job.id:
+        return Role.BUILD  # this job's own earlier attempt, interrupted
+    if snapshot.state == SnapshotState.BUILDING and _builder_is_active(snapshot):
+        return Role.FOLLOW
+    # Failed, abandoned or deleted, or its builder was deleted: build it (again), unless
+    # another job has just said it will.
+    taken = _unchanged(snapshot).update(**_building(job), error="")
+    return Role.BUILD if taken else None
+
+
+def _builder_is_active(snapshot: Snapshot) -> bool:
+    return CloneJob.objects.active().filter(pk=snapshot.builder_id).exists()
+
+
+def _building(job: CloneJob) -> dict:
+    return {"state": SnapshotState.BUILDING, "builder": job}
+
+
+def _what(job: CloneJob, commit: str) -> dict:
+    return {
+        "url": normalized_url(job.url),
+        "commit": commit,
+        "history": job.history,
+        "depth": job.depth,
+        "archive_format": job.archive_format,
+    }
+
+
+def _unchanged(snapshot: Snapshot):
+    return Snapshot.objects.filter(
+        pk=snapshot.pk, state=snapshot.state, builder=snapshot.builder_id
+    )
+
+
+def job_expiry():
+    return timezone.now() + timedelta(hours=settings.CLONES_ARCHIVE_TTL_HOURS)
+
+
+def _extend(snapshot: Snapshot, until) -> bool:
+    """Keep a ready snapshot at least `until`; False if it is due for deletion or deleted."""
+    return bool(
+        Snapshot.objects.filter(
+            pk=snapshot.pk, state=SnapshotState.READY, expires_at__gt=timezone.now()
+        ).update(expires_at=Greatest(F("expires_at"), until))
+    )
+
+
+def ready(snapshot: Snapshot, builder: CloneJob, archive: archives.Archive) -> bool:
+    """The builder has stored the archive; False if it is no longer this snapshot's builder
+    (cancelled meanwhile): the caller then deletes the file, which nobody will use."""
+    now = timezone.now()
+    return bool(
+        Snapshot.objects.filter(
+            pk=snapshot.pk, state=SnapshotState.BUILDING, builder=builder
+        ).update(
+            state=SnapshotState.READY,
+            archive=archive.name,
+            archive_size=archive.size,
+            archive_sha256=archive.sha256,
+            ready_at=now,
+            expires_at=job_expiry(),
+        )
+    )
+
+
+def builder_ended(job: CloneJob, status: str, error: str = "") -> Snapshot | None:
+    """A job has just finished (done, failed or cancelled). If it was building a snapshot, that
+    snapshot fails with it, or is abandoned; returns the snapshot whose waiting jobs must now
+    be settled, if any."""
+    if job.snapshot_id is None or status == Status.DONE:
+        return job.snapshot
+    state = SnapshotState.FAILED if status == Status.FAILED else SnapshotState.ABANDONED
+    Snapshot.objects.filter(pk=job.snapshot_id, state=SnapshotState.BUILDING, builder=job).update(
+        state=state, error=error
+    )
+    return job.snapshot
+
+
+def release(snapshot: Snapshot) -> None:
+    """A job using `snapshot` has expired early (the admin's "expire now"): keep the file only
+    as long as the jobs still using it need it."""
+    needed_until = CloneJob.objects.filter(snapshot=snapshot, status=Status.DONE).aggregate(
+        until=Max("expires_at")
+    )["until"]
+    # Only if no cache hit has extended it since it was read.
+    Snapshot.objects.filter(
+        pk=snapshot.pk, state=SnapshotState.READY, expires_at=snapshot.expires_at
+    ).update(expires_at=needed_until or timezone.now())
+
+
+def due_for_deletion():
+    return Snapshot.objects.filter(state=SnapshotState.READY, expires_at__lte=timezone.now())
+
+
+def delete(snapshot: Snapshot) -> bool:
+    """Delete a due snapshot's file; False if a cache hit took it up again first."""
+    # The row first: from then on no job can take it, and a file that fails to go is
+    # found again by the recovery sweep (no snapshot or job names it).
+    deleted = (
+        due_for_deletion()
+        .filter(pk=snapshot.pk)
+        .update(state=SnapshotState.DELETED, archive="", deleted_at=timezone.now())
+    )
+    if deleted:
+        archives.delete(snapshot.archive.name)
+    return bool(deleted)

@@ -1,0 +1,166 @@
+"""The rules by which jobs share snapshots, on the database alone: who builds, who waits, who
+is done at once, and what happens to those waiting when the builder ends."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from clones import archives, jobs, snapshots
+from clones.models import CloneJob, Snapshot, Status
+from clones.snapshots import Role
+
+pytestmark = pytest.mark.django_db
+
+URL = "https://example.com/team/widget.git"
+COMMIT = "c" * 40
+
+
+@pytest.fixture
+def running(owner):
+    """A new job, claimed by a worker, as many as a test asks for."""
+
+    def make(url: str = URL, **options) -> CloneJob:
+        job = CloneJob.objects.create(owner=owner, url=url, **options)
+        return jobs.claim(job.id)
+
+    return make
+
+
+def build(job: CloneJob) -> Snapshot:
+    snapshot, role = snapshots.take(job, COMMIT)
+    assert role is Role.BUILD
+    jobs.building(job, snapshot)
+    return snapshot
+
+
+def finish_building(snapshot: Snapshot, builder: CloneJob) -> None:
+    assert snapshots.ready(snapshot, builder, archives.Archive("s.tar", 10, "a" * 64))
+    assert jobs.mark_done(builder, Snapshot.objects.get(pk=snapshot.pk))
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "https://EXAMPLE.com/team/widget.git",
+        "https://example.com:443/team/widget",
+        "https://example.com/team/widget/",
+        "https://example.com/team/widget.git/",
+    ],
+)
+def test_spellings_of_one_repository_share_a_key(spelling):
+    assert snapshots.normalized_url(spelling) == "https://example.com/team/widget"
+    assert snapshots.key(spelling, COMMIT, "full", None, "tar") == snapshots.key(
+        URL, COMMIT, "full", None, "tar"
+    )
+
+
+def test_other_commits_options_or_paths_do_not_share_a_key():
+    base = snapshots.key(URL, COMMIT, "full", None, "tar")
+    others = [
+        snapshots.key(URL, "d" * 40, "full", None, "tar"),
+        snapshots.key(URL, COMMIT, "files", None, "tar"),
+        snapshots.key(URL, COMMIT, "shallow", 1, "tar"),
+        snapshots.key(URL, COMMIT, "shallow", 2, "tar"),
+        snapshots.key(URL, COMMIT, "full", None, "zip"),
+        snapshots.key("https://example.com/team/Widget", COMMIT, "full", None, "tar"),
+        snapshots.key("https://example.com:8443/team/widget", COMMIT, "full", None, "tar"),
+    ]
+    assert len({base, *others}) == len(others) + 1
+
+
+def test_identical_jobs_wait_for_the_builder_and_are_done_with_it(running):
+    builder, waiting = running(), running()
+    snapshot = build(builder)
+    assert snapshots.take(waiting, COMMIT) == (snapshot, Role.FOLLOW)
+    assert jobs.follow(waiting, snapshot)
+    waiting.refresh_from_db()
+    assert waiting.status == Status.QUEUED and str(builder.id) in waiting.phase
+
+    finish_building(snapshot, builder)
+
+    waiting.refresh_from_db()
+    assert waiting.status == Status.DONE
+    assert (waiting.archive.name, waiting.archive_sha256, waiting.commit) == (
+        "s.tar",
+        "a" * 64,
+        COMMIT,
+    )
+
+
+def test_a_job_that_starts_waiting_as_the_builder_finishes_is_not_left_behind(running):
+    builder, late = running(), running()
+    snapshot = build(builder)
+    assert snapshots.take(late, COMMIT)[1] is Role.FOLLOW
+    finish_building(snapshot, builder)  # between the look and the wait
+
+    jobs.follow(late, snapshot)
+
+    late.refresh_from_db()
+    assert late.status == Status.DONE
+
+
+def test_a_ready_snapshot_is_a_hit_that_extends_its_expiry(running):
+    builder = running()
+    snapshot = build(builder)
+    finish_building(snapshot, builder)
+    Snapshot.objects.filter(pk=snapshot.pk).update(expires_at=timezone.now() + timedelta(hours=1))
+
+    hit, role = snapshots.take(running(), COMMIT)
+
+    assert (hit, role) == (snapshot, Role.HIT)
+    hit.refresh_from_db()
+    assert hit.expires_at > timezone.now() + timedelta(hours=2)
+
+
+def test_a_failed_builder_fails_those_waiting_with_its_reason(running):
+    builder, waiting = running(), running()
+    snapshot = build(builder)
+    jobs.follow(waiting, snapshot)
+
+    jobs.mark_failed(builder, "The repository is larger than 1 MiB, the most this service clones.")
+
+    waiting.refresh_from_db()
+    assert waiting.status == Status.FAILED
+    assert waiting.error.startswith("The repository is larger than 1 MiB")
+    # A later request tries again rather than inheriting the failure.
+    assert snapshots.take(running(), COMMIT)[1] is Role.BUILD
+
+
+def test_a_cancelled_builder_sends_those_waiting_back_to_the_queue(running):
+    builder, waiting = running(), running()
+    snapshot = build(builder)
+    jobs.follow(waiting, snapshot)
+
+    jobs.cancel(builder, by="owner")
+
+    waiting.refresh_from_db()
+    assert waiting.status == Status.QUEUED and waiting.snapshot is None
+    assert "cancelled" in waiting.phase
+    claimed = jobs.claim(waiting.id)
+    assert snapshots.take(claimed, COMMIT) == (snapshot, Role.BUILD)  # it builds it now
+
+
+def test_the_builder_comes_back_to_its_own_snapshot_after_an_interruption(running):
+    builder, waiting = running(), running()
+    snapshot = build(builder)
+    jobs.follow(waiting, snapshot)
+
+    assert jobs.hand_back(builder)  # its worker stopped
+    again = jobs.claim(builder.id)
+
+    assert snapshots.take(again, COMMIT) == (snapshot, Role.BUILD)
+    assert CloneJob.objects.get(pk=waiting.pk).status == Status.QUEUED  # still waiting
+
+
+def test_a_hit_and_the_deletion_of_the_same_snapshot_cannot_both_win(running):
+    builder = running()
+    snapshot = build(builder)
+    finish_building(snapshot, builder)
+    Snapshot.objects.filter(pk=snapshot.pk).update(expires_at=timezone.now())
+    stale = Snapshot.objects.get(pk=snapshot.pk)
+
+    assert snapshots.delete(stale)
+    # The hit that came a moment too late builds the snapshot again, under the same key.
+    assert snapshots.take(running(), COMMIT) == (snapshot, Role.BUILD)
+    assert not snapshots.delete(stale)
