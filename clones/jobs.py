@@ -301,6 +301,7 @@ def requeue(job: CloneJob) -> bool:
             finished_at=None,
             attempts=0,
             waits=0,
+            snapshot=None,  # it looks its ref up afresh
         )
         if updated:
             async_task(RUN_TASK, str(job.id))

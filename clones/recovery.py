@@ -13,7 +13,7 @@ from pathlib import Path
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from . import engine, jobs, paths, tokens
+from . import engine, jobs, paths, snapshots, tokens
 from .models import CloneJob, Snapshot, Status, WorkerReport
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ def recover() -> None:
         # which reap_leftovers removes (and a new attempt removes them before it starts).
         if jobs.recover(job):
             logger.warning("job %s lost its worker after attempt %d", job.id, job.attempts)
+    for snapshot in snapshots.stranded():
+        logger.warning("jobs waiting for snapshot %s lost their builder", snapshot.pk)
+        jobs.settle_followers(snapshot)
     reap_leftovers()
 
 

@@ -17,7 +17,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from . import archives
-from .models import CloneJob, Snapshot, SnapshotState, Status
+from .models import ACTIVE_STATUSES, CloneJob, Snapshot, SnapshotState, Status
 
 DEFAULT_PORTS = {"https": 443, "http": 80, "git": 9418}
 # A snapshot that turns from ready to deleted (or the reverse) between our read and our UPDATE
@@ -148,6 +148,16 @@ def builder_ended(job: CloneJob, status: str, error: str = "") -> Snapshot | Non
         state=state, error=error
     )
     return job.snapshot
+
+
+def stranded() -> list[Snapshot]:
+    """Snapshots with jobs waiting for them that nobody will settle: their builder is over, or
+    was deleted, without saying so (a crash between two steps), abandoned now."""
+    waited_for = Snapshot.objects.filter(jobs__status=Status.QUEUED).distinct()
+    building = waited_for.filter(state=SnapshotState.BUILDING)
+    active = building.filter(builder__status__in=ACTIVE_STATUSES)
+    building.exclude(pk__in=active).update(state=SnapshotState.ABANDONED)
+    return list(waited_for.exclude(pk__in=active))
 
 
 def release(snapshot: Snapshot) -> None:

@@ -17,6 +17,7 @@ PHASE_WRITE_SECONDS = 1.0
 INTERNAL_ERROR = "The clone failed because of an internal error; staff can see why."
 WAITING_FOR_ENGINE = "Waiting for the Docker engine to be reachable."
 PACKING = "Packing the archive"
+REF_LOOKUP_SECONDS = 20
 
 
 class Cancelled(Exception):
@@ -74,7 +75,9 @@ def _deliver(job: CloneJob) -> None:
     ready, when the identical job building it is done, or by building it."""
     token = tokens.read(job.id)
     jobs.record_phase(job, f"Looking up {job.ref or 'the default branch'}")
-    resolved = refs.resolve(job.url, job.ref, token)
+    # Part of the clone's time: a server that will not answer is not waited for any longer.
+    lookup_timeout = min(REF_LOOKUP_SECONDS, settings.CLONES_CLONE_TIMEOUT)
+    resolved = refs.resolve(job.url, job.ref, token, timeout=lookup_timeout)
     job.commit = resolved.commit
     snapshot, role = snapshots.take(job, resolved.commit)
     if role is snapshots.Role.HIT:

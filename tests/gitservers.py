@@ -1,6 +1,7 @@
 """Real git servers on 127.0.0.1 for the tests: git daemon, smart HTTP, and one that stalls."""
 
 import base64
+import contextlib
 import gzip
 import os
 import socket
@@ -210,9 +211,14 @@ class RedirectServer(_Threaded):
 
 
 class StallingServer:
-    """Accepts connections and never answers: a git server that hangs."""
+    """A git daemon that hangs: it lists one branch (so that the worker's ref lookup and git's
+    own get that far) and then never sends a byte of the objects git asks for. With
+    `advertise=False` it accepts connections and never answers at all."""
 
-    def __init__(self):
+    COMMIT = b"1" * 40  # made up: git never gets to ask for its objects
+
+    def __init__(self, advertise: bool = True):
+        self.advertise = advertise
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -228,6 +234,20 @@ class StallingServer:
             except OSError:
                 return
             self.held.append(conn)
+            if self.advertise:
+                threading.Thread(target=self._advertise, args=(conn,), daemon=True).start()
+
+    def _advertise(self, conn: socket.socket) -> None:
+        """Protocol v0's answer to "git-upload-pack /path": a server without v2 may give it to
+        any client. What the client says next is never answered."""
+        with contextlib.suppress(OSError):
+            conn.recv(4096)
+            capabilities = b"symref=HEAD:refs/heads/main ofs-delta side-band-64k"
+            conn.sendall(
+                _pkt(self.COMMIT + b" HEAD\0" + capabilities + b"\n")
+                + _pkt(self.COMMIT + b" refs/heads/main\n")
+                + b"0000"
+            )
 
     def url(self, name: str = "stall.git") -> str:
         return f"git://127.0.0.1:{self.port}/{name}"

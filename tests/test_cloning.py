@@ -1,7 +1,10 @@
 """How git's output becomes a reason, and how HEAD is read without running git on the clone."""
 
+import subprocess
+
 import pytest
 
+from clones import engine
 from clones.cloning import CloneFailed, explain, head_commit, read_progress
 from clones.engine import output_lines
 from clones.models import CloneJob
@@ -108,3 +111,17 @@ def test_git_output_keeps_the_last_state_of_each_progress_meter():
 )
 def test_git_progress_becomes_a_phase_and_a_percent(line, progress):
     assert read_progress(line) == progress
+
+
+def test_each_git_command_reaches_git_word_for_word_through_the_shell():
+    hostile = "https://example.com/$(touch pwned);`id`'x\"&& echo no"
+    commands = [["clone", "--", hostile, "/job/repo"], ["-C", "/job/repo", "read-tree", "HEAD"]]
+    shell, dash_c, script = engine.git_script(commands)
+    # git replaced by a function that prints each argument on a line of its own.
+    fake_git = 'git() { printf "%s\\n" "$@"; echo ---; }; '
+
+    printed = subprocess.run(
+        [shell, dash_c, fake_git + script], capture_output=True, text=True, check=True
+    ).stdout
+
+    assert printed.split("---\n") == [*("\n".join(args) + "\n" for args in commands), ""]

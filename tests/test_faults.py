@@ -44,9 +44,10 @@ def retries_run() -> bool:
 
 
 def assert_no_stray_archive(job) -> None:
-    """Storage holds no file of this job's but its archive, and that only if it is done."""
+    """Storage holds no file of this job's snapshot but its archive, and that only if it is
+    done."""
     names = default_storage.listdir("")[1] if default_storage.exists("") else []
-    mine = {name for name in names if name.startswith(str(job.id))}
+    mine = {name for name in names if job.snapshot_id and name.startswith(str(job.snapshot_id))}
     assert mine == ({job.archive.name} if job.status == Status.DONE else set())
 
 

@@ -3,6 +3,7 @@ fetches from nowhere but the checked address, hard size limits, and tokens that 
 """
 
 import json
+import shlex
 import subprocess
 import time
 
@@ -55,6 +56,9 @@ def test_the_clone_container_is_locked_down(owner_client, start_worker):
     assert host["NetworkMode"] == settings.CLONES_NETWORK
     assert config["User"] == "{}:{}".format(*engine.container_user())
     assert not config["User"].startswith("0:")
+    # The git commands run by one shell script, every word quoted.
+    assert config["Entrypoint"][:2] == ["/bin/sh", "-c"]
+    words = shlex.split(config["Entrypoint"][2])
     for option in [
         "protocol.allow=never",
         "http.followRedirects=false",
@@ -64,8 +68,8 @@ def test_the_clone_container_is_locked_down(owner_client, start_worker):
         "transfer.bundleURI=false",
         "credential.helper=",
     ]:
-        assert option in config["Cmd"]
-    assert "--no-recurse-submodules" in config["Cmd"]
+        assert option in words
+    assert "--no-recurse-submodules" in words
     for variable in ["GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0", "GIT_LFS_SKIP_SMUDGE=1"]:
         assert variable in config["Env"]
 

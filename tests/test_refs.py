@@ -430,7 +430,7 @@ def test_a_web_server_with_no_repository():
 
 @pytest.mark.parametrize("scheme", ["git", "http"])
 def test_a_server_that_never_answers_times_out(scheme):
-    server = StallingServer()
+    server = StallingServer(advertise=False)
     started = time.monotonic()
     try:
         message = failure(f"{scheme}://127.0.0.1:{server.port}/stall.git", timeout=1)

@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from clones import archives, jobs, snapshots
-from clones.models import CloneJob, Snapshot, Status
+from clones import archives, jobs, recovery, snapshots
+from clones.models import CloneJob, Snapshot, SnapshotState, Status
 from clones.snapshots import Role
 
 pytestmark = pytest.mark.django_db
@@ -164,3 +164,16 @@ def test_a_hit_and_the_deletion_of_the_same_snapshot_cannot_both_win(running):
     # The hit that came a moment too late builds the snapshot again, under the same key.
     assert snapshots.take(running(), COMMIT) == (snapshot, Role.BUILD)
     assert not snapshots.delete(stale)
+
+
+def test_jobs_waiting_for_a_builder_that_vanished_are_sent_back_by_the_sweep(running):
+    builder, waiting = running(), running()
+    snapshot = build(builder)
+    jobs.follow(waiting, snapshot)
+    CloneJob.objects.filter(pk=builder.pk).delete()  # its owner was deleted, say
+
+    recovery.recover()
+
+    waiting.refresh_from_db()
+    assert waiting.status == Status.QUEUED and waiting.snapshot is None
+    assert Snapshot.objects.get(pk=snapshot.pk).state == SnapshotState.ABANDONED

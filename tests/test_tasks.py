@@ -24,5 +24,7 @@ def test_a_task_delivered_again_leaves_a_done_job_alone(
 
     job.refresh_from_db()
     assert (job.finished_at, job.archive.name, job.archive_sha256, job.attempts) == before
-    archives = [name for name in os.listdir(settings.MEDIA_ROOT) if name.startswith(str(job.id))]
-    assert archives == [job.archive.name]
+    mine = [
+        name for name in os.listdir(settings.MEDIA_ROOT) if name.startswith(str(job.snapshot_id))
+    ]
+    assert mine == [job.archive.name]  # no second archive
