@@ -7,6 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule
@@ -27,6 +29,25 @@ def submit(client, url: str, ref: str = "", **options) -> CloneJob:
     job = CloneJob.objects.latest("created_at")
     assert response["Location"] == job.get_absolute_url()
     return job
+
+
+def make_done_job(owner, content: bytes, name: str = "archive.tar") -> CloneJob:
+    """A done job whose archive (`content`, a real file in the test storage) is ready to
+    download, made without a worker."""
+    stored = default_storage.save(name, ContentFile(content))
+    now = timezone.now()
+    return CloneJob.objects.create(
+        owner=owner,
+        url="https://example.com/team/widget.git",
+        commit="2ac8988" + "0" * 33,
+        status=Status.DONE,
+        archive=stored,
+        archive_size=len(content),
+        archive_sha256=hashlib.sha256(content).hexdigest(),
+        started_at=now,
+        finished_at=now,
+        expires_at=now + timedelta(days=7),
+    )
 
 
 def download(client, job: CloneJob, into: Path) -> Path:

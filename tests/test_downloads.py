@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import override_settings
 from django.urls import reverse
@@ -18,6 +17,7 @@ from django.utils.http import http_date
 from clones.models import CloneJob, Status
 
 from .conftest import PROJECT_DIR
+from .helpers import make_done_job
 
 # Odd, and several of the view's 256 KiB chunks long.
 ARCHIVE = random.Random(4).randbytes(700_001)
@@ -28,20 +28,7 @@ ETAG = f'"{SHA256}"'
 
 @pytest.fixture
 def done_job(owner):
-    name = default_storage.save("download-test.tar", ContentFile(ARCHIVE))
-    now = timezone.now()
-    return CloneJob.objects.create(
-        owner=owner,
-        url="https://example.com/team/widget.git",
-        commit="2ac8988" + "0" * 33,
-        status=Status.DONE,
-        archive=name,
-        archive_size=SIZE,
-        archive_sha256=SHA256,
-        started_at=now,
-        finished_at=now,
-        expires_at=now + timezone.timedelta(days=7),
-    )
+    return make_done_job(owner, ARCHIVE, "download-test.tar")
 
 
 def download_url(job: CloneJob) -> str:

@@ -1,30 +1,17 @@
 """Pages, privacy and form errors. Archives here are real files in the test storage."""
 
 import pytest
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.test import override_settings
 from django.urls import reverse
-from django.utils import timezone
 
 from clones.models import CloneJob, Status
+
+from .helpers import make_done_job
 
 
 @pytest.fixture
 def done_job(owner):
-    name = default_storage.save("done.tar", ContentFile(b"tar bytes"))
-    return CloneJob.objects.create(
-        owner=owner,
-        url="https://example.com/team/widget.git",
-        commit="2ac8988" + "0" * 33,
-        status=Status.DONE,
-        archive=name,
-        archive_size=9,
-        archive_sha256="f" * 64,
-        started_at=timezone.now(),
-        finished_at=timezone.now(),
-        expires_at=timezone.now() + timezone.timedelta(days=7),
-    )
+    return make_done_job(owner, b"tar bytes", "done.tar")
 
 
 def job_urls(job: CloneJob) -> dict[str, str]:
