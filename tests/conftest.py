@@ -1,4 +1,5 @@
 import contextlib
+import ipaddress
 import itertools
 import os
 import shutil
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+
+from clones import urlpolicy
 
 from .gitservers import GitDaemon, GitHTTPServer
 from .repos import make_repo
@@ -113,3 +116,23 @@ def stop_process_group(process: subprocess.Popen, grace: float = 15) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
     process.wait()
+
+
+@pytest.fixture
+def dns(monkeypatch):
+    """The stubbed resolver's answers, name -> addresses; change them between steps."""
+    answers: dict[str, list[str]] = {}
+
+    def resolve(host: str, port: int):
+        return [ipaddress.ip_address(address) for address in answers.get(host, [])]
+
+    monkeypatch.setattr(urlpolicy, "resolve", resolve)
+    return answers
+
+
+@pytest.fixture
+def production_policy(settings):
+    """The URL policy as deployed: no private networks, no private hosts allowed."""
+    settings.CLONES_ALLOW_PRIVATE_NETWORKS = False
+    settings.CLONES_ALLOWED_PRIVATE_HOSTS = []
+    return settings

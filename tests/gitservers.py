@@ -210,15 +210,11 @@ class RedirectServer(_Threaded):
         return f"http://127.0.0.1:{self.port}/{name}"
 
 
-class StallingServer:
-    """A git daemon that hangs: it lists one branch (so that the worker's ref lookup and git's
-    own get that far) and then never sends a byte of the objects git asks for. With
-    `advertise=False` it accepts connections and never answers at all."""
+class _RawServer:
+    """A TCP server on 127.0.0.1 that hands each connection to `_serve` in a thread of its
+    own: for servers that misbehave below what http.server or git daemon would let them."""
 
-    COMMIT = b"1" * 40  # made up: git never gets to ask for its objects
-
-    def __init__(self, advertise: bool = True):
-        self.advertise = advertise
+    def __init__(self):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -234,12 +230,33 @@ class StallingServer:
             except OSError:
                 return
             self.held.append(conn)
-            if self.advertise:
-                threading.Thread(target=self._advertise, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _advertise(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+class StallingServer(_RawServer):
+    """A git daemon that hangs: it lists one branch (so that the worker's ref lookup and git's
+    own get that far) and then never sends a byte of the objects git asks for. With
+    `advertise=False` it accepts connections and never answers at all."""
+
+    COMMIT = b"1" * 40  # made up: git never gets to ask for its objects
+
+    def __init__(self, advertise: bool = True):
+        self.advertise = advertise
+        super().__init__()
+
+    def _serve(self, conn: socket.socket) -> None:
         """Protocol v0's answer to "git-upload-pack /path": a server without v2 may give it to
         any client. What the client says next is never answered."""
+        if not self.advertise:
+            return
         with contextlib.suppress(OSError):
             conn.recv(4096)
             capabilities = b"symref=HEAD:refs/heads/main ofs-delta side-band-64k"
@@ -252,17 +269,12 @@ class StallingServer:
     def url(self, name: str = "stall.git") -> str:
         return f"git://127.0.0.1:{self.port}/{name}"
 
-    def stop(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
 
 def _pkt(data: bytes) -> bytes:
     return f"{len(data) + 4:04x}".encode() + data
 
 
-class EndlessRefsServer:
+class EndlessRefsServer(_RawServer):
     """Answers git:// and smart HTTP requests alike with a ref advertisement (git's first
     protocol) that never ends, in batches of `batch` refs `delay` seconds apart: a server that
     would fill a reader's memory, or keep it forever."""
@@ -270,20 +282,7 @@ class EndlessRefsServer:
     def __init__(self, delay: float = 0, batch: int = 1000):
         self.delay = delay
         self.batch = batch
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _serve(self, conn: socket.socket) -> None:
         commit = b"1" * 40
@@ -308,9 +307,6 @@ class EndlessRefsServer:
 
     def url(self, scheme: str = "git", name: str = "endless.git") -> str:
         return f"{scheme}://127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        self.sock.close()
 
 
 class RecordingGitHTTPServer(GitHTTPServer):

@@ -4,34 +4,13 @@ The worker's task runs in this process here, so the resolver can be stubbed; git
 a real container on the test engine. No test resolves a real name or leaves 127.0.0.0/8.
 """
 
-import ipaddress
-
 import pytest
 
-from clones import jobs, tasks, urlpolicy
+from clones import jobs, tasks
 from clones.models import Status
 
 from .gitservers import GitDaemon, GitHTTPServer
 from .helpers import assert_left_nothing_behind, submit
-
-
-@pytest.fixture
-def dns(monkeypatch):
-    """The stubbed resolver's answers, name -> addresses; change them between steps."""
-    answers: dict[str, list[str]] = {}
-
-    def resolve(host: str, port: int):
-        return [ipaddress.ip_address(address) for address in answers.get(host, [])]
-
-    monkeypatch.setattr(urlpolicy, "resolve", resolve)
-    return answers
-
-
-@pytest.fixture
-def production_policy(settings):
-    settings.CLONES_ALLOW_PRIVATE_NETWORKS = False
-    settings.CLONES_ALLOWED_PRIVATE_HOSTS = []
-    return settings
 
 
 @pytest.mark.parametrize("server_class", [GitHTTPServer, GitDaemon])

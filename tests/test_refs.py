@@ -57,18 +57,6 @@ def remote(request, monkeypatch, git_http, git_daemon) -> Remote:
 
 
 @pytest.fixture
-def dns(monkeypatch):
-    """The stubbed resolver's answers, name -> addresses."""
-    answers: dict[str, list[str]] = {}
-
-    def resolve(host: str, port: int):
-        return [ipaddress.ip_address(address) for address in answers.get(host, [])]
-
-    monkeypatch.setattr(urlpolicy, "resolve", resolve)
-    return answers
-
-
-@pytest.fixture
 def lookups(monkeypatch):
     """Every host socket.getaddrinfo is asked about from now on; a name (not an address) fails
     the test at once: after pin, nothing may look a name up again."""
@@ -82,13 +70,6 @@ def lookups(monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return asked
-
-
-@pytest.fixture
-def production_policy(settings):
-    settings.CLONES_ALLOW_PRIVATE_NETWORKS = False
-    settings.CLONES_ALLOWED_PRIVATE_HOSTS = []
-    return settings
 
 
 def failure(url: str, ref: str = "", **options) -> str:
