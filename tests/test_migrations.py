@@ -1,0 +1,69 @@
+"""Rows made before a migration keep working after it."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+from clones import snapshots
+from clones.models import CloneJob
+from clones.snapshots import Role
+
+BEFORE_SNAPSHOTS = [("clones", "0005_progress")]
+WITH_SNAPSHOTS = [("clones", "0006_snapshots")]
+COMMIT = "2ac8988" + "0" * 33
+
+
+def migrate(targets):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()  # as it is now, after any earlier migrate
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
+
+
+@pytest.mark.django_db(transaction=True)
+def test_archives_made_before_snapshots_become_snapshots_and_are_found_by_their_key(owner):
+    old = migrate(BEFORE_SNAPSHOTS)
+    Job = old.get_model("clones", "CloneJob")
+    now = timezone.now()
+    archived = {
+        "owner_id": owner.pk,
+        "commit": COMMIT,
+        "status": "done",
+        "archive_size": 10,
+        "archive_sha256": "a" * 64,
+        "finished_at": now,
+    }
+    older = Job.objects.create(
+        url="https://Example.com/team/widget.git",
+        archive="older.tar",
+        expires_at=now + timedelta(days=1),
+        **archived | {"finished_at": now - timedelta(hours=1)},
+    )
+    newer = Job.objects.create(
+        url="https://example.com/team/widget",
+        archive="newer.tar",
+        expires_at=now + timedelta(days=2),
+        **archived,
+    )
+    expired = Job.objects.create(
+        url="https://example.com/x.git", owner_id=owner.pk, status="expired"
+    )
+
+    new = migrate(WITH_SNAPSHOTS)
+
+    Job = new.get_model("clones", "CloneJob")
+    older, newer, expired = (Job.objects.get(pk=job.pk) for job in (older, newer, expired))
+    assert newer.snapshot.archive.name == "newer.tar"
+    assert newer.snapshot.key == snapshots.key(newer.url, COMMIT, "full", None, "tar")
+    assert newer.snapshot.state == "ready" and newer.snapshot.expires_at == newer.expires_at
+    # The same commit archived twice: the older file still serves its own job, unkeyed.
+    assert older.snapshot.archive.name == "older.tar" and older.snapshot.key is None
+    assert expired.snapshot is None
+    assert (newer.history, newer.archive_format, newer.depth) == ("full", "tar", None)
+
+    # Found by a new request for that commit, as any snapshot would be.
+    job = CloneJob.objects.create(owner=owner, url="https://example.com/team/widget/")
+    assert snapshots.take(job, COMMIT)[1] is Role.HIT
