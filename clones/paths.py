@@ -9,9 +9,9 @@ import fcntl
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.conf import settings
 
@@ -83,6 +83,23 @@ def create_job_dir(job_id: UUID, owner: tuple[int, int]) -> Path:
     if (os.getuid(), os.getgid()) != owner:
         os.chown(path, *owner)  # only root gets here: a non-root worker's containers are itself
     return path
+
+
+def discard_job_dir(job_id: UUID) -> str:
+    """Move the job's directory out of the way under a name of its own, at once (a rename), and
+    return that name: remove it with remove_discarded() once the job is seen to finish.
+    Removing a big checkout takes seconds that the person waiting for the job need not wait.
+    Call it holding job_dir_lock(job_id). Should the worker die first, the reaper removes it as
+    it would any directory no one holds."""
+    name = f"{job_id}.discarded-{uuid4().hex[:8]}"
+    with suppress(FileNotFoundError):  # nothing was made
+        job_dir(job_id).rename(jobs_root() / name)
+    return name
+
+
+def remove_discarded(name: str) -> None:
+    with job_dir_lock(name):  # the reaper may be at it: one rmtree at a time
+        remove(jobs_root() / name)
 
 
 def remove_job_dir(job_id: UUID | str) -> bool:

@@ -94,18 +94,23 @@ def _build(job: CloneJob, snapshot: Snapshot, resolved: refs.Resolved, token: st
     if not_yet:
         jobs.wait(job, *not_yet)
         return
-    # The lock is waited for with the heartbeat on: the reaper may be removing a big leftover
-    # of this job's dead attempt, which takes seconds.
-    with paths.job_dir_lock(job.id):
-        try:
-            archive = _clone_and_archive(job, snapshot, resolved, token)
-        finally:
-            # Gone before the job is seen to finish: a retry may want the directory again.
-            _remove_job_dir(job)
-    if snapshots.ready(snapshot, job, archive):
-        jobs.mark_done(job, Snapshot.objects.get(pk=snapshot.pk))
-    else:
-        archives.delete(archive.name)  # cancelled while we packed: nobody will use it
+    discarded = ""
+    try:
+        # The lock is waited for with the heartbeat on: the reaper may be removing a big
+        # leftover of this job's dead attempt, which takes seconds.
+        with paths.job_dir_lock(job.id):
+            try:
+                archive = _clone_and_archive(job, snapshot, resolved, token)
+            finally:
+                # Out of the way before the job is seen to finish (a retry may want the
+                # directory again), but removed only after: that takes seconds for a big one.
+                discarded = paths.discard_job_dir(job.id)
+        if snapshots.ready(snapshot, job, archive):
+            jobs.mark_done(job, Snapshot.objects.get(pk=snapshot.pk))
+        else:
+            archives.delete(archive.name)  # cancelled while we packed: nobody will use it
+    finally:
+        _remove_discarded(discarded)
 
 
 def _keep_going(job: CloneJob) -> None:
@@ -163,12 +168,14 @@ def _clone_and_archive(
     )
 
 
-def _remove_job_dir(job: CloneJob) -> None:
+def _remove_discarded(name: str) -> None:
     try:
-        paths.remove_job_dir(job.id)
+        if name:
+            paths.remove_discarded(name)
     except OSError:
-        # Never let a stubborn directory keep the job from being recorded; it is logged.
-        logger.exception("could not remove the directory of job %s", job.id)
+        # Never let a stubborn directory keep the job from being recorded; it is logged, and
+        # the reaper tries again.
+        logger.exception("could not remove the job directory %s", name)
 
 
 def _throttled(record, interval: float = PHASE_WRITE_SECONDS):

@@ -71,7 +71,8 @@ def assert_done_and_clean(job, repo) -> None:
     assert job.attempts == 2 and job.commit == repo.head
     assert_left_nothing_behind(job)
     assert_no_stray_archive(job)
-    assert paths.job_ids_on_disk() == set()  # no lock file either
+    # No lock file either; the set-aside checkout goes just after the job is done.
+    wait_until(lambda: paths.job_ids_on_disk() == set(), timeout=30, what="the directory to go")
 
 
 def a_big_clone_under_way(client, start_worker, served_root, git_http, name: str):

@@ -86,6 +86,20 @@ def test_a_job_directory_goes_as_soon_as_no_attempt_holds_it(db):
     assert paths.job_ids_on_disk() == set()  # lock files go with their directories
 
 
+def test_a_directory_set_aside_by_a_worker_that_died_is_reaped(db):
+    job_id = uuid.uuid4()
+    with paths.job_dir_lock(job_id):
+        (paths.job_dir(job_id) / "repo").mkdir(parents=True)
+        discarded = paths.discard_job_dir(job_id)
+    assert not paths.job_dir(job_id).exists()
+    # The worker died here, before remove_discarded().
+
+    recovery.reap_leftovers()
+
+    assert paths.job_ids_on_disk() == set()
+    paths.remove_discarded(discarded)  # what the worker would have done: nothing left to do
+
+
 def test_a_directory_that_vanishes_while_it_is_removed_is_fine(db, monkeypatch):
     job_id = str(uuid.uuid4())
     for index in range(50):
