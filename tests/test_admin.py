@@ -1,5 +1,6 @@
 """The staff dashboard: columns, filters, search, and the retry / expire-now actions."""
 
+import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.urls import reverse
@@ -8,6 +9,8 @@ from django.utils import timezone
 from clones.models import CloneJob, Status
 
 from .helpers import wait_for_job
+
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 
 CHANGELIST = reverse("admin:clones_clonejob_changelist")
 

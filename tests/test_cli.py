@@ -4,9 +4,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from clones.models import CloneJob, Status
 
 from .conftest import PROJECT_DIR
+
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 
 
 def run_clone_command(*args: str) -> subprocess.CompletedProcess:

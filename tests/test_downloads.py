@@ -19,6 +19,8 @@ from clones.models import CloneJob, Status
 from .conftest import PROJECT_DIR
 from .helpers import make_done_job
 
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
 # Odd, and several of the view's 256 KiB chunks long.
 ARCHIVE = random.Random(4).randbytes(700_001)
 SIZE = len(ARCHIVE)

@@ -3,6 +3,7 @@
 import time
 from datetime import timedelta
 
+import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import call_command
@@ -16,6 +17,8 @@ from clones.tasks import expire_archives
 
 from .helpers import run_schedule_now, submit, wait_for_job
 
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
 
 def test_migrate_creates_the_expiry_schedule_once(db):
     call_command("migrate", verbosity=0)
@@ -28,6 +31,7 @@ def test_migrate_creates_the_expiry_schedule_once(db):
 def test_a_past_due_archive_is_removed_and_clone_again_works(
     owner_client, start_worker, new_repo, git_daemon
 ):
+
     repo = new_repo()
     start_worker()
     job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))

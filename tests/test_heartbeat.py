@@ -12,7 +12,10 @@ from clones import jobs
 from clones.heartbeat import beating
 from clones.models import CloneJob
 
-pytestmark = pytest.mark.django_db(transaction=True)  # the beat writes from another thread
+pytestmark = [
+    pytest.mark.database,
+    pytest.mark.django_db(transaction=True),
+]  # the beat writes from another thread
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from django_q.models import OrmQ
 from clones import jobs
 from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.database, pytest.mark.django_db]
 
 
 @pytest.fixture

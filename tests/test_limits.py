@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from clones.models import CloneJob, Status
 
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
 URL = "https://127.0.0.1/team/repo.git"
 
 

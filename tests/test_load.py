@@ -5,6 +5,7 @@ import hashlib
 import itertools
 import tarfile
 
+import pytest
 from django.core.files.storage import default_storage
 from django.test import Client
 
@@ -14,12 +15,15 @@ from clones.models import CloneJob, Status
 from .helpers import submit, wait_until
 from .repos import make_tiny_repo
 
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
 JOBS, USERS = 100, 5
 
 
 def test_a_burst_of_100_jobs_from_5_users_all_complete_faithfully(
     settings, django_user_model, start_worker, served_root, git_daemon, git_http
 ):
+
     settings.CLONES_MAX_ACTIVE_PER_USER = JOBS
     settings.CLONES_MAX_SUBMISSIONS_PER_HOUR = JOBS
     clients = []

@@ -11,6 +11,8 @@ from clones import snapshots
 from clones.models import CloneJob
 from clones.snapshots import Role
 
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
 BEFORE_SNAPSHOTS = [("clones", "0005_progress")]
 WITH_SNAPSHOTS = [("clones", "0006_snapshots")]
 COMMIT = "2ac8988" + "0" * 33

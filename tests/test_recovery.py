@@ -5,6 +5,7 @@ import os
 import time
 import uuid
 
+import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -14,6 +15,8 @@ from clones import engine, paths, recovery, tokens
 from clones.models import CloneJob, Status, WorkerReport
 
 from .helpers import wait_until
+
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 
 LONG_AGO = time.time() - 3600
 

@@ -10,7 +10,7 @@ from clones import archives, jobs, recovery, snapshots
 from clones.models import CloneJob, Snapshot, SnapshotState, Status
 from clones.snapshots import Role
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.database, pytest.mark.django_db]
 
 URL = "https://example.com/team/widget.git"
 COMMIT = "c" * 40

@@ -17,6 +17,8 @@ from clones.models import CloneJob, Snapshot, SnapshotState, Status
 from .helpers import assert_is_clean_checkout, download, submit, wait_for_job
 from .repos import git
 
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
 FORMATS = ["tar", "tar.gz", "zip"]
 
 

@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 from django.conf import settings
 from django_q.tasks import async_task, fetch
 
@@ -9,10 +10,13 @@ from clones.models import Status
 
 from .helpers import submit, wait_for_job
 
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
 
 def test_a_task_delivered_again_leaves_a_done_job_alone(
     owner_client, start_worker, new_repo, git_daemon
 ):
+
     repo = new_repo()
     start_worker()
     job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))

@@ -8,6 +8,8 @@ from clones.models import CloneJob, Status
 
 from .helpers import make_done_job
 
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
 
 @pytest.fixture
 def done_job(owner):

@@ -1,10 +1,14 @@
 """A job that cannot start yet (no engine, no disk space) stays queued and says what it waits
 for, is tried again later, and fails with the reason once it has waited long enough."""
 
+import pytest
+
 from clones import paths
 from clones.models import Status
 
 from .helpers import refreshed, run_schedule_now, submit, wait_for_job, wait_until
+
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 
 
 def retry_name(job) -> str:
