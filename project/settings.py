@@ -1,6 +1,7 @@
 """cloneshelf settings. Every value comes from an environment variable; the README has the table."""
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -66,14 +67,6 @@ def env_bytes(name: str, default: str) -> int:
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY is not set. Set it to a long random string, "
-            "or set DJANGO_DEBUG=1 for a local development run."
-        )
-    SECRET_KEY = "insecure-development-key-only-for-DJANGO_DEBUG"
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
@@ -122,6 +115,30 @@ TEMPLATES = [
 # The app and the engine may see the same volume at different paths (docker-in-docker): bind
 # mounts are resolved on the engine's filesystem, so clones.paths translates between the two.
 CLONES_DATA_DIR = Path(env_str("CLONES_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+
+
+def kept_secret_key(path: Path) -> str:
+    """The secret key in `path`, made on the first start (mode 0600): with no DJANGO_SECRET_KEY
+    a first start needs no step before it, and sessions outlive restarts. Made whole, then
+    linked into place, so that a web process and a worker starting together read one key."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    draft.touch(mode=0o600)
+    draft.write_text(secrets.token_urlsafe(50))
+    try:
+        os.link(draft, path)  # fails if another process linked its own first: that one wins
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "") or kept_secret_key(CLONES_DATA_DIR / "secret_key")
 CLONES_ENGINE_DATA_DIR = Path(env_str("CLONES_ENGINE_DATA_DIR", str(CLONES_DATA_DIR)))
 MEDIA_ROOT = CLONES_DATA_DIR / "archives"
 MEDIA_URL = "/media/"  # never served: archives go out through the download view only

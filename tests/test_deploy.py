@@ -1,4 +1,4 @@
-"""The web side of a deployment: settings that refuse to run insecurely, Django's deployment
+"""The web side of a deployment: a secret key kept from the first start, Django's deployment
 checks clean for the compose configuration, CSRF on every POST, the admin for staff only."""
 
 import re
@@ -53,10 +53,18 @@ def test_the_compose_configuration_passes_djangos_deployment_checks(service, tmp
     assert "no issues" in result.stdout
 
 
-def test_it_refuses_to_start_without_a_secret_key_and_says_why(tmp_path):
-    result = manage("check", env={"CLONES_DATA_DIR": str(tmp_path)})
-    assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY is not set" in result.stderr
+def test_without_a_secret_key_one_is_made_on_the_first_start_and_kept(tmp_path):
+    show_key = ["shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)"]
+    env = {"CLONES_DATA_DIR": str(tmp_path / "data")}  # not there yet, as on a first start
+
+    first, second = (manage(*show_key, env=env) for _ in range(2))
+
+    assert first.returncode == 0, first.stderr
+    key = first.stdout.split()[-1]  # after the shell's own words
+    assert len(key) >= 50 and second.stdout.split()[-1] == key
+    kept = tmp_path / "data" / "secret_key"
+    assert kept.read_text() == key and kept.stat().st_mode & 0o777 == 0o600
+    assert not list(kept.parent.glob(".secret_key*"))  # no draft left
 
 
 @pytest.fixture
@@ -89,3 +97,16 @@ def test_the_admin_is_for_staff_only(client, owner, staff):
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     client.force_login(staff)
     assert client.get(jobs_admin).status_code == 200
+
+
+def test_compose_starts_each_service_once_what_it_needs_is_ready():
+    services = yaml.safe_load((PROJECT_DIR / "compose.yaml").read_text())["services"]
+    for name, service in services.items():
+        for needed, how in service.get("depends_on", {}).items():
+            condition = how["condition"]
+            assert condition in {"service_healthy", "service_completed_successfully"}, name
+            if condition == "service_healthy":
+                assert "healthcheck" in services[needed], needed
+    app = [name for name, service in services.items() if "DATABASE_URL" in service["environment"]]
+    assert set(app) == {"migrate", "web", "worker"}
+    assert all("db" in services[name]["depends_on"] for name in app)
