@@ -5,6 +5,7 @@ delivered twice or an admin action racing a worker can never both move the same 
 """
 
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -32,8 +33,6 @@ def submit(owner, url: str, ref: str = "", token: str = "", **options) -> CloneJ
     """Record a request and queue it. `url`, `ref` and the `options` (history, depth,
     archive_format) must have passed clones.forms already; `token`, if any, is kept for the
     clone only (clones.tokens)."""
-    # The ORM broker keeps its queue in this same database: one transaction makes the job and
-    # its task together, or neither, so no job waits for a task that was never queued.
     with transaction.atomic():
         check_limits(owner)
         job = CloneJob.objects.create(
@@ -42,11 +41,48 @@ def submit(owner, url: str, ref: str = "", token: str = "", **options) -> CloneJ
         if token:
             tokens.keep(job.id, token)
         try:
-            async_task(RUN_TASK, str(job.id))
+            _enqueue(job.id)
         except BaseException:
             tokens.discard(job.id)  # the row is rolled back; the file must go with it
             raise
     return job
+
+
+def _enqueue(job_id, delay: float = 0) -> None:
+    """Give a queued job a task: now, or after `delay` seconds (a one-off schedule). Called in
+    the transaction that queues the job."""
+    due = timezone.now() + timedelta(seconds=delay)
+    CloneJob.objects.filter(pk=job_id).update(task_due_at=due)
+    if delay:
+        schedule(
+            RUN_TASK,
+            str(job_id),
+            name=f"cloneshelf: retry {job_id}",
+            schedule_type=Schedule.ONCE,
+            next_run=due,
+        )
+    elif settings.CLONES_REDIS_URL:
+        # Redis is not this database: the task is pushed once the job is committed, or a worker
+        # could take it before the row exists. Lost if this process dies in between, or with a
+        # Redis that restarts: the recovery sweep gives such a job a task again (task_lost).
+        transaction.on_commit(partial(async_task, RUN_TASK, str(job_id)))
+    else:
+        # The ORM broker keeps its queue in this same database: the job and its task are
+        # committed together, or neither, so no job waits for a task that was never queued.
+        async_task(RUN_TASK, str(job_id))
+
+
+def give_a_task_again(job: CloneJob) -> bool:
+    """A queued job whose task has not reached a worker long after it was due: the broker lost
+    it (Redis restarted, or died with it in hand). A second task for a job still waiting in a
+    long queue does no harm: the first to claim the job runs it, the other finds nothing to do."""
+    with transaction.atomic():
+        still_lost = CloneJob.objects.filter(
+            pk=job.pk, status=Status.QUEUED, task_due_at=job.task_due_at
+        ).exists()
+        if still_lost:
+            _enqueue(job.id)
+    return still_lost
 
 
 def check_limits(owner) -> None:
@@ -134,7 +170,12 @@ def follow(job: CloneJob, snapshot: Snapshot) -> bool:
     that builds `snapshot`; it finishes as that one does (settle_followers)."""
     phase = f"Waiting for job {snapshot.builder_id}, which is cloning the same commit."
     waiting = _unchanged(job).update(
-        status=Status.QUEUED, snapshot=snapshot, started_at=None, **_phase(phase), **_uncounted(job)
+        status=Status.QUEUED,
+        snapshot=snapshot,
+        started_at=None,
+        task_due_at=None,  # it has none, and needs none
+        **_phase(phase),
+        **_uncounted(job),
     )
     # The builder may have finished between our look at the snapshot and now, and settled the
     # jobs waiting then: settle again, so that this one is never left behind.
@@ -236,16 +277,8 @@ def _queue_again(job: CloneJob, phase: str, delay: float, only_if: Q = ANY, **co
             .filter(only_if)
             .update(status=Status.QUEUED, started_at=None, **_phase(phase), **counters)
         )
-        if updated and delay:
-            schedule(
-                RUN_TASK,
-                str(job.id),
-                name=f"cloneshelf: retry {job.id}",
-                schedule_type=Schedule.ONCE,
-                next_run=timezone.now() + timedelta(seconds=delay),
-            )
-        elif updated:
-            async_task(RUN_TASK, str(job.id))
+        if updated:
+            _enqueue(job.id, delay)
     return bool(updated)
 
 
@@ -304,5 +337,5 @@ def requeue(job: CloneJob) -> bool:
             snapshot=None,  # it looks its ref up afresh
         )
         if updated:
-            async_task(RUN_TASK, str(job.id))
+            _enqueue(job.id)
     return bool(updated)

@@ -77,6 +77,11 @@ class CloneJobQuerySet(models.QuerySet):
     def lost(self) -> "CloneJobQuerySet":
         return self.filter(lost_its_worker())
 
+    def task_lost(self) -> "CloneJobQuerySet":
+        """Queued, but their task is long overdue: the broker lost it (clones.jobs._enqueue)."""
+        overdue = timezone.now() - timedelta(seconds=settings.CLONES_TASK_LOST_SECONDS)
+        return self.filter(status=Status.QUEUED, task_due_at__lt=overdue)
+
     def active(self) -> "CloneJobQuerySet":
         return self.filter(status__in=ACTIVE_STATUSES)
 
@@ -125,6 +130,12 @@ class CloneJob(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    task_due_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its task was due to reach a worker (queued jobs; none while it waits "
+        "for an identical job).",
+    )
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="When its worker last said it is alive (while running)."
     )

@@ -30,6 +30,9 @@ def recover() -> None:
         # which reap_leftovers removes (and a new attempt removes them before it starts).
         if jobs.recover(job):
             logger.warning("job %s lost its worker after attempt %d", job.id, job.attempts)
+    for job in CloneJob.objects.task_lost():
+        if jobs.give_a_task_again(job):
+            logger.warning("job %s was queued, but its task never reached a worker", job.id)
     for snapshot in snapshots.stranded():
         logger.warning("jobs waiting for snapshot %s lost their builder", snapshot.pk)
         jobs.settle_followers(snapshot)

@@ -295,9 +295,15 @@ CLONES_STOP_GRACE = env_int("CLONES_STOP_GRACE", 60)
 # "retry", so: clone timeout < task timeout < retry. The CloneJob row, not django-q2, records
 # whether a clone worked; a failed task is acknowledged and never retried blindly.
 CLONES_TASK_TIMEOUT = CLONES_CLONE_TIMEOUT + env_int("CLONES_TASK_OVERHEAD", 600)
+# The queue: in the database (django-q2's ORM broker) unless a Redis URL is given.
+CLONES_REDIS_URL = env_str("CLONES_REDIS_URL", "")
+# A queued job whose task has not reached a worker this long after it was due is given another
+# (the broker lost it: Redis has no acknowledgement). A duplicate in a long queue is harmless.
+CLONES_TASK_LOST_SECONDS = env_int("CLONES_TASK_LOST_SECONDS", 600)
+
 Q_CLUSTER = {
     "name": "cloneshelf",
-    "orm": "default",
+    **({"redis": CLONES_REDIS_URL} if CLONES_REDIS_URL else {"orm": "default"}),
     "workers": env_int("CLONES_WORKERS", 2),
     "timeout": CLONES_TASK_TIMEOUT,
     "retry": CLONES_TASK_TIMEOUT + 60,

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from clones import jobs
+from clones import jobs, recovery
 from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db]
@@ -136,3 +136,17 @@ def test_requeue_takes_only_failed_or_cancelled_jobs(queued):
     assert queued.status == Status.QUEUED and queued.error == ""
     assert (queued.attempts, queued.waits) == (0, 0)  # a retry starts afresh
     assert OrmQ.objects.count() == 1
+
+
+def test_a_queued_job_whose_task_never_came_gets_another(queued, settings):
+    settings.CLONES_TASK_LOST_SECONDS = 600
+    tasks_before = OrmQ.objects.count()
+    CloneJob.objects.filter(pk=queued.pk).update(task_due_at=timezone.now() - timedelta(hours=1))
+    waiting_for_a_builder = CloneJob.objects.create(owner=queued.owner, url=queued.url)
+
+    recovery.recover()
+
+    assert OrmQ.objects.count() == tasks_before + 1  # one, for the lost one only
+    queued.refresh_from_db()
+    assert queued.task_due_at > timezone.now() - timedelta(minutes=1)
+    assert waiting_for_a_builder.task_due_at is None  # it needs none
