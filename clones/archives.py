@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files import File
 from django.core.files.storage import default_storage
 
@@ -345,14 +346,19 @@ def _save(staged: Path, name: str, size: int, sha256: str) -> Archive:
 
 @contextmanager
 def _failing_as(doing: str) -> Iterator[None]:
-    """Turn an OSError into ArchiveFailed, worded for the person who asked."""
+    """Turn a disk's or a storage service's error into ArchiveFailed, worded for the person who
+    asked."""
     try:
         yield
-    except OSError as exc:
+    except (OSError, BotoCoreError, ClientError) as exc:
         raise ArchiveFailed(f"The archive could not be {doing}: {_reason(exc)}") from exc
 
 
-def _reason(exc: OSError) -> str:
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ClientError):  # the S3 service answered, and said no
+        return f"the storage service refused it ({exc.response['Error'].get('Code', '?')})."
+    if isinstance(exc, BotoCoreError):
+        return "the storage service could not be reached. Try again later."
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "the server's disk is full. Try again later."
     return f"{exc.strerror or exc}."

@@ -12,7 +12,14 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+)
 from django.utils.cache import get_conditional_response
 from django.utils.http import (
     content_disposition_header,
@@ -45,6 +52,8 @@ def archive_response(request: HttpRequest, job: CloneJob) -> HttpResponseBase:
     if conditional is not None:
         return _with_headers(conditional, cache_headers)
     headers = {**cache_headers, **_file_headers(job)}
+    if settings.CLONES_S3_BUCKET:
+        return _presigned_redirect(job)
     if settings.CLONES_SENDFILE:
         # The front server answers Range requests itself, and says so (Accept-Ranges).
         return _with_headers(_handed_to_front_server(job.archive.name), headers)
@@ -69,6 +78,23 @@ def _served(
         return response
     response["Content-Range"] = f"bytes {span.start}-{span.stop - 1}/{size}"
     return _with_headers(response, headers)
+
+
+def _presigned_redirect(job: CloneJob) -> HttpResponseBase:
+    """To the object itself, by a URL that works for CLONES_S3_URL_SECONDS: the bytes go from
+    the bucket to the client, which asks it for ranges, resumes and all. The URL names the
+    download and its type, which the bucket then sends."""
+    headers = _file_headers(job)
+    url = default_storage.url(
+        job.archive.name,
+        parameters={
+            "ResponseContentDisposition": headers["Content-Disposition"],
+            "ResponseContentType": headers["Content-Type"],
+        },
+    )
+    response = HttpResponseRedirect(url)
+    response["Cache-Control"] = "private, no-store"  # the URL expires; never keep the redirect
+    return response
 
 
 def checksum_response(job: CloneJob) -> HttpResponse:

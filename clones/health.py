@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import connection
@@ -40,6 +41,8 @@ def check_database() -> Check:
 
 
 def check_storage() -> Check:
+    if settings.CLONES_S3_BUCKET:
+        return _check_bucket()
     location = Path(default_storage.location)
     # FileSystemStorage makes its directory on its first save; until then, it needs the parent.
     directory = location if location.exists() else location.parent
@@ -55,6 +58,14 @@ def check_storage() -> Check:
         )
         return {"ok": False, "free_bytes": free, "error": error}
     return {"ok": True, "free_bytes": free}
+
+
+def _check_bucket() -> Check:
+    try:
+        default_storage.bucket.meta.client.head_bucket(Bucket=settings.CLONES_S3_BUCKET)
+    except (BotoCoreError, ClientError) as exc:
+        return {"ok": False, "error": f"The archive bucket cannot be reached: {exc}"}
+    return {"ok": True}
 
 
 def check_queue() -> Check:

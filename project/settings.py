@@ -184,8 +184,28 @@ def database_config() -> dict:
 DATABASES = {"default": database_config()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Archives: files under MEDIA_ROOT, or objects in an S3-compatible bucket (django-storages;
+# credentials and region from the standard AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+# AWS_DEFAULT_REGION, which boto3 reads itself). Downloads from S3 are redirects to a presigned
+# URL that lives CLONES_S3_URL_SECONDS.
+CLONES_S3_BUCKET = env_str("CLONES_S3_BUCKET", "")
+CLONES_S3_ENDPOINT_URL = env_str("CLONES_S3_ENDPOINT_URL", "")
+CLONES_S3_URL_SECONDS = env_int("CLONES_S3_URL_SECONDS", 300)
+ARCHIVE_STORAGE = (
+    {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CLONES_S3_BUCKET,
+            "endpoint_url": CLONES_S3_ENDPOINT_URL or None,
+            "querystring_expire": CLONES_S3_URL_SECONDS,
+            "file_overwrite": False,  # a name is never reused: archives.store picks a free one
+        },
+    }
+    if CLONES_S3_BUCKET
+    else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+)
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": ARCHIVE_STORAGE,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 STATIC_URL = "/static/"

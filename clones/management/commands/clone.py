@@ -95,4 +95,11 @@ class Command(BaseCommand):
             raise CommandError(job.error or f"The job ended {job.status}.")
         self.stdout.write(f"commit {job.commit}")
         self.stdout.write(f"sha256 {job.archive_sha256}")
-        self.stdout.write(f"archive {job.archive.path}")
+        self.stdout.write(f"archive {archive_location(job)}")
+
+
+def archive_location(job: CloneJob) -> str:
+    try:
+        return job.archive.path
+    except NotImplementedError:  # in a bucket: its name there
+        return f"s3://{settings.CLONES_S3_BUCKET}/{job.archive.name}"
