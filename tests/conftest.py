@@ -15,6 +15,7 @@ from clones import urlpolicy
 
 from .gitservers import GitDaemon, GitHTTPServer
 from .repos import make_repo
+from .services import bucket, redis, s3_endpoint  # noqa: F401 - fixtures for every module
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

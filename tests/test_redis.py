@@ -4,77 +4,19 @@ that restarts, is gone. Jobs must finish all the same."""
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 from django.contrib.auth import get_user_model
-from django_q.conf import Conf
 
 from clones import jobs
 from clones.models import Status
 
-from .gitservers import GitHTTPServer, free_port
+from .gitservers import GitHTTPServer
 from .helpers import containers_of, refreshed, wait_for_job, wait_until
+from .services import redis_env
 
 pytestmark = pytest.mark.database
-
-
-class RedisServer:
-    """A redis-server of the test's own, keeping nothing on disk: a restart empties it."""
-
-    def __init__(self, directory):
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(self.answers, timeout=10, interval=0.05, what="redis to answer")
-
-    def answers(self) -> bool:
-        ping = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True)
-        return ping.stdout.strip() == b"PONG"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
-@pytest.fixture
-def redis(tmp_path, settings, monkeypatch):
-    """A Redis broker for this test process as for the workers it starts (env below)."""
-    server = RedisServer(tmp_path)
-    settings.CLONES_REDIS_URL = server.url
-    # django-q2 reads its configuration once, at import: switch its broker here too.
-    monkeypatch.setattr(Conf, "ORM", None)
-    monkeypatch.setattr(Conf, "REDIS", server.url)
-    yield server
-    server.stop()
-
-
-def redis_env(server: RedisServer, **more: str) -> dict[str, str]:
-    return {"CLONES_REDIS_URL": server.url, **more}
 
 
 @pytest.fixture

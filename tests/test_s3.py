@@ -3,11 +3,8 @@ standalone S3 *emulator* (from PyPI), on 127.0.0.1: it does not check signatures
 tested here is our side (streamed upload, presigned download, ranges, expiry, errors), not AWS."""
 
 import hashlib
-import subprocess
-import sys
 import urllib.request
 
-import boto3
 import pytest
 from django.core.files.storage import default_storage
 from django.urls import reverse
@@ -15,65 +12,10 @@ from django.urls import reverse
 from clones import tasks
 from clones.models import CloneJob, Status
 
-from .gitservers import free_port
-from .helpers import submit, wait_for_job, wait_until
+from .helpers import submit, wait_for_job
+from .services import BUCKET, s3_worker_env
 
 pytestmark = pytest.mark.database
-
-BUCKET = "cloneshelf-archives"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return urllib.request.urlopen(endpoint, timeout=1).status == 200
-        except OSError:
-            return False
-
-    wait_until(answers, timeout=30, interval=0.1, what="the S3 emulator to answer")
-    yield endpoint
-    server.terminate()
-    server.wait()
-
-
-@pytest.fixture
-def bucket(s3_endpoint, settings, monkeypatch):
-    """A fresh bucket, and this test process and its workers storing archives in it."""
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("s3", endpoint_url=s3_endpoint)
-    client.create_bucket(Bucket=BUCKET)
-    settings.CLONES_S3_BUCKET = BUCKET
-    settings.CLONES_S3_ENDPOINT_URL = s3_endpoint
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {"bucket_name": BUCKET, "endpoint_url": s3_endpoint},
-        },
-    }
-    yield client
-    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        client.delete_object(Bucket=BUCKET, Key=item["Key"])
-    client.delete_bucket(Bucket=BUCKET)
-
-
-def s3_worker_env(endpoint: str) -> dict[str, str]:
-    return {"CLONES_S3_BUCKET": BUCKET, "CLONES_S3_ENDPOINT_URL": endpoint, **CREDENTIALS}
 
 
 def fetch(url: str, headers: dict[str, str] | None = None):

@@ -1,0 +1,127 @@
+"""The servers beside git that the scaling-out tests need, each a real one on 127.0.0.1: Redis
+(Debian's redis-server) and an S3 emulator (moto's server, from PyPI). Fixtures here are
+imported by the test modules that use them."""
+
+import subprocess
+import sys
+import urllib.request
+
+import boto3
+import pytest
+from django_q.conf import Conf
+
+from .gitservers import free_port
+from .helpers import wait_until
+
+
+class RedisServer:
+    """A redis-server of the test's own, keeping nothing on disk: a restart empties it."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(self.answers, timeout=10, interval=0.05, what="redis to answer")
+
+    def answers(self) -> bool:
+        ping = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True)
+        return ping.stdout.strip() == b"PONG"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def redis(tmp_path, settings, monkeypatch):
+    """A Redis broker for this test process as for the workers it starts (env below)."""
+    server = RedisServer(tmp_path)
+    settings.CLONES_REDIS_URL = server.url
+    # django-q2 reads its configuration once, at import: switch its broker here too.
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", server.url)
+    yield server
+    server.stop()
+
+
+def redis_env(server: RedisServer, **more: str) -> dict[str, str]:
+    return {"CLONES_REDIS_URL": server.url, **more}
+
+
+BUCKET = "cloneshelf-archives"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return urllib.request.urlopen(endpoint, timeout=1).status == 200
+        except OSError:
+            return False
+
+    wait_until(answers, timeout=30, interval=0.1, what="the S3 emulator to answer")
+    yield endpoint
+    server.terminate()
+    server.wait()
+
+
+@pytest.fixture
+def bucket(s3_endpoint, settings, monkeypatch):
+    """A fresh bucket, and this test process and its workers storing archives in it."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    settings.CLONES_S3_BUCKET = BUCKET
+    settings.CLONES_S3_ENDPOINT_URL = s3_endpoint
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {"bucket_name": BUCKET, "endpoint_url": s3_endpoint},
+        },
+    }
+    yield client
+    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        client.delete_object(Bucket=BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=BUCKET)
+
+
+def s3_worker_env(endpoint: str) -> dict[str, str]:
+    return {"CLONES_S3_BUCKET": BUCKET, "CLONES_S3_ENDPOINT_URL": endpoint, **CREDENTIALS}
