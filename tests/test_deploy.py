@@ -99,6 +99,16 @@ def test_the_admin_is_for_staff_only(client, owner, staff):
     assert client.get(jobs_admin).status_code == 200
 
 
+def test_compose_yaml_is_valid_compose():
+    result = subprocess.run(
+        ["docker-compose", "-f", "compose.yaml", "config", "--quiet"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_compose_starts_each_service_once_what_it_needs_is_ready():
     services = yaml.safe_load((PROJECT_DIR / "compose.yaml").read_text())["services"]
     for name, service in services.items():
@@ -110,3 +120,21 @@ def test_compose_starts_each_service_once_what_it_needs_is_ready():
     app = [name for name, service in services.items() if "DATABASE_URL" in service["environment"]]
     assert set(app) == {"migrate", "web", "worker"}
     assert all("db" in services[name]["depends_on"] for name in app)
+
+
+def test_compose_keeps_the_engine_behind_tls_with_one_volume_at_two_paths():
+    services = yaml.safe_load((PROJECT_DIR / "compose.yaml").read_text())["services"]
+    worker, engine = services["worker"], services["docker"]
+    env = worker["environment"]
+    assert env["DOCKER_HOST"] == "tcp://docker:2376" and env["DOCKER_TLS_VERIFY"] == "1"
+    assert engine["environment"]["DOCKER_TLS_CERTDIR"] == "/certs" and "ports" not in engine
+    # The worker holds the client half of the certificates only, read-only.
+    assert [v for v in worker["volumes"] if "certs" in v] == [
+        "docker-certs-client:/certs/client:ro"
+    ]
+    # One volume, seen at two paths, and the worker told both.
+    assert "data:/data" in worker["volumes"] and "data:/var/lib/cloneshelf" in engine["volumes"]
+    assert (env["CLONES_DATA_DIR"], env["CLONES_ENGINE_DATA_DIR"]) == (
+        "/data",
+        "/var/lib/cloneshelf",
+    )
