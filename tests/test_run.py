@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import urllib.request
 
 import psutil
@@ -27,7 +28,7 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
-def test_run_starts_the_site_and_the_worker_and_ctrl_c_stops_both(tmp_path):
+def test_run_starts_the_site_and_the_worker_and_ctrl_c_stops_both(tmp_path, new_repo, git_http):
     port = free_port()
     env = {
         key: value
@@ -54,13 +55,21 @@ def test_run_starts_the_site_and_the_worker_and_ctrl_c_stops_both(tmp_path):
         wait_until(lambda: healthz(port) == 200, timeout=60, what="the site to answer /healthz")
         children = psutil.Process(run.pid).children(recursive=True)
         assert any("worker" in " ".join(child.cmdline()) for child in children)
+        url = git_http.url(new_repo().name)
+        clone = subprocess.run(
+            [sys.executable, "manage.py", "clone", url, "--user", "admin", "--wait"],
+            cwd=PROJECT_DIR, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert "status done" in clone.stdout, clone.stderr
 
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C
 
         assert run.wait(timeout=30) == 0
-        assert not [
-            child for child in children if child.is_running() and child.status() != "zombie"
-        ]
+        wait_until(
+            lambda: not [child for child in children if alive(child)],
+            timeout=15,
+            what="every process ./run started to exit",
+        )
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
