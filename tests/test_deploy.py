@@ -117,7 +117,11 @@ def test_compose_starts_each_service_once_what_it_needs_is_ready():
             assert condition in {"service_healthy", "service_completed_successfully"}, name
             if condition == "service_healthy":
                 assert "healthcheck" in services[needed], needed
-    app = [name for name, service in services.items() if "DATABASE_URL" in service["environment"]]
+    app = [
+        name
+        for name, service in services.items()
+        if "DATABASE_URL" in service.get("environment", {})
+    ]
     assert set(app) == {"migrate", "web", "worker"}
     assert all("db" in services[name]["depends_on"] for name in app)
 
