@@ -1,6 +1,13 @@
 """Benchmark: the job page's latency and the workers' throughput during a burst of submissions.
 
     .venv/bin/python scripts/bench_load.py [--jobs 100] [--users 5] [--readers 4] [--repos 20]
+        [--clusters 1,2]
+
+On PostgreSQL and Redis: CLONESHELF_TEST_DATABASE_URL=postgres://… CLONES_REDIS_URL=redis://…
+in the environment (`bash .ci/postgres.sh` starts a PostgreSQL; the database is the run's own).
+`--clusters 1,2` runs the same burst against one worker cluster, then against two, each cluster
+with a Docker engine and a data directory of its own, sharing the database, the queue and the
+archive bucket (moto's S3 emulator): jobs per minute side by side.
 
 Run as root with the test engine up (`bash .ci/engine.sh`): the clone containers run on a Docker
 engine of the run's own (scripts/harness.py, private_engine), started with the test engine's git
@@ -45,10 +52,13 @@ ROOT = harness.setup_django(
     {"CLONES_MAX_ACTIVE_PER_USER": CAP, "CLONES_MAX_SUBMISSIONS_PER_HOUR": CAP},
 )
 
+from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from clones import jobs  # noqa: E402
 from clones.models import CloneJob, Status  # noqa: E402
+from tests.engines import Engine  # noqa: E402
 from tests.gitservers import GitDaemon, free_port, wait_for_port  # noqa: E402
 from tests.repos import ServedRepo, git, make_repo  # noqa: E402
 
@@ -166,8 +176,8 @@ def wait_until_over(job_ids: list[str], timeout: float) -> None:
 
 def archive_head(job: CloneJob) -> str:
     """The commit HEAD names in the job's archive, as git reads it there ("" if none)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run(["tar", "-xf", job.archive.path, "-C", scratch], check=True)
+    with tempfile.TemporaryDirectory() as scratch, job.archive.open("rb") as archive:
+        subprocess.run(["tar", "-xf", "-", "-C", scratch], stdin=archive, check=True)
         (checkout,) = Path(scratch).iterdir()
         try:
             return git("rev-parse", "--verify", "HEAD^{commit}", cwd=checkout)
@@ -225,9 +235,8 @@ def start_web(port: int) -> harness.Process:
     return web
 
 
-def warm_up(url: str) -> None:
-    """One job before the burst, so that it does not wait for the worker to start."""
-    (owner,) = harness.create_users(["warm-up"])
+def warm_up(url: str, owner) -> None:
+    """One job before the burst, so that it does not wait for the workers to start."""
     job = jobs.submit(owner, url)
     while job.is_active:
         time.sleep(0.1)
@@ -240,6 +249,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=5)
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--repos", type=int, default=20)
+    parser.add_argument(
+        "--clusters", default="1", help="worker clusters per burst, e.g. 1,2: one burst each"
+    )
     parser.add_argument("--timeout", type=float, default=240, help="for the jobs to finish")
     parser.add_argument("--keep", action="store_true", help=f"keep {ROOT} (logs, database)")
     options = parser.parse_args()
@@ -250,20 +262,40 @@ def main() -> None:
         else:
             cleanup.callback(harness.remove, ROOT)
         harness.migrate()
-        cleanup.enter_context(harness.private_engine())
+        cleanup.callback(harness.drop_database)
+        # Archives in one bucket that every cluster writes and the web hands out (an emulator).
+        cleanup.enter_context(harness.s3_bucket())
         served = ROOT / "served"
         served.mkdir()
-        repos = [make_repo(served, f"repo-{number:02d}") for number in range(options.repos)]
         daemon = GitDaemon(served)
         cleanup.callback(daemon.stop)
         port = free_port()
         cleanup.callback(start_web(port).stop)
-        cleanup.callback(harness.start_worker(ROOT / "worker.log").stop)
-        names = [f"user{number}" for number in range(options.users)]
-        harness.create_users(names, password=PASSWORD)
-        warm_up(daemon.url(repos[0].name))
+        print(
+            f"database {connection.vendor}, queue {'redis' if settings.CLONES_REDIS_URL else 'orm'}"
+        )
+        for clusters in map(int, options.clusters.split(",")):
+            print(f"\n== {clusters} worker cluster(s), each with its own engine and data directory")
+            burst_with(clusters, served, daemon, port, options)
+
+
+def burst_with(clusters: int, served: Path, daemon: GitDaemon, port: int, options) -> None:
+    """One burst against `clusters` clusters; repositories and users of its own, so that no job
+    is a snapshot hit of an earlier burst's."""
+    run = f"run{clusters}"
+    with contextlib.ExitStack() as cleanup:
+        for number in range(clusters):
+            engine = Engine(settings.CLONES_GIT_IMAGE)
+            cleanup.callback(engine.remove)
+            own = {"DOCKER_HOST": engine.host, "CLONES_DATA_DIR": str(ROOT / f"{run}-{number}")}
+            worker = harness.start_worker(ROOT / f"{run}-worker-{number}.log", env=own)
+            cleanup.callback(worker.stop)
+        repos = [make_repo(served, f"{run}-repo-{number:02d}") for number in range(options.repos)]
+        names = [f"{run}-user{number}" for number in range(options.users)]
+        owners = harness.create_users(names, password=PASSWORD)
+        warm_up(daemon.url(repos[0].name), owners[0])
         visitors = [Visitor(f"http://127.0.0.1:{port}", name) for name in names]
-        burst, first_submission = run_burst(visitors, repos, daemon, options)
+        burst, first_submission = run_burst(visitors, repos[1:], daemon, options)
         report(burst, first_submission, options)
 
 

@@ -49,9 +49,68 @@ def setup_django(prefix: str, env: dict[str, str] | None = None) -> Path:
 
 
 def migrate() -> None:
+    """Create the run's database first if it is a PostgreSQL one (CLONESHELF_TEST_DATABASE_URL:
+    tests.settings names it after the run), then migrate it."""
     from django.core.management import call_command
+    from django.db import connection
 
+    if connection.vendor == "postgresql":
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{connection.settings_dict["NAME"]}"')
     call_command("migrate", verbosity=0)
+
+
+def drop_database() -> None:
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        connection.close()
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{connection.settings_dict["NAME"]}"')
+
+
+@contextlib.contextmanager
+def s3_bucket(bucket: str = "cloneshelf-bench"):
+    """moto's S3 server (an emulator, from PyPI) on 127.0.0.1 with one bucket; while it lasts,
+    archives go there, here (settings) and in every process started (environment)."""
+    from django.conf import settings
+    from django.test.signals import setting_changed
+
+    from tests.gitservers import free_port, wait_for_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        endpoint = f"http://127.0.0.1:{port}"
+        credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+        os.environ.update(
+            credentials,
+            AWS_DEFAULT_REGION="us-east-1",
+            CLONES_S3_BUCKET=bucket,
+            CLONES_S3_ENDPOINT_URL=endpoint,
+        )
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        settings.CLONES_S3_BUCKET = bucket
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "default": {
+                "BACKEND": "storages.backends.s3.S3Storage",
+                "OPTIONS": {"bucket_name": bucket, "endpoint_url": endpoint},
+            },
+        }
+        # Django's own reset of default_storage, as override_settings would send it.
+        setting_changed.send(None, setting="STORAGES", value=settings.STORAGES, enter=True)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def create_users(names: list[str], password: str | None = None) -> list:
