@@ -307,14 +307,14 @@ def _unchanged(job: CloneJob):
 def expire(job: CloneJob) -> bool:
     """Mark a done job expired; the history row stays. Its snapshot's file is deleted once no
     other job needs it (clones.snapshots)."""
-    if job.snapshot is None:
+    if job.snapshot_id is None:
         # Its own file (its snapshot row was deleted by hand). File first: should the row
         # update fail, the job is still done and expired again later.
         archives.delete(job.archive.name)
     updated = CloneJob.objects.filter(pk=job.pk, status=Status.DONE).update(
         status=Status.EXPIRED, archive="", expired_at=timezone.now()
     )
-    if updated and job.snapshot is not None:
+    if updated and job.snapshot_id is not None:
         snapshots.release(job.snapshot)
     return bool(updated)
 

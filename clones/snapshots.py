@@ -12,7 +12,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
-from django.db.models import F, Max
+from django.db.models import Exists, F, Max, OuterRef
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -173,7 +173,15 @@ def release(snapshot: Snapshot) -> None:
 
 
 def due_for_deletion():
-    return Snapshot.objects.filter(state=SnapshotState.READY, expires_at__lte=timezone.now())
+    """Ready snapshots past their time that no done job still delivers. The second half is not
+    implied by the first: a job's expiry is taken a moment after the one its snapshot got."""
+    now = timezone.now()
+    still_delivered = CloneJob.objects.filter(
+        snapshot=OuterRef("pk"), status=Status.DONE, expires_at__gt=now
+    )
+    return Snapshot.objects.filter(state=SnapshotState.READY, expires_at__lte=now).exclude(
+        Exists(still_delivered)
+    )
 
 
 def delete(snapshot: Snapshot) -> bool:

@@ -202,7 +202,8 @@ def expire_archives() -> int:
     )
     expired = 0
     for start in range(0, len(due), EXPIRY_BATCH_SIZE):
-        for job in CloneJob.objects.filter(pk__in=due[start : start + EXPIRY_BATCH_SIZE]):
+        batch = due[start : start + EXPIRY_BATCH_SIZE]
+        for job in CloneJob.objects.select_related("snapshot").filter(pk__in=batch):
             expired += _one_at_a_time(jobs.expire, job)
     deleted = sum(
         _one_at_a_time(snapshots.delete, snapshot)

@@ -157,6 +157,7 @@ def test_a_hit_and_the_deletion_of_the_same_snapshot_cannot_both_win(running):
     builder = running()
     snapshot = build(builder)
     finish_building(snapshot, builder)
+    CloneJob.objects.filter(pk=builder.pk).update(expires_at=timezone.now())  # its time came
     Snapshot.objects.filter(pk=snapshot.pk).update(expires_at=timezone.now())
     stale = Snapshot.objects.get(pk=snapshot.pk)
 
@@ -177,3 +178,16 @@ def test_jobs_waiting_for_a_builder_that_vanished_are_sent_back_by_the_sweep(run
     waiting.refresh_from_db()
     assert waiting.status == Status.QUEUED and waiting.snapshot is None
     assert Snapshot.objects.get(pk=snapshot.pk).state == SnapshotState.ABANDONED
+
+
+def test_a_snapshot_is_never_deleted_while_a_done_job_still_delivers_it(running):
+    builder = running()
+    snapshot = build(builder)
+    finish_building(snapshot, builder)
+    # Its own time has come, but the job's (taken a moment later) has not.
+    Snapshot.objects.filter(pk=snapshot.pk).update(expires_at=timezone.now())
+
+    assert not snapshots.delete(Snapshot.objects.get(pk=snapshot.pk))
+
+    CloneJob.objects.filter(pk=builder.pk).update(expires_at=timezone.now())
+    assert snapshots.delete(Snapshot.objects.get(pk=snapshot.pk))
