@@ -358,7 +358,8 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, ClientError):  # the S3 service answered, and said no
         return f"the storage service refused it ({exc.response['Error'].get('Code', '?')})."
     if isinstance(exc, BotoCoreError):
-        return "the storage service could not be reached. Try again later."
+        # Not only "unreachable": missing credentials, a bad endpoint… botocore says which.
+        return f"the storage service could not be used: {exc}."
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "the server's disk is full. Try again later."
     return f"{exc.strerror or exc}."

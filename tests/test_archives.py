@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from django.core.files.storage import default_storage
 
 from clones import archives
@@ -373,3 +374,21 @@ def test_a_full_disk_while_packing_says_so(tmp_path, tree, settings, monkeypatch
     with pytest.raises(ArchiveFailed, match="could not be written: the server's disk is full"):
         store(tree, "top", tmp_path / "staging.zip", "job.zip", "zip", MTIME)
     assert not (tmp_path / "media").exists() or not any((tmp_path / "media").iterdir())
+
+
+def test_a_storage_service_that_cannot_be_used_says_what_botocore_said(tmp_path, monkeypatch):
+    staged = tmp_path / "repo.bundle"
+    staged.write_bytes(b"bundle bytes")
+
+    def unreachable(name, content, max_length=None):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+    monkeypatch.setattr(default_storage, "save", unreachable)
+
+    with pytest.raises(ArchiveFailed) as failed:
+        store_file(staged, "job.bundle")
+
+    assert str(failed.value) == (
+        "The archive could not be stored: the storage service could not be used: "
+        'Could not connect to the endpoint URL: "http://127.0.0.1:9".'
+    )
