@@ -1,3 +1,4 @@
+import secrets
 import uuid
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -149,6 +150,10 @@ class CloneJob(models.Model):
     archive_size = models.BigIntegerField(null=True, blank=True, help_text="Bytes.")
     archive_sha256 = models.CharField(max_length=64, blank=True)
 
+    webhook_url = models.CharField(
+        max_length=2048, blank=True, help_text="Told when the job ends (clones.webhooks)."
+    )
+
     error = models.TextField(blank=True, help_text="Why it failed, for the person who asked.")
     git_output = models.TextField(blank=True, help_text="The end of git's output, for staff.")
 
@@ -257,3 +262,75 @@ class WorkerReport(models.Model):
     def __str__(self) -> str:
         state = "reachable" if self.engine_ok else f"unreachable ({self.engine_error})"
         return f"engine {state} at {self.reported_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ApiToken(models.Model):
+    """A Bearer token for the JSON API (clones.api). Only its sha256 is kept: the token itself is
+    shown once, when it is made."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, help_text="What it is for.")
+    digest = models.CharField(max_length=64, unique=True, help_text="sha256 of the token.")
+    prefix = models.CharField(max_length=16, help_text="Its first letters, to tell it apart.")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        state = " (revoked)" if self.revoked_at else ""
+        return f"{self.owner} {self.prefix}… {self.name}{state}".replace("  ", " ")
+
+
+def new_webhook_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class Profile(models.Model):
+    """What a user keeps beyond Django's user: the secret that signs their webhooks."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE
+    )
+    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
+
+    def __str__(self) -> str:
+        return f"profile of {self.user}"
+
+
+class DeliveryState(models.TextChoices):
+    # Waiting for its first or next attempt.
+    PENDING = "pending", "Pending"
+    # The receiver answered 2xx.
+    DELIVERED = "delivered", "Delivered"
+    # Every attempt failed, or the URL was no longer allowed; `error` says why.
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """The notification of one job's end to its webhook URL, with its attempts."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.OneToOneField(CloneJob, on_delete=models.CASCADE, related_name="delivery")
+    url = models.CharField(max_length=2048)
+    state = models.CharField(max_length=16, choices=DeliveryState, default=DeliveryState.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    response_status = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The receiver's last HTTP status."
+    )
+    error = models.TextField(blank=True, help_text="Why the last attempt failed.")
+    created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"webhook for {self.job_id} to {self.url} ({self.get_state_display()})"
