@@ -111,11 +111,14 @@ def job_expiry():
 
 
 def _extend(snapshot: Snapshot, until) -> bool:
-    """Keep a ready snapshot at least `until`; False if it is due for deletion or deleted."""
+    """Keep a ready snapshot at least `until`; False if it is no longer ready. One past its time
+    is taken up again too (its file is still there: a job expired early, or the sweep has not
+    come yet); the sweep marks a row deleted only while it is still due (`delete`), so the two
+    cannot both win."""
     return bool(
-        Snapshot.objects.filter(
-            pk=snapshot.pk, state=SnapshotState.READY, expires_at__gt=timezone.now()
-        ).update(expires_at=Greatest(F("expires_at"), until))
+        Snapshot.objects.filter(pk=snapshot.pk, state=SnapshotState.READY).update(
+            expires_at=Greatest(F("expires_at"), until)
+        )
     )
 
 

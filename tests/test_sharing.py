@@ -167,6 +167,20 @@ def test_a_hit_and_the_deletion_of_the_same_snapshot_cannot_both_win(running):
     assert not snapshots.delete(stale)
 
 
+def test_a_snapshot_past_its_time_but_not_yet_deleted_is_a_hit_again(running):
+    """"Clone again" right after an archive expired, before the sweep deleted its file: this
+    once failed the job ("kept changing under job")."""
+    builder = running()
+    snapshot = build(builder)
+    finish_building(snapshot, builder)
+    CloneJob.objects.filter(pk=builder.pk).update(expires_at=timezone.now())
+    Snapshot.objects.filter(pk=snapshot.pk).update(expires_at=timezone.now())
+
+    assert snapshots.take(running(), COMMIT) == (snapshot, Role.HIT)
+    assert not snapshots.delete(Snapshot.objects.get(pk=snapshot.pk))  # needed again
+    assert Snapshot.objects.get(pk=snapshot.pk).expires_at > timezone.now()
+
+
 def test_jobs_waiting_for_a_builder_that_vanished_are_sent_back_by_the_sweep(running):
     builder, waiting = running(), running()
     snapshot = build(builder)
