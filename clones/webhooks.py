@@ -1,0 +1,299 @@
+"""Webhooks: a job's end POSTed as signed JSON to the URL its owner gave, tried again on failure.
+
+Under the clone URLs' policy: the URL is checked when the job is submitted (check_url, in the
+form) and again right before each attempt (urlpolicy.pin, resolving the host afresh), and the
+request goes only to the addresses just checked (clones.pinnedhttp): no redirect followed, no
+proxy, TIMEOUT_SECONDS for the connection and for each wait for the answer, one read of at most
+MAX_ANSWER_BYTES of the answer. A URL the policy forbids by then fails the delivery at once.
+
+A 2xx answer delivers it; any other answer, a timeout or a refused connection is tried again
+after CLONES_WEBHOOK_BACKOFF_SECONDS, doubling (a one-off django-q2 schedule), up to
+CLONES_WEBHOOK_RETRIES times. Each attempt is claimed with a conditional UPDATE on the delivery's
+attempt count, so a task delivered twice, or the recovery sweep's second task for a lost one,
+never sends the same attempt twice.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import ssl
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import urllib3
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import async_task, schedule
+
+from . import pinnedhttp, urlpolicy
+from .models import CloneJob, DeliveryState, Profile, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+
+EVENT = "clone.finished"
+DELIVER_TASK = "clones.webhooks.deliver"
+SIGNATURE_HEADER = "X-Cloneshelf-Signature"
+# Of the schemes the URL policy knows, the ones a webhook can be POSTed over.
+SCHEMES = ("https", "http")
+TIMEOUT_SECONDS = 10
+MAX_ANSWER_BYTES = 4096  # enough for an error message; a receiver's page is not kept
+SHOWN_ANSWER_CHARS = 200
+MAX_BACKOFF_SECONDS = 3600
+# urlpolicy words its refusals for repositories; the reasons hold for webhooks as they are.
+FOR_REPOSITORIES = "only public git servers can be cloned"
+FOR_WEBHOOKS = "webhooks are only sent to public servers"
+
+
+def check_url(url: str) -> str:
+    """The webhook URL stripped of surrounding spaces, or ValidationError saying why not: an
+    http(s) URL that the clone URLs' policy accepts."""
+    return _under_policy(urlpolicy.check_url, url)
+
+
+def _pin(url: str) -> urlpolicy.PinnedURL:
+    return _under_policy(urlpolicy.pin, url)
+
+
+def _under_policy(check, url: str):
+    """`check` (urlpolicy's check_url or pin) of an http(s) URL, its refusals worded for
+    webhooks."""
+    schemes = [scheme for scheme in SCHEMES if scheme in settings.CLONES_ALLOWED_SCHEMES]
+    if not schemes:
+        raise ValidationError("Webhooks need https:// URLs, which this site does not accept.")
+    use = " or ".join(f"{allowed}://" for allowed in schemes)
+    scheme = url.strip().partition(":")[0].lower()
+    if scheme not in schemes:
+        if re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+            raise ValidationError(f"{scheme}:// URLs cannot receive webhooks; use {use}.")
+        raise ValidationError(f"Enter a full {use} URL, such as https://example.com/hooks/clones.")
+    try:
+        return check(url)
+    except ValidationError as refused:
+        raise ValidationError(
+            [message.replace(FOR_REPOSITORIES, FOR_WEBHOOKS) for message in refused.messages]
+        ) from None
+
+
+def payload(job: CloneJob) -> dict:
+    """What a receiver is told about a job that has ended: never a token, nor git's output."""
+    return {
+        "event": EVENT,
+        "job_id": str(job.id),
+        "status": job.status,
+        "url": job.url,
+        "ref": job.ref,
+        "commit": job.commit,
+        "history": job.history,
+        "depth": job.depth,
+        "archive_format": job.archive_format,
+        "archive_size": job.archive_size,
+        "archive_sha256": job.archive_sha256,
+        "error": job.error,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "expires_at": job.expires_at,
+        "links": job_links(job),
+    }
+
+
+def job_links(job: CloneJob) -> dict[str, str | None]:
+    """The job's page and, while there is one, its download: absolute under CLONES_SITE_URL,
+    paths without it."""
+    site = settings.CLONES_SITE_URL
+    download = reverse("clones:download", args=[job.id]) if job.can_download else None
+    return {"job": site + job.get_absolute_url(), "download": download and site + download}
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The signature header's value: HMAC-SHA256 of the exact body with the owner's secret."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def start(job: CloneJob) -> WebhookDelivery:
+    """Queue the first attempt to tell the job's webhook URL that the job has ended. A job run
+    again (the admin's retry) ends again: its earlier delivery makes way, and a task still due
+    for that one finds nothing to claim."""
+    with transaction.atomic():
+        WebhookDelivery.objects.filter(job=job).delete()
+        delivery = WebhookDelivery.objects.create(
+            job=job, url=job.webhook_url, next_attempt_at=timezone.now()
+        )
+    # Lost if the broker loses it: the recovery sweep gives the delivery another (lost()).
+    async_task(DELIVER_TASK, str(delivery.pk), 1)
+    return delivery
+
+
+def deliver(delivery_id: str, attempt: int) -> None:
+    """django-q2 task: make attempt number `attempt` of a delivery, unless it was made already
+    or the delivery is over."""
+    if not _claim(delivery_id, attempt):
+        logger.info(
+            "webhook delivery %s: attempt %d is not due; nothing to do", delivery_id, attempt
+        )
+        return
+    delivery = WebhookDelivery.objects.select_related("job__owner").get(pk=delivery_id)
+    if delivery.job.is_active:
+        # Run again (the admin's retry) before this was delivered: its next end is told anew.
+        _give_up(delivery, attempt, None, "The job was run again before this was delivered.")
+        return
+    try:
+        pinned = _pin(delivery.url)
+    except ValidationError as refused:
+        error = f"The webhook URL is not allowed any more: {refused.messages[0]}"
+        _give_up(delivery, attempt, None, error)
+        return
+    status, error = _post(pinned, *_request(delivery))
+    if status is not None and 200 <= status < 300:
+        _this_attempt(delivery, attempt).update(
+            state=DeliveryState.DELIVERED,
+            response_status=status,
+            error="",
+            delivered_at=timezone.now(),
+            next_attempt_at=None,
+        )
+    elif attempt < attempts_allowed():
+        _try_later(delivery, attempt, status, error)
+    else:
+        _give_up(delivery, attempt, status, error)
+
+
+def _claim(delivery_id: str, attempt: int) -> bool:
+    """Take attempt number `attempt`, if it is the next one. Until the attempt records how it
+    went, next_attempt_at says when it began: one that never does is found lost()."""
+    return bool(
+        WebhookDelivery.objects.filter(
+            pk=delivery_id, state=DeliveryState.PENDING, attempts=attempt - 1
+        ).update(attempts=attempt, next_attempt_at=timezone.now())
+    )
+
+
+def _this_attempt(delivery: WebhookDelivery, attempt: int):
+    """The delivery's row while `attempt` is its latest and it is not over: where the attempt's
+    outcome goes, unless the recovery sweep gave up on it meanwhile."""
+    return WebhookDelivery.objects.filter(
+        pk=delivery.pk, state=DeliveryState.PENDING, attempts=attempt
+    )
+
+
+def attempts_allowed() -> int:
+    return 1 + settings.CLONES_WEBHOOK_RETRIES
+
+
+def backoff_seconds(attempt: int) -> int:
+    """How long to wait after failed attempt number `attempt` (1, 2, …) before the next."""
+    return min(settings.CLONES_WEBHOOK_BACKOFF_SECONDS * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+
+
+def _request(delivery: WebhookDelivery) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of the POST, signed with the owner's secret (made on first use)."""
+    body = json.dumps(payload(delivery.job), cls=DjangoJSONEncoder).encode()
+    profile, _ = Profile.objects.get_or_create(user=delivery.job.owner)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "cloneshelf-webhook",
+        "X-Cloneshelf-Event": EVENT,
+        "X-Cloneshelf-Delivery": str(delivery.pk),
+        SIGNATURE_HEADER: signature(profile.webhook_secret, body),
+    }
+    return body, headers
+
+
+def _post(
+    pinned: urlpolicy.PinnedURL, body: bytes, headers: dict[str, str]
+) -> tuple[int | None, str]:
+    """(the receiver's HTTP status, None if it gave none; what went wrong, in words)."""
+    where = urlsplit(pinned.url).netloc
+    try:
+        with (
+            pinnedhttp.PinnedPoolManager(pinned, lambda: TIMEOUT_SECONDS) as pool,
+            pool.urlopen(
+                "POST", pinned.url, body=body, headers=headers, preload_content=False
+            ) as response,
+        ):
+            # One read, so one wait at most: a receiver that sends a byte at a time is not
+            # waited for.
+            answer = response.read1(MAX_ANSWER_BYTES)
+    except urllib3.exceptions.HTTPError as error:
+        return None, _explain(error, where)
+    if 200 <= response.status < 300:
+        return response.status, ""
+    return response.status, _unwelcome(response.status, answer)
+
+
+def _unwelcome(status: int, answer: bytes) -> str:
+    if 300 <= status < 400:
+        return f"The receiver answered HTTP {status}; redirects are not followed."
+    said = " ".join(answer.decode("utf-8", "replace").split())[:SHOWN_ANSWER_CHARS]
+    return f"The receiver answered HTTP {status}" + (f": {said}" if said else ".")
+
+
+def _explain(error: urllib3.exceptions.HTTPError, where: str) -> str:
+    if isinstance(error, urllib3.exceptions.NewConnectionError):  # before TimeoutError: a subclass
+        reason = getattr(error.__cause__, "strerror", None)
+        return f"Could not connect to {where}" + (f": {reason.lower()}." if reason else ".")
+    if isinstance(error, urllib3.exceptions.TimeoutError):
+        return f"{where} did not answer within {TIMEOUT_SECONDS} s."
+    if isinstance(error, urllib3.exceptions.SSLError):
+        cause = error.args[0] if error.args else None
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"{where}'s TLS certificate could not be verified: {cause.verify_message}."
+        return f"The TLS handshake with {where} failed."
+    if isinstance(error, urllib3.exceptions.ProtocolError):
+        return f"{where} closed the connection without a complete HTTP answer."
+    return f"The request to {where} failed: {error}"
+
+
+def _try_later(delivery: WebhookDelivery, attempt: int, status: int | None, error: str) -> None:
+    due = timezone.now() + timedelta(seconds=backoff_seconds(attempt))
+    with transaction.atomic():
+        recorded = _this_attempt(delivery, attempt).update(
+            response_status=status, error=error, next_attempt_at=due
+        )
+        if recorded:
+            schedule(
+                DELIVER_TASK,
+                str(delivery.pk),
+                attempt + 1,
+                name=f"cloneshelf: webhook {delivery.pk} attempt {attempt + 1}",
+                schedule_type=Schedule.ONCE,
+                next_run=due,
+            )
+
+
+def _give_up(delivery: WebhookDelivery, attempt: int, status: int | None, error: str) -> None:
+    _this_attempt(delivery, attempt).update(
+        state=DeliveryState.FAILED, response_status=status, error=error, next_attempt_at=None
+    )
+
+
+def lost():
+    """Pending deliveries whose next attempt is long overdue: its task was lost with the broker,
+    or its worker died while sending (clones.recovery)."""
+    overdue = timezone.now() - timedelta(seconds=settings.CLONES_TASK_LOST_SECONDS)
+    return WebhookDelivery.objects.filter(state=DeliveryState.PENDING, next_attempt_at__lt=overdue)
+
+
+def send_again(delivery: WebhookDelivery) -> bool:
+    """Give a lost delivery a task for its next attempt, or fail it if its last attempt was the
+    one that never finished; False if it moved on since it was found."""
+    unchanged = WebhookDelivery.objects.filter(
+        pk=delivery.pk,
+        state=DeliveryState.PENDING,
+        attempts=delivery.attempts,
+        next_attempt_at=delivery.next_attempt_at,
+    )
+    if delivery.attempts >= attempts_allowed():
+        error = "The last attempt never finished: its worker stopped while sending."
+        return bool(unchanged.update(state=DeliveryState.FAILED, error=error, next_attempt_at=None))
+    if not unchanged.update(next_attempt_at=timezone.now()):
+        return False
+    # A duplicate of a task that was only late claims nothing: one of the two makes the attempt.
+    async_task(DELIVER_TASK, str(delivery.pk), delivery.attempts + 1)
+    return True
