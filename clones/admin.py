@@ -6,11 +6,12 @@ from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_safe
 
 from . import downloads, jobs
-from .models import CloneJob, Snapshot, Status
+from .models import ApiToken, CloneJob, Snapshot, Status, WebhookDelivery
 
 
 @admin.register(CloneJob)
@@ -55,6 +56,7 @@ class CloneJobAdmin(admin.ModelAdmin):
         "archive_link",
         "archive_size",
         "archive_sha256",
+        "webhook_url",
         "error",
         "git_output",
     ]
@@ -123,4 +125,74 @@ class SnapshotAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, snapshot=None) -> bool:
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """API tokens are made by their owners (profile page, `manage.py apitoken`) and shown to
+    them once; staff see them and can revoke them, nothing more."""
+
+    list_display = ["owner", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["owner__username", "name", "prefix"]
+    list_select_related = ["owner"]
+    fields = ["owner", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected API tokens", permissions=["change"])
+    def revoke(self, request, queryset) -> None:
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {revoked} API token(s).", messages.INFO)
+
+
+DELIVERY_FIELDS = [
+    "job",
+    "url",
+    "state",
+    "attempts",
+    "response_status",
+    "error",
+    "created_at",
+    "next_attempt_at",
+    "delivered_at",
+]
+
+
+class WebhookDeliveryInline(admin.StackedInline):
+    """A job's webhook delivery, on the job's page: watched, never edited."""
+
+    model = WebhookDelivery
+    fields = readonly_fields = DELIVERY_FIELDS[1:]
+    can_delete = False
+
+    def has_add_permission(self, request, job=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, job=None) -> bool:
+        return False
+
+
+# Here rather than in CloneJobAdmin itself: the inline is defined after it.
+CloneJobAdmin.inlines = [WebhookDeliveryInline]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Webhooks sent when jobs ended (clones.webhooks): their state, attempts and last error."""
+
+    list_display = ["job", "url", "state", "attempts", "response_status", "next_attempt_at"]
+    list_filter = ["state"]
+    search_fields = ["url", "job__url", "job__owner__username"]
+    list_select_related = ["job"]
+    fields = readonly_fields = DELIVERY_FIELDS
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, delivery=None) -> bool:
         return False

@@ -3,7 +3,7 @@ from urllib.parse import urlsplit
 
 from django import forms
 
-from . import urlpolicy
+from . import urlpolicy, webhooks
 from .models import ArchiveFormat, History
 
 MAX_DEPTH = 1_000_000
@@ -58,12 +58,24 @@ class CloneRequestForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="Used for this one clone, then deleted. It is never stored with the job.",
     )
+    webhook_url = forms.CharField(
+        label="Notify this URL when done (optional)",
+        required=False,
+        strip=False,  # as `url`: urlpolicy says what is wrong with spaces
+        widget=forms.TextInput(attrs={"placeholder": "https://example.com/hooks/clones"}),
+        help_text="When the clone ends, a JSON summary is POSTed here, signed with your "
+        f"webhook secret in the {webhooks.SIGNATURE_HEADER} header (sha256=HMAC of the body).",
+    )
 
     def clean_url(self) -> str:
         return urlpolicy.check_url(self.cleaned_data["url"])
 
     def clean_ref(self) -> str:
         return urlpolicy.check_ref(self.cleaned_data["ref"])
+
+    def clean_webhook_url(self) -> str:
+        url = self.cleaned_data["webhook_url"]
+        return webhooks.check_url(url) if url.strip() else ""
 
     def clean_token(self) -> str:
         token = self.cleaned_data["token"]

@@ -4,6 +4,7 @@ Every transition is one conditional UPDATE on the job's current status, so two w
 delivered twice or an admin action racing a worker can never both move the same job.
 """
 
+import math
 from datetime import timedelta
 from functools import partial
 
@@ -16,7 +17,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from . import archives, snapshots, tokens
+from . import archives, notifications, snapshots, tokens
 from .models import CloneJob, Snapshot, SnapshotState, Status, lost_its_worker
 
 RUN_TASK = "clones.tasks.run_clone_job"
@@ -25,8 +26,19 @@ MAX_ATTEMPTS = 2  # a job whose worker died is run once more, not again and agai
 ANY = Q()  # no condition beyond the job being as its caller saw it
 
 
+# When to try again after a refusal by the active or the queue cap, which cannot tell when a slot
+# frees: a small clone ends within a minute; a full queue says "a few minutes".
+ACTIVE_CAP_RETRY_SECONDS = 60
+QUEUE_CAP_RETRY_SECONDS = 180
+
+
 class Refused(Exception):
-    """A submission over a limit; the message says which, for the person who sent it."""
+    """A submission over a limit; the message says which, for the person who sent it, and
+    `retry_after` in how many seconds trying again may work (HTTP's Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int = ACTIVE_CAP_RETRY_SECONDS):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def submit(owner, url: str, ref: str = "", token: str = "", **options) -> CloneJob:
@@ -95,22 +107,27 @@ def check_limits(owner) -> None:
         raise Refused(
             f"You already have {active} clone{pluralize(active)} queued or running, "
             "the most at once; "
-            "wait for one to finish."
+            "wait for one to finish.",
+            retry_after=ACTIVE_CAP_RETRY_SECONDS,
         )
     hour_ago = timezone.now() - timedelta(hours=1)
     recent = mine.filter(created_at__gt=hour_ago).order_by("created_at")
     if recent.count() >= settings.CLONES_MAX_SUBMISSIONS_PER_HOUR:
+        # A slot frees when the oldest submission of the last hour turns an hour old.
         free_at = recent.first().created_at + timedelta(hours=1)
-        minutes = max(1, round((free_at - timezone.now()).total_seconds() / 60))
+        seconds = max(1, math.ceil((free_at - timezone.now()).total_seconds()))
+        minutes = max(1, round(seconds / 60))
         raise Refused(
             f"You have asked for {settings.CLONES_MAX_SUBMISSIONS_PER_HOUR} clones in the "
-            f"last hour, the most allowed; try again in {minutes} minute(s)."
+            f"last hour, the most allowed; try again in {minutes} minute(s).",
+            retry_after=seconds,
         )
     queued = CloneJob.objects.filter(status=Status.QUEUED).count()
     if queued >= settings.CLONES_MAX_QUEUED:
         raise Refused(
             f"The service is busy: {queued} clone{pluralize(queued)} waiting in the queue. "
-            "Try again in a few minutes."
+            "Try again in a few minutes.",
+            retry_after=QUEUE_CAP_RETRY_SECONDS,
         )
 
 
@@ -201,10 +218,16 @@ def settle_followers(snapshot: Snapshot) -> None:
 
 
 def _finish_all(waiting, status: Status, **fields) -> None:
-    ids = list(waiting.values_list("pk", flat=True))
-    waiting.filter(pk__in=ids).update(status=status, **_phase(), **fields)
-    for job_id in ids:
+    # One UPDATE per job, to know which this call finished: two settlements at once (a builder
+    # ending while a job starts to follow it), or a cancel, must not tell an owner twice.
+    finished = [
+        job_id
+        for job_id in waiting.values_list("pk", flat=True)
+        if waiting.filter(pk=job_id).update(status=status, **_phase(), **fields)
+    ]
+    for job_id in finished:
         tokens.discard(job_id)
+    _announce(finished)
 
 
 def building(job: CloneJob, snapshot: Snapshot) -> None:
@@ -291,10 +314,18 @@ def _finish(job: CloneJob, status: Status, only_if: Q = ANY, **fields) -> bool:
 
 
 def _ended(job: CloneJob, status: Status, error: str = "") -> None:
+    _announce([job.id])
     tokens.discard(job.id)  # a finished job never needs its token again
     snapshot = snapshots.builder_ended(job, status, error)
     if snapshot is not None:
         settle_followers(snapshot)
+
+
+def _announce(job_ids: list) -> None:
+    """Tell the owners of jobs that have just ended, once that is committed: never of a change
+    that is rolled back. A failure to tell is logged, and leaves the ending as it is."""
+    if job_ids:
+        transaction.on_commit(partial(notifications.job_ended, job_ids), robust=True)
 
 
 def _unchanged(job: CloneJob):

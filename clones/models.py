@@ -166,6 +166,11 @@ class CloneJob(models.Model):
             models.Index(fields=["owner", "-created_at"]),
             # The expiry sweep: done jobs by expiry date.
             models.Index(fields=["status", "expires_at"]),
+            # The staff dashboard (clones.dashboard): the last 30 days' jobs by day and status
+            # and their clone times, read from the index alone, and the latest failures without
+            # sorting them all.
+            models.Index(fields=["created_at", "status", "started_at", "finished_at"]),
+            models.Index(fields=["status", "finished_at"]),
         ]
 
     def __str__(self) -> str:
@@ -178,6 +183,20 @@ class CloneJob(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    @property
+    def page_may_change(self) -> bool:
+        """Its page still moves on: it is active, or its webhook is still on its way."""
+        if self.is_active:
+            return True
+        if not self.webhook_url:
+            return False
+        delivery = WebhookDelivery.objects.filter(job=self).first()
+        if delivery is None:  # made just after the job ended, unless its process died then
+            return self.finished_at is not None and timezone.now() - self.finished_at < timedelta(
+                minutes=1
+            )
+        return delivery.state == DeliveryState.PENDING
 
     @property
     def can_download(self) -> bool:

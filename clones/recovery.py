@@ -13,7 +13,7 @@ from pathlib import Path
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from . import engine, jobs, paths, snapshots, tokens
+from . import engine, jobs, paths, snapshots, tokens, webhooks
 from .models import CloneJob, Snapshot, Status, WorkerReport
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ def recover() -> None:
     for snapshot in snapshots.stranded():
         logger.warning("jobs waiting for snapshot %s lost their builder", snapshot.pk)
         jobs.settle_followers(snapshot)
+    for delivery in webhooks.lost():
+        if webhooks.send_again(delivery):
+            logger.warning("webhook delivery %s lost its task, or its worker", delivery.pk)
     reap_leftovers()
 
 

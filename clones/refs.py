@@ -19,7 +19,6 @@ This is as safe as running git in the container:
   socket timeout of each wait only.)
 """
 
-import ipaddress
 import re
 import socket
 import ssl
@@ -41,7 +40,7 @@ from dulwich.client import (
 from dulwich.errors import NotGitRepository
 from dulwich.protocol import Protocol
 
-from . import urlpolicy
+from . import pinnedhttp, urlpolicy
 
 EMPTY_REPOSITORY = "The repository is empty: it has no commit to archive."
 DEFAULT_BRANCH_MISSING = (
@@ -206,52 +205,21 @@ class _Answer(Exception):
         self.content_type = content_type
 
 
-class _PinnedPoolManager(urllib3.PoolManager):
-    """urllib3 for dulwich: requests for the URL's own scheme, host and port go to a checked
-    address, while the Host header, TLS SNI and the certificate check name the host; any other
-    is refused. No retries, no redirects, no proxy (a PoolManager never reads the environment)."""
+class _PinnedPoolManager(pinnedhttp.PinnedPoolManager):
+    """The pinned pool manager for dulwich: every wait gets what is left of the budget, any
+    answer but a smart git server's is refused, and every read of one is bounded."""
 
     def __init__(self, pinned: urlpolicy.PinnedURL, budget: _Budget):
-        super().__init__(retries=False, headers={"User-Agent": default_user_agent_string()})
-        self._pinned = pinned
+        super().__init__(
+            pinned, budget.time_left, headers={"User-Agent": default_user_agent_string()}
+        )
         self._budget = budget
-        # In order; one that refuses the connection is dropped, so the next request goes on
-        # with the address that answered.
-        self._addresses = list(pinned.addresses)
         self._responses: list[urllib3.BaseHTTPResponse] = []
-        host = f"[{pinned.host}]" if ":" in pinned.host else pinned.host
-        default = pinned.port == urlpolicy.DEFAULT_PORTS[pinned.scheme]
-        self._host_header = host if default else f"{host}:{pinned.port}"
-
-    def connection_from_host(
-        self,
-        host: str | None,
-        port: int | None = None,
-        scheme: str | None = "http",
-        pool_kwargs: dict | None = None,
-    ) -> urllib3.HTTPConnectionPool:
-        port = port or urlpolicy.DEFAULT_PORTS.get(scheme or "")
-        pinned = self._pinned
-        if (scheme, _same_form(host or ""), port) != (pinned.scheme, pinned.host, pinned.port):
-            raise ValueError(f"{scheme}://{host}:{port} is not the URL's host")
-        # SNI and OpenSSL's own hostname check name the host (urllib3 leaves them out for an IP).
-        tls = {"server_hostname": pinned.host}
-        return super().connection_from_host(str(self._addresses[0]), port, scheme, tls)
 
     def urlopen(
         self, method: str, url: str, redirect: bool = True, **kw: object
     ) -> urllib3.BaseHTTPResponse:
-        kw["headers"] = {**(kw.get("headers") or self.headers), "Host": self._host_header}
-        while True:
-            left = self._budget.time_left()
-            kw["timeout"] = urllib3.Timeout(connect=left, read=left)
-            try:
-                response = super().urlopen(method, url, redirect=False, **kw)
-                break
-            except urllib3.exceptions.NewConnectionError:  # refused, unreachable: not a timeout
-                if len(self._addresses) == 1:
-                    raise
-                self._addresses.pop(0)
+        response = super().urlopen(method, url, redirect, **kw)
         self._responses.append(response)  # dulwich leaves some open
         content_type = response.headers.get("Content-Type", "")
         if response.status != 200 or not content_type.startswith("application/x-git-"):
@@ -303,14 +271,6 @@ def _git_path(url: str) -> bytes:
     """The path git sends a git daemon: the URL after its host, "/~user" as "~user"."""
     path = "/" + url.split("://", 1)[1].partition("/")[2]
     return path.removeprefix("/").encode() if path.startswith("/~") else path.encode()
-
-
-def _same_form(host: str) -> str:
-    """A host as urlpolicy writes it: an IPv6 address without brackets and compressed."""
-    try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return host.lower()
 
 
 def _explain(error: Exception, url: str, token: str, timeout: float) -> str:

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from . import downloads, jobs
 from .forms import CloneRequestForm
+from .history import HistoryFilter
 from .models import CloneJob
 
 HISTORY_PAGE_SIZE = 25
@@ -33,7 +34,9 @@ def _submit(request: HttpRequest, form: CloneRequestForm) -> HttpResponse:
         job = jobs.submit(request.user, **form.cleaned_data)
     except jobs.Refused as refused:
         form.add_error(None, str(refused))
-        return _render_form(request, form, status=429)
+        response = _render_form(request, form, status=429)
+        response["Retry-After"] = str(refused.retry_after)
+        return response
     return redirect(job)
 
 
@@ -44,9 +47,20 @@ def _render_form(request: HttpRequest, form: CloneRequestForm, status: int = 200
 
 @login_required
 def history(request: HttpRequest) -> HttpResponse:
-    paginator = Paginator(CloneJob.objects.for_user(request.user), HISTORY_PAGE_SIZE)
-    page = paginator.get_page(request.GET.get("page"))
-    return render(request, "clones/history.html", {"page": page})
+    mine = CloneJob.objects.for_user(request.user)
+    filters = HistoryFilter(mine, request.GET or None)
+    page = Paginator(filters.apply(mine), HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    # The page links keep the filters.
+    kept = request.GET.copy()
+    kept.pop("page", None)
+    context = {
+        "page": page,
+        "filters": filters,
+        "kept_query": kept.urlencode(),
+        # Someone with no clones yet needs a first step, not filters.
+        "show_filters": filters.is_filtering or page.paginator.count > 0,
+    }
+    return render(request, "clones/history.html", context)
 
 
 @login_required
@@ -86,6 +100,7 @@ def clone_again(request: HttpRequest, job_id: UUID) -> HttpResponse:
             "history": previous.history,
             "depth": previous.depth,
             "archive_format": previous.archive_format,
+            "webhook_url": previous.webhook_url,
         }
     )
     if not form.is_valid():

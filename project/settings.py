@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_q",
+    "ninja",  # only for the docs page's Swagger UI files (no CDN): clones/api.py
     "clones",
 ]
 
@@ -298,6 +299,41 @@ CLONES_MAX_QUEUED = env_int("CLONES_MAX_QUEUED", 500)
 # after CLONES_WAIT_RETRIES waits.
 CLONES_WAIT_SECONDS = env_int("CLONES_WAIT_SECONDS", 30)
 CLONES_WAIT_RETRIES = env_int("CLONES_WAIT_RETRIES", 8)
+
+# --- Notifications: when a job ends, its webhook (clones.webhooks) and an email to its owner -----
+# The site's own address, for absolute links in webhooks and emails; empty: links are paths.
+CLONES_SITE_URL = env_str("CLONES_SITE_URL", "").strip().rstrip("/")
+if CLONES_SITE_URL and not CLONES_SITE_URL.startswith(("https://", "http://")):
+    raise ImproperlyConfigured(
+        f"CLONES_SITE_URL={CLONES_SITE_URL!r} is not an address such as "
+        "https://cloneshelf.example.org"
+    )
+# A webhook that fails is tried again after CLONES_WEBHOOK_BACKOFF_SECONDS, doubling each time
+# (up to an hour), CLONES_WEBHOOK_RETRIES times.
+CLONES_WEBHOOK_RETRIES = env_int("CLONES_WEBHOOK_RETRIES", 5)
+CLONES_WEBHOOK_BACKOFF_SECONDS = env_int("CLONES_WEBHOOK_BACKOFF_SECONDS", 30)
+
+
+def smtp_mailers() -> dict:
+    """Django's default mailer: SMTP, as the EMAIL_* variables say."""
+    use_tls = env_bool("EMAIL_USE_TLS", False)
+    options = {
+        "host": env_str("EMAIL_HOST", ""),
+        "port": env_int("EMAIL_PORT", 587 if use_tls else 25),
+        "username": env_str("EMAIL_HOST_USER", ""),
+        "password": env_str("EMAIL_HOST_PASSWORD", ""),
+        "use_tls": use_tls,
+        "timeout": 10,  # Django's default waits for ever: a hung mail server would hold a worker
+    }
+    smtp = "django.core.mail.backends.smtp.EmailBackend"
+    return {"default": {"BACKEND": smtp, "OPTIONS": options}}
+
+
+# Email goes out only when EMAIL_HOST names a mail server (clones.notifications asks whether
+# there is a default mailer). Without one, MAILERS stays undefined: an empty one is a warning.
+if env_str("EMAIL_HOST", ""):
+    MAILERS = smtp_mailers()
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "cloneshelf@localhost")
 
 # --- Recovery: nothing stuck, nothing leaked -----------------------------------------------------
 # A running job's worker refreshes its heartbeat every CLONES_HEARTBEAT_SECONDS; one silent for

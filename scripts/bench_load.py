@@ -20,10 +20,12 @@ CLONES_WORKERS=2), and logs USERS users in through /accounts/login/ with request
   the repositories. The per-user caps apply to the form, so this run sets
   CLONES_MAX_ACTIVE_PER_USER and CLONES_MAX_SUBMISSIONS_PER_HOUR to 10000 (for the server and
   the worker alike);
-- meanwhile READERS threads fetch random job pages (GET /clones/<uuid>/, as the job's owner)
-  back to back, from the first submission until the last job has finished.
+- meanwhile READERS threads fetch pages back to back, each time one of PAGES at random (a
+  random job's page and panel as its owner, the form, the history plain and filtered, the
+  profile, the API's job and list with the owner's Bearer token, and the staff dashboard as a
+  staff user), from the first submission until the last job has finished.
 
-Prints the job page's latency (p50/p95/p99/max over all requests) and the form's, jobs per
+Prints each page's latency (p50/p95/p99/max over all requests) and the form's, jobs per
 minute from the first submission to the last finished job, how many were done or failed (with
 the errors), and how many done jobs do not have their own repository's HEAD commit, both as
 job.commit and in their archive. A script, not a test: it asserts nothing.
@@ -39,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +58,7 @@ from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from clones import jobs  # noqa: E402
+from clones import apitokens, jobs  # noqa: E402
 from clones.models import CloneJob, Status  # noqa: E402
 from tests.engines import Engine  # noqa: E402
 from tests.gitservers import GitDaemon, free_port, wait_for_port  # noqa: E402
@@ -71,8 +73,8 @@ WEB_WORKERS = 2
 class Visitor:
     """One user's browser: logged in over HTTP, holding the form's CSRF token."""
 
-    def __init__(self, base: str, username: str):
-        self.base, self.username = base, username
+    def __init__(self, base: str, username: str, api_token: str = ""):
+        self.base, self.username, self.api_token = base, username, api_token
         self.session = requests.Session()
         login = f"{base}/accounts/login/"
         token = csrf_token(self.session.get(login))
@@ -83,9 +85,11 @@ class Visitor:
         self.token = csrf_token(self.session.get(f"{base}/"))  # login rotates the token
 
     def another_tab(self) -> requests.Session:
-        """A session with this user's cookies, for use in another thread."""
+        """A session with this user's cookies (and API token), for use in another thread."""
         tab = requests.Session()
         tab.cookies.update(self.session.cookies)
+        if self.api_token:
+            tab.headers["Authorization"] = f"Bearer {self.api_token}"
         return tab
 
     def submit(self, url: str) -> requests.Response:
@@ -107,8 +111,8 @@ class Burst:
     submitted: list[tuple[str, str, ServedRepo]] = field(default_factory=list)  # user, job, repo
     refused: Counter = field(default_factory=Counter)  # HTTP status and form error -> count
     post_seconds: list[float] = field(default_factory=list)
-    page_seconds: list[float] = field(default_factory=list)
-    page_errors: Counter = field(default_factory=Counter)  # HTTP status -> count
+    page_seconds: defaultdict = field(default_factory=lambda: defaultdict(list))  # page -> s
+    page_errors: Counter = field(default_factory=Counter)  # page and HTTP status -> count
     over: threading.Event = field(default_factory=threading.Event)
 
 
@@ -125,21 +129,39 @@ def submit_all(visitor: Visitor, repos: list[ServedRepo], daemon: GitDaemon, bur
             burst.refused[f"HTTP {answer.status_code}: {error and error.group(1)}"] += 1
 
 
-def read_pages(visitors: list[Visitor], burst: Burst) -> None:
+# What readers fetch, by name: the path for a job of the owner's ({job}), and who asks.
+PAGES = {
+    "job page": ("/clones/{job}/", "owner"),
+    "job panel (job.js)": ("/clones/{job}/panel", "owner"),
+    "new clone form": ("/", "owner"),
+    "history": ("/clones/", "owner"),
+    "history, filtered": ("/clones/?status=done&q=repo", "owner"),
+    "profile": ("/profile/", "owner"),
+    "API job": ("/api/clones/{job}", "owner"),
+    "API list": ("/api/clones?limit=25", "owner"),
+    "dashboard (staff)": ("/dashboard/", "staff"),
+}
+
+
+def read_pages(visitors: list[Visitor], staff: Visitor, burst: Burst) -> None:
     tabs = {visitor.username: visitor.another_tab() for visitor in visitors}
+    staff_tab = staff.another_tab()
     while not burst.over.is_set():
         if not burst.submitted:
             time.sleep(0.01)
             continue
         username, job_id, _ = random.choice(burst.submitted)
+        page = random.choice(list(PAGES))
+        path, who = PAGES[page]
+        tab = staff_tab if who == "staff" else tabs[username]
         started = time.perf_counter()
-        answer = tabs[username].get(f"{visitors[0].base}/clones/{job_id}/")
-        burst.page_seconds.append(time.perf_counter() - started)
+        answer = tab.get(staff.base + path.format(job=job_id))
+        burst.page_seconds[page].append(time.perf_counter() - started)
         if answer.status_code != 200:
-            burst.page_errors[answer.status_code] += 1
+            burst.page_errors[f"{page}: HTTP {answer.status_code}"] += 1
 
 
-def run_burst(visitors, repos, daemon, options) -> tuple[Burst, float]:
+def run_burst(visitors, staff, repos, daemon, options) -> tuple[Burst, float]:
     """Submit and read until every job is over (or the timeout); the first submission's time."""
     burst = Burst()
     shares = {visitor.username: [] for visitor in visitors}
@@ -150,7 +172,8 @@ def run_burst(visitors, repos, daemon, options) -> tuple[Burst, float]:
         for visitor in visitors
     ]
     readers = [
-        threading.Thread(target=read_pages, args=(visitors, burst)) for _ in range(options.readers)
+        threading.Thread(target=read_pages, args=(visitors, staff, burst))
+        for _ in range(options.readers)
     ]
     first_submission = timezone.now()
     for thread in [*submitters, *readers]:
@@ -210,12 +233,13 @@ def report(burst: Burst, first_submission, options) -> None:
     last = max((job.finished_at for job in finished if job.finished_at), default=first_submission)
     minutes = (last - first_submission).total_seconds() / 60
     print(f"\n{'latency in ms':<34}{'p50':>7}  {'p95':>7}  {'p99':>7}  {'max':>7}  requests")
-    for what, samples in [
-        (f"GET /clones/<uuid>/ ({options.readers} readers)", burst.page_seconds),
-        (f"POST / ({options.users} users)", burst.post_seconds),
-    ]:
-        print(f"{what:<34}{milliseconds(samples)}  {len(samples)}")
-    print(f"job page errors: {dict(burst.page_errors) or 'none'}")
+    print(f"GET, by page ({options.readers} readers)")
+    for page in PAGES:
+        samples = burst.page_seconds[page]
+        print(f"  {page:<32}{milliseconds(samples)}  {len(samples)}")
+    post = burst.post_seconds
+    print(f"{f'POST / ({options.users} users)':<34}{milliseconds(post)}  {len(post)}")
+    print(f"page errors: {dict(burst.page_errors) or 'none'}")
     print(f"submissions refused: {dict(burst.refused) or 'none'}")
     print(
         f"jobs: {len(done)} done, {sum(failed.values())} failed, "
@@ -294,8 +318,16 @@ def burst_with(clusters: int, served: Path, daemon: GitDaemon, port: int, option
         names = [f"{run}-user{number}" for number in range(options.users)]
         owners = harness.create_users(names, password=PASSWORD)
         warm_up(daemon.url(repos[0].name), owners[0])
-        visitors = [Visitor(f"http://127.0.0.1:{port}", name) for name in names]
-        burst, first_submission = run_burst(visitors, repos[1:], daemon, options)
+        base = f"http://127.0.0.1:{port}"
+        visitors = [
+            Visitor(base, owner.username, apitokens.make(owner, "bench")[1]) for owner in owners
+        ]
+        (staff,) = harness.create_users([f"{run}-staff"], password=PASSWORD)
+        staff.is_staff = True
+        staff.save()
+        burst, first_submission = run_burst(
+            visitors, Visitor(base, staff.username), repos[1:], daemon, options
+        )
         report(burst, first_submission, options)
 
 

@@ -9,17 +9,23 @@ import sys
 from pathlib import Path
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
+from django.utils import timezone
 from playwright.sync_api import expect, sync_playwright
 
+from clones import jobs
 from clones.models import CloneJob, Status
 
 from .conftest import PROJECT_DIR
-from .gitservers import free_port, wait_for_port
+from .gitservers import StallingServer, free_port, wait_for_port
+from .helpers import make_done_job, refreshed
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's: no browser can be downloaded here
 SCREENSHOTS = Path(os.environ.get("CLONESHELF_SCREENSHOTS", PROJECT_DIR / "screenshots"))
 PHONE = {"width": 390, "height": 844}
 PASSWORD = "a browser's password"
+AXE = Axe()  # axe-core, carried by the axe-playwright-python package: nothing is downloaded
+WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
 @pytest.fixture
@@ -42,13 +48,21 @@ def site(transactional_db, monkeypatch):
 
 
 @pytest.fixture
-def page():
+def browser():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
-        yield browser.new_page(accept_downloads=True)
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    context = browser.new_context(accept_downloads=True)
+    # The copy buttons write to the clipboard; the test reads it back.
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site)
+    return context.new_page()
 
 
 def screenshot(page, name: str) -> None:
@@ -56,42 +70,151 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
-def test_log_in_clone_watch_it_finish_in_place_and_download(
+def look_at(page, name: str) -> None:
+    """A screenshot for people, and axe-core's WCAG 2.1 A/AA checks (labels, contrast, names,
+    landmarks' structure) on the page as it is now."""
+    screenshot(page, name)
+    results = AXE.run(page, options={"runOnly": {"type": "tag", "values": WCAG_AA}})
+    assert results.violations_count == 0, f"{name}:\n{results.generate_report()}"
+
+
+def log_in(page, site: str, username: str) -> None:
+    page.goto(f"{site}/")  # sends a stranger to the login page
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def submit(page, url: str) -> None:
+    page.get_by_label("Repository URL").fill(url)
+    page.get_by_role("button", name="Clone").click()
+    page.wait_for_url("**/clones/*/")
+
+
+def status_of(page):
+    return page.locator("#job .status")
+
+
+def download(page, job: CloneJob, into: Path) -> str:
+    """Download through the job page's link; the saved file's sha256."""
+    with page.expect_download() as download:
+        page.get_by_role("link", name=f"Download {job.download_filename}").click()
+    saved = into / f"{len(list(into.iterdir()))}-{download.value.suggested_filename}"
+    download.value.save_as(saved)
+    assert download.value.suggested_filename == job.download_filename
+    return hashlib.sha256(saved.read_bytes()).hexdigest()
+
+
+def clipboard(page) -> str:
+    return page.evaluate("navigator.clipboard.readText()")
+
+
+def test_the_whole_walk_from_log_in_to_cancel(
     site, page, django_user_model, start_worker, new_repo, git_http, tmp_path
 ):
     django_user_model.objects.create_user("browser", password=PASSWORD)
     repo = new_repo()
     start_worker()
 
-    page.goto(f"{site}/")  # sends a stranger to the login page
-    page.get_by_label("Username").fill("browser")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    screenshot(page, "new-clone")
-    page.get_by_label("Repository URL").fill(git_http.url(repo.name))
-    page.get_by_role("button", name="Clone").click()
+    log_in(page, site, "browser")
+    look_at(page, "new-clone")
+    submit(page, git_http.url(repo.name))
 
-    page.wait_for_url("**/clones/*/")
+    # The page moves to done in place: a marker set on window survives.
     page.evaluate("window.notReloaded = true")
-    expect(page.locator("#job .status")).to_contain_text("Done", timeout=60_000)
-    assert page.evaluate("window.notReloaded === true")  # updated in place
-    screenshot(page, "job-done")
+    expect(status_of(page)).to_contain_text("Done", timeout=60_000)
+    assert page.evaluate("window.notReloaded === true")
+    look_at(page, "job-done")
     job = CloneJob.objects.get()
     assert job.status == Status.DONE
+    assert download(page, job, tmp_path) == job.archive_sha256
 
-    with page.expect_download() as download:
-        page.get_by_role("link", name=f"Download {job.download_filename}").click()
-    saved = tmp_path / download.value.suggested_filename
-    download.value.save_as(saved)
-    assert saved.name == job.download_filename
-    assert hashlib.sha256(saved.read_bytes()).hexdigest() == job.archive_sha256
+    page.get_by_role("button", name="Copy SHA-256").click()
+    assert clipboard(page) == job.archive_sha256
+    page.get_by_role("button", name="Copy download link").click()
+    assert clipboard(page) == f"{site}/clones/{job.id}/download"
+
+    # History, then the same archive again from it.
+    page.get_by_role("link", name="History").click()
+    look_at(page, "history")
+    page.get_by_label("Status").select_option("done")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("status")).to_have_text("1 clone matches.")
+    page.get_by_role("link", name=job.url).click()
+    assert download(page, job, tmp_path) == job.archive_sha256
+
+    # Its time runs out: the page says so and offers to clone it again.
+    CloneJob.objects.filter(pk=job.pk).update(expires_at=timezone.now())
+    assert jobs.expire(refreshed(job))
+    page.reload()
+    expect(status_of(page)).to_have_text("Expired")
+    expect(page.get_by_role("link", name=f"Download {job.download_filename}")).to_have_count(0)
+    look_at(page, "job-expired")
+    page.get_by_role("button", name="Clone again").click()
+    page.wait_for_url(lambda url: str(job.id) not in url)
+    expect(status_of(page)).to_contain_text("Done", timeout=60_000)
+    again = CloneJob.objects.exclude(pk=job.pk).get()
+    assert (again.url, again.commit) == (job.url, job.commit)
+
+    # A clone that hangs, cancelled from its page.
+    stalling = StallingServer()
+    try:
+        page.get_by_role("link", name="New clone").click()
+        submit(page, stalling.url())
+        expect(status_of(page)).to_contain_text("Running", timeout=30_000)
+        look_at(page, "job-running")
+        page.get_by_role("button", name="Cancel").click()
+        expect(status_of(page)).to_contain_text("Cancelled")
+        look_at(page, "job-cancelled")
+    finally:
+        stalling.stop()
+
+
+def test_history_reads_on_a_phone(site, page, django_user_model):
+    owner = django_user_model.objects.create_user("phone", password=PASSWORD)
+    for number in range(3):
+        make_done_job(owner, b"an archive", name=f"r{number}.tar")
+    CloneJob.objects.create(owner=owner, url="https://example.com/failed.git",
+                            status=Status.FAILED, error="The server said no.")  # fmt: skip
+    page.set_viewport_size(PHONE)
+    log_in(page, site, "phone")
 
     page.goto(f"{site}/clones/")
-    expect(page.get_by_role("link", name=job.url)).to_be_visible()
-    screenshot(page, "history")
-    page.set_viewport_size(PHONE)
-    screenshot(page, "history-phone")
+    look_at(page, "history-phone")
     # No word is broken inside its letters at a phone's width ("St / at / us" was).
     for cell in ["Status", "Ref", "Size", "Requested"]:
         line = page.locator(f"td[data-label={cell}]").first.bounding_box()
         assert line["height"] < 30, f"the {cell} cell wraps: {line}"
+    page.get_by_label("Search").fill("nothing like this")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_text("No clones match these filters.")).to_be_visible()
+    look_at(page, "history-no-match-phone")
+
+
+def test_the_dashboard_draws_its_charts_for_staff_and_is_refused_to_others(
+    site, page, django_user_model
+):
+    staff = django_user_model.objects.create_user("staff", password=PASSWORD, is_staff=True)
+    django_user_model.objects.create_user("someone", password=PASSWORD)
+    make_done_job(staff, b"an archive")
+    CloneJob.objects.create(owner=staff, url="https://example.com/broken.git",
+                            status=Status.FAILED, error="The server said no.",
+                            started_at=timezone.now(), finished_at=timezone.now())  # fmt: skip
+
+    log_in(page, site, "staff")
+    page.get_by_role("link", name="Dashboard").click()
+    charts = page.locator("svg[role=img]")
+    expect(charts).to_have_count(2)
+    for chart in charts.all():
+        box = chart.bounding_box()
+        assert box["width"] > 200 and box["height"] > 100, box  # drawn, not collapsed
+    expect(page.get_by_text("The server said no.")).to_be_visible()
+    look_at(page, "dashboard")
+    page.set_viewport_size(PHONE)
+    look_at(page, "dashboard-phone")
+
+    page.get_by_role("button", name="Log out staff").click()
+    log_in(page, site, "someone")
+    expect(page.get_by_role("link", name="Dashboard")).to_have_count(0)
+    assert page.goto(f"{site}/dashboard/").status == 404
+    expect(page.get_by_role("heading", name="Nothing here")).to_be_visible()

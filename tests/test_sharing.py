@@ -168,7 +168,7 @@ def test_a_hit_and_the_deletion_of_the_same_snapshot_cannot_both_win(running):
 
 
 def test_a_snapshot_past_its_time_but_not_yet_deleted_is_a_hit_again(running):
-    """"Clone again" right after an archive expired, before the sweep deleted its file: this
+    """ "Clone again" right after an archive expired, before the sweep deleted its file: this
     once failed the job ("kept changing under job")."""
     builder = running()
     snapshot = build(builder)

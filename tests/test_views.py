@@ -1,7 +1,7 @@
 """Pages, privacy and form errors. Archives here are real files in the test storage."""
 
 import pytest
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from clones.models import CloneJob, Status
@@ -118,10 +118,76 @@ def test_history_lists_only_own_jobs_newest_first_in_pages(client, owner, other_
     first = client.get(reverse("clones:history")).content.decode()
     second = client.get(reverse("clones:history") + "?page=2").content.decode()
 
-    assert "r29.git" in first and "r5.git" in first and "r4.git" not in first
-    assert "r4.git" in second and "r0.git" in second
+    assert "r29.git" in table_of(first) and "r5.git" in table_of(first)
+    assert "r4.git" not in table_of(first)
+    assert "r4.git" in table_of(second) and "r0.git" in table_of(second)
     assert "Page 1 of 2" in first
     assert "secret.git" not in first + second
+
+
+def table_of(page: str) -> str:
+    """The history table's rows alone (the repository filter lists every URL too)."""
+    return page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+
+
+def history_page(client, **filters) -> str:
+    return client.get(reverse("clones:history"), filters).content.decode()
+
+
+@pytest.fixture
+def varied_history(owner, other_user):
+    make = CloneJob.objects.create
+    make(owner=owner, url="https://example.com/alpha.git", ref="main", status=Status.DONE)
+    make(owner=owner, url="https://example.com/alpha.git", ref="v2", status=Status.FAILED,
+         error="The server refused the token.")  # fmt: skip
+    make(owner=owner, url="https://example.com/beta.git", status=Status.DONE, commit="ab" * 20)
+    make(owner=other_user, url="https://example.com/alpha.git", status=Status.FAILED)
+
+
+def test_history_filters_by_status_repository_and_search(client, owner, varied_history):
+    client.force_login(owner)
+
+    failed = table_of(history_page(client, status="failed"))
+    assert failed.count("<tr>") == 1 and "v2" in failed
+    alpha = table_of(history_page(client, repository="https://example.com/alpha.git"))
+    assert alpha.count("<tr>") == 2 and "beta" not in alpha
+    assert table_of(history_page(client, q="refused the")).count("<tr>") == 1  # error text
+    assert "beta.git" in table_of(history_page(client, q="ababab"))  # a commit's start
+    both = history_page(client, status="done", repository="https://example.com/alpha.git")
+    assert table_of(both).count("<tr>") == 1 and "1 clone matches." in both
+
+
+def test_history_pages_keep_the_filters(client, owner):
+    for number in range(30):
+        CloneJob.objects.create(owner=owner, url=f"https://example.com/r{number}.git")
+    client.force_login(owner)
+
+    page = history_page(client, q="example")
+    assert 'href="?q=example&amp;page=2"' in page
+
+
+def test_history_says_when_nothing_matches_and_how_to_see_everything(client, owner, varied_history):
+    client.force_login(owner)
+
+    page = history_page(client, q="no such repository")
+    assert "No clones match these filters." in page
+    assert "Clear filters" in page and "<tbody>" not in page
+
+
+def test_a_first_visit_to_history_says_where_to_start(client, owner):
+    client.force_login(owner)
+
+    page = history_page(client)
+    assert "You have not cloned anything yet." in page
+    assert reverse("clones:new") in page and 'role="search"' not in page
+
+
+def test_a_hand_made_status_filter_is_explained(client, owner, varied_history):
+    client.force_login(owner)
+
+    page = history_page(client, status="exploded")
+    assert "Select a valid choice. exploded is not one of the available choices." in page
+    assert table_of(page).count("<tr>") == 3  # the rest of the page still shows everything
 
 
 BAD_INPUT = [
@@ -221,3 +287,21 @@ def test_private_addresses_are_refused_unless_allowed(client, owner):
         "127.0.0.1 is a private or reserved address; only public git servers can be cloned."
     ]
     assert not CloneJob.objects.exists()
+
+
+def test_a_missing_page_says_what_to_do_next(client, owner, settings):
+    settings.DEBUG = False
+    client.force_login(owner)
+
+    response = client.get("/clones/00000000-0000-0000-0000-000000000000/")
+    assert response.status_code == 404
+    assert "Check the address, or find your clone in" in response.content.decode()
+
+
+def test_a_stale_form_says_to_reload_and_send_again(owner):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+
+    response = client.post(reverse("clones:new"), {"url": "https://example.com/r.git"})
+    assert response.status_code == 403
+    assert "Go back, reload the page and send it again." in response.content.decode()

@@ -1,10 +1,42 @@
 // Keeps a job's page up to date without reloading it: while the job is queued or running, its
-// panel is fetched again every second and put in place of the old one. Without JavaScript the
-// page refreshes itself instead (a <noscript> meta refresh).
+// panel is fetched again every second and put in place of the old one when it changed. Without
+// JavaScript the page refreshes itself instead (a <noscript> meta refresh).
 "use strict";
 
 (function () {
   const POLL_MS = 1000;
+  let shown = null; // the last panel put in place, without its CSRF tokens (new each time)
+
+  function withoutTokens(html) {
+    return html.replace(/name="csrfmiddlewaretoken" value="[^"]*"/g, "");
+  }
+
+  // The focused link or button, told by its text: a keyboard user about to press "Cancel"
+  // keeps the focus on it when the panel around it is replaced.
+  function focusedControl(panel) {
+    const active = document.activeElement;
+    return active && panel.contains(active) ? active.textContent.trim() : null;
+  }
+
+  function refocus(label) {
+    const panel = document.getElementById("job");
+    const same = [...panel.querySelectorAll("a, button")].find(
+      (control) => control.textContent.trim() === label
+    );
+    (same || panel).focus({ preventScroll: true });
+  }
+
+  function replace(panel, html) {
+    if (withoutTokens(html) === shown) {
+      return; // unchanged: screen readers are not told the same status again
+    }
+    shown = withoutTokens(html);
+    const label = focusedControl(panel);
+    panel.outerHTML = html;
+    if (label !== null) {
+      refocus(label);
+    }
+  }
 
   function poll() {
     const panel = document.getElementById("job");
@@ -13,9 +45,7 @@
     }
     fetch(panel.dataset.panelUrl, { credentials: "same-origin", cache: "no-store" })
       .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
-      .then((html) => {
-        panel.outerHTML = html;
-      })
+      .then((html) => replace(panel, html))
       .catch(() => {}) // a missed look (the server restarting, a network blip): try again
       .finally(() => setTimeout(poll, POLL_MS));
   }
