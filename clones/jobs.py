@@ -36,7 +36,7 @@ class Refused(Exception):
     """A submission over a limit; the message says which, for the person who sent it, and
     `retry_after` in how many seconds trying again may work (HTTP's Retry-After)."""
 
-    def __init__(self, message: str, retry_after: int = ACTIVE_CAP_RETRY_SECONDS):
+    def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
 

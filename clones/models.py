@@ -69,7 +69,9 @@ def lost_its_worker() -> models.Q:
 
 class CloneJobQuerySet(models.QuerySet):
     def for_user(self, user) -> "CloneJobQuerySet":
-        return self.filter(owner=user)
+        """A person's jobs, newest first; ties broken by id, so that pages of them never skip or
+        repeat one."""
+        return self.filter(owner=user).order_by("-created_at", "-id")
 
     def expired(self) -> "CloneJobQuerySet":
         """Done jobs whose archive has outlived its time and should be deleted."""

@@ -7,7 +7,8 @@ committed; an archive's expiry is not told.
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 from django.core.mail import DEFAULT_MAILER_ALIAS, mailers, send_mail
 from django.utils import timezone
@@ -26,18 +27,19 @@ HEADLINES = {Status.DONE: "is done", Status.FAILED: "failed", Status.CANCELLED: 
 def job_ended(job_ids: Iterable) -> None:
     """Queue what the owners of these jobs, which have just ended, are to be told."""
     for job in CloneJob.objects.filter(pk__in=list(job_ids)).select_related("owner"):
-        try:
-            _tell_owner(job)
-        except Exception:
-            # A broker that is down for one job must not keep the others' owners uninformed.
-            logger.exception("could not notify the owner of job %s", job.id)
+        if job.webhook_url:
+            _try(webhooks.start, job)
+        if DEFAULT_MAILER_ALIAS in mailers and job.owner.email:
+            _try(partial(async_task, EMAIL_TASK), str(job.id))
 
 
-def _tell_owner(job: CloneJob) -> None:
-    if job.webhook_url:
-        webhooks.start(job)
-    if DEFAULT_MAILER_ALIAS in mailers and job.owner.email:
-        async_task(EMAIL_TASK, str(job.id))
+def _try(tell: Callable, what) -> None:
+    """One way of telling one owner: a broker down for it must not keep the other way, or the
+    other owners, from being told. Logged, not raised: the job's ending stands."""
+    try:
+        tell(what)
+    except Exception:
+        logger.exception("could not notify the owner of job %s", getattr(what, "id", what))
 
 
 def send_email(job_id: str) -> None:

@@ -4,7 +4,11 @@ Under the clone URLs' policy: the URL is checked when the job is submitted (chec
 form) and again right before each attempt (urlpolicy.pin, resolving the host afresh), and the
 request goes only to the addresses just checked (clones.pinnedhttp): no redirect followed, no
 proxy, TIMEOUT_SECONDS for the connection and for each wait for the answer, one read of at most
-MAX_ANSWER_BYTES of the answer. A URL the policy forbids by then fails the delivery at once.
+MAX_ANSWER_BYTES of the answer, and CLONES_WEBHOOK_TIMEOUT for the whole attempt: a socket
+timeout bounds each wait, not a receiver that trickles its answer a byte at a time, so each
+attempt's task carries django-q2's own timeout (an alarm in its worker process), and a worker
+shared with clones is never held longer. A URL the policy forbids by then fails the delivery
+at once.
 
 A 2xx answer delivers it; any other answer, a timeout or a refused connection is tried again
 after CLONES_WEBHOOK_BACKOFF_SECONDS, doubling (a one-off django-q2 schedule), up to
@@ -29,6 +33,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from django_q.exceptions import TimeoutException
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
@@ -68,10 +73,11 @@ def _under_policy(check, url: str):
     if not schemes:
         raise ValidationError("Webhooks need https:// URLs, which this site does not accept.")
     use = " or ".join(f"{allowed}://" for allowed in schemes)
-    scheme = url.strip().partition(":")[0].lower()
-    if scheme not in schemes:
-        if re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
-            raise ValidationError(f"{scheme}:// URLs cannot receive webhooks; use {use}.")
+    scheme, _, rest = url.strip().partition(":")
+    scheme = scheme.lower()
+    if scheme not in schemes and re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        raise ValidationError(f"{scheme}:// URLs cannot receive webhooks; use {use}.")
+    if scheme not in schemes or not rest.startswith("//"):
         raise ValidationError(f"Enter a full {use} URL, such as https://example.com/hooks/clones.")
     try:
         return check(url)
@@ -126,8 +132,13 @@ def start(job: CloneJob) -> WebhookDelivery:
             job=job, url=job.webhook_url, next_attempt_at=timezone.now()
         )
     # Lost if the broker loses it: the recovery sweep gives the delivery another (lost()).
-    async_task(DELIVER_TASK, str(delivery.pk), 1)
+    async_task(DELIVER_TASK, str(delivery.pk), 1, q_options=_bounded())
     return delivery
+
+
+def _bounded() -> dict:
+    """django-q2's options for an attempt's task: stopped after CLONES_WEBHOOK_TIMEOUT."""
+    return {"timeout": settings.CLONES_WEBHOOK_TIMEOUT}
 
 
 def deliver(delivery_id: str, attempt: int) -> None:
@@ -222,6 +233,9 @@ def _post(
             answer = response.read1(MAX_ANSWER_BYTES)
     except urllib3.exceptions.HTTPError as error:
         return None, _explain(error, where)
+    except TimeoutException:  # the task's alarm: the receiver is answering too slowly
+        seconds = settings.CLONES_WEBHOOK_TIMEOUT
+        return None, f"{where} did not finish answering within {seconds} s."
     if 200 <= response.status < 300:
         return response.status, ""
     return response.status, _unwelcome(response.status, answer)
@@ -264,6 +278,7 @@ def _try_later(delivery: WebhookDelivery, attempt: int, status: int | None, erro
                 name=f"cloneshelf: webhook {delivery.pk} attempt {attempt + 1}",
                 schedule_type=Schedule.ONCE,
                 next_run=due,
+                q_options=_bounded(),
             )
 
 
@@ -295,5 +310,5 @@ def send_again(delivery: WebhookDelivery) -> bool:
     if not unchanged.update(next_attempt_at=timezone.now()):
         return False
     # A duplicate of a task that was only late claims nothing: one of the two makes the attempt.
-    async_task(DELIVER_TASK, str(delivery.pk), delivery.attempts + 1)
+    async_task(DELIVER_TASK, str(delivery.pk), delivery.attempts + 1, q_options=_bounded())
     return True

@@ -312,6 +312,8 @@ if CLONES_SITE_URL and not CLONES_SITE_URL.startswith(("https://", "http://")):
 # (up to an hour), CLONES_WEBHOOK_RETRIES times.
 CLONES_WEBHOOK_RETRIES = env_int("CLONES_WEBHOOK_RETRIES", 5)
 CLONES_WEBHOOK_BACKOFF_SECONDS = env_int("CLONES_WEBHOOK_BACKOFF_SECONDS", 30)
+# The most one attempt may take, however slowly the receiver answers (clones.webhooks).
+CLONES_WEBHOOK_TIMEOUT = env_int("CLONES_WEBHOOK_TIMEOUT", 30)
 
 
 def smtp_mailers() -> dict:

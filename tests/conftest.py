@@ -6,12 +6,15 @@ import shutil
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from clones import urlpolicy
+from clones.models import Snapshot, SnapshotState
 
 from .gitservers import GitDaemon, GitHTTPServer
 from .repos import make_repo
@@ -137,3 +140,20 @@ def production_policy(settings):
     settings.CLONES_ALLOW_PRIVATE_NETWORKS = False
     settings.CLONES_ALLOWED_PRIVATE_HOSTS = []
     return settings
+
+
+@pytest.fixture
+def snapshot(db):
+    """A ready snapshot of widget's commit cc…c, its file (never read) of 10 KiB."""
+    return Snapshot.objects.create(
+        key="k" * 64,
+        url="https://example.com/team/widget",
+        commit="c" * 40,
+        history="full",
+        archive_format="tar",
+        state=SnapshotState.READY,
+        archive="widget.tar",
+        archive_size=10240,
+        archive_sha256="f" * 64,
+        expires_at=timezone.now() + timedelta(days=1),
+    )

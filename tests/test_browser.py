@@ -218,3 +218,25 @@ def test_the_dashboard_draws_its_charts_for_staff_and_is_refused_to_others(
     expect(page.get_by_role("link", name="Dashboard")).to_have_count(0)
     assert page.goto(f"{site}/dashboard/").status == 404
     expect(page.get_by_role("heading", name="Nothing here")).to_be_visible()
+
+
+def test_copy_buttons_work_without_the_clipboard_api(site, page, django_user_model):
+    """Over plain http on a LAN (not localhost) browsers have no navigator.clipboard."""
+    owner = django_user_model.objects.create_user("lan", password=PASSWORD)
+    job = make_done_job(owner, b"an archive")
+    page.add_init_script(
+        "window.realClipboard = Object.getOwnPropertyDescriptor(Navigator.prototype, 'clipboard');"
+        "Object.defineProperty(Navigator.prototype, 'clipboard', "
+        "{get: () => undefined, configurable: true})"
+    )
+    log_in(page, site, "lan")
+
+    page.goto(f"{site}{job.get_absolute_url()}")
+    copy = page.locator("button[data-copy]")  # by its text, it would be lost once it changes
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    copy.click()  # a second click while it says "Copied" must not keep that as its label
+    expect(copy).to_have_text("Copy SHA-256", timeout=5_000)
+    # Back, to read what was copied.
+    page.evaluate("Object.defineProperty(Navigator.prototype, 'clipboard', window.realClipboard)")
+    assert clipboard(page) == job.archive_sha256

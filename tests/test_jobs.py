@@ -8,7 +8,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from clones import jobs, recovery
-from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
+from clones.models import LOST_AFTER_BEATS, CloneJob, Status
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db]
 
@@ -16,22 +16,6 @@ pytestmark = [pytest.mark.database, pytest.mark.django_db]
 @pytest.fixture
 def queued(owner):
     return CloneJob.objects.create(owner=owner, url="https://example.com/a.git")
-
-
-@pytest.fixture
-def snapshot():
-    return Snapshot.objects.create(
-        key="k" * 64,
-        url="https://example.com/a",
-        commit="c" * 40,
-        history="full",
-        archive_format="tar",
-        state=SnapshotState.READY,
-        archive="x.tar",
-        archive_size=1,
-        archive_sha256="f" * 64,
-        expires_at=timezone.now() + timedelta(days=1),
-    )
 
 
 def test_a_queued_job_is_claimed_once(queued):

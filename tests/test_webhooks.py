@@ -12,9 +12,11 @@ import email
 import email.policy
 import hashlib
 import hmac
+import itertools
 import json
 import ssl
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage, Message
@@ -42,7 +44,7 @@ from clones.models import (
 )
 from project.settings import smtp_mailers
 
-from .gitservers import _Threaded, free_port
+from .gitservers import _RawServer, _Threaded, free_port
 from .helpers import run_schedule_now, submit, wait_for_job, wait_until
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db(transaction=True)]
@@ -152,22 +154,6 @@ def mailer_on(settings, monkeypatch):
         settings.MAILERS = smtp_mailers()
 
     return turn_on
-
-
-@pytest.fixture
-def snapshot():
-    return Snapshot.objects.create(
-        key="k" * 64,
-        url="https://example.com/team/widget",
-        commit="c" * 40,
-        history="full",
-        archive_format="tar",
-        state=SnapshotState.READY,
-        archive="widget.tar",
-        archive_size=10240,
-        archive_sha256="f" * 64,
-        expires_at=timezone.now() + timedelta(days=1),
-    )
 
 
 def queued_job(owner, webhook_url: str = "", **fields) -> CloneJob:
@@ -386,6 +372,43 @@ def test_a_failed_attempt_is_retried_after_its_backoff_by_a_real_worker(
     assert signed_by(secret_of(owner), second)
 
 
+class TricklingReceiver(_RawServer):
+    """Reads the POST, then answers one byte a second, forever: each wait is short, the
+    answer never ends."""
+
+    def _serve(self, conn) -> None:
+        with contextlib.suppress(OSError):
+            conn.recv(65536)
+            for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: "):
+                conn.sendall(bytes([byte]))
+                time.sleep(1)
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_and_retried(
+    owner, allowlisted, start_worker
+):
+    """A socket timeout bounds each wait, not the whole answer: without the task's own
+    timeout this attempt would hold a worker that clones share for as long as the receiver
+    likes."""
+    slow = TricklingReceiver()
+    allowlisted.CLONES_WEBHOOK_TIMEOUT = 3  # the task's own timeout is set where it is queued
+    try:
+        start_worker(env={**POLICY_ENV, "CLONES_WEBHOOK_TIMEOUT": "3"})
+        job = queued_job(owner, slow.url())
+        assert jobs.cancel(job, by="owner")
+
+        wait_until(lambda: WebhookDelivery.objects.filter(job=job, error__gt="").exists(), 30)
+    finally:
+        slow.stop()
+    delivery = WebhookDelivery.objects.get(job=job)
+    assert (delivery.state, delivery.attempts) == ("pending", 1)
+    assert delivery.error == f"127.0.0.1:{slow.port} did not finish answering within 3 s."
+    assert Schedule.objects.filter(name__endswith="attempt 2").exists()
+
+
 def test_backoff_doubles_and_the_last_failure_is_final(owner, allowlisted, receiver, settings):
     settings.CLONES_WEBHOOK_RETRIES, settings.CLONES_WEBHOOK_BACKOFF_SECONDS = 2, 30
     hook = receiver(503)
@@ -493,6 +516,10 @@ REFUSED = [
     ("git://127.0.0.1/hook", "git:// URLs cannot receive webhooks; use https:// or http://."),
     (
         "git@example.com:hook",
+        "Enter a full https:// or http:// URL, such as https://example.com/hooks/clones.",
+    ),
+    (
+        "https:example.com/hook",  # no "//": not a URL with a host
         "Enter a full https:// or http:// URL, such as https://example.com/hooks/clones.",
     ),
     (

@@ -14,11 +14,34 @@
   }
 
   function announce(button, message) {
-    const label = button.textContent;
+    button.dataset.label = button.dataset.label || button.textContent; // a second click too
     button.textContent = message;
-    setTimeout(() => {
-      button.textContent = label;
+    clearTimeout(button.restore);
+    button.restore = setTimeout(() => {
+      button.textContent = button.dataset.label;
     }, 2000);
+  }
+
+  // The Clipboard API exists on https:// and localhost only; over plain http the browser's older
+  // copy command still works, from a selected text field.
+  function copyWithoutClipboardApi(text) {
+    const field = document.createElement("textarea");
+    field.value = text;
+    field.setAttribute("readonly", "");
+    field.style.position = "fixed";
+    field.style.opacity = "0";
+    document.body.appendChild(field);
+    field.select();
+    const copied = document.execCommand("copy");
+    field.remove();
+    return copied ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+
+  function copy(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text);
+    }
+    return copyWithoutClipboardApi(text);
   }
 
   document.addEventListener("click", (event) => {
@@ -26,7 +49,7 @@
     if (!button) {
       return;
     }
-    navigator.clipboard.writeText(textFor(button)).then(
+    copy(textFor(button)).then(
       () => announce(button, "Copied"),
       () => announce(button, "Copy failed: select the text and copy it")
     );

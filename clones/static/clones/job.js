@@ -1,10 +1,11 @@
 // Keeps a job's page up to date without reloading it: while the job is queued or running, its
-// panel is fetched again every second and put in place of the old one when it changed. Without
+// panel is fetched again every second and put in place of the old one when it changed; then
+// every ten seconds while its webhook is still being delivered. Without
 // JavaScript the page refreshes itself instead (a <noscript> meta refresh).
 "use strict";
 
 (function () {
-  const POLL_MS = 1000;
+  const POLL_MS = { job: 1000, webhook: 10000 }; // a webhook's retries are minutes apart
   let shown = null; // the last panel put in place, without its CSRF tokens (new each time)
 
   function withoutTokens(html) {
@@ -47,8 +48,13 @@
       .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
       .then((html) => replace(panel, html))
       .catch(() => {}) // a missed look (the server restarting, a network blip): try again
-      .finally(() => setTimeout(poll, POLL_MS));
+      .finally(() => setTimeout(poll, pause()));
   }
 
-  setTimeout(poll, POLL_MS);
+  function pause() {
+    const panel = document.getElementById("job");
+    return POLL_MS[panel && panel.dataset.active] || POLL_MS.job;
+  }
+
+  setTimeout(poll, pause());
 })();
