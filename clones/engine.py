@@ -306,7 +306,9 @@ def job_containers() -> dict[str, str]:
 def _ours(engine: docker.DockerClient, label: str) -> list:
     """Containers with `label` (name or name=value) made by this installation."""
     filters = {"label": [label, f"{INSTALLATION_LABEL}={installation()}"]}
-    return engine.containers.list(all=True, filters=filters)
+    # docker-py inspects each container it lists: one removed in between (a job ending while
+    # the sweep looks) is skipped rather than failing the whole listing.
+    return engine.containers.list(all=True, filters=filters, ignore_removed=True)
 
 
 def remove_container(container_id: str) -> None:

@@ -78,9 +78,8 @@ def containers_of(job: CloneJob) -> list[str]:
     """Ids of the job's clone containers on the test engine, running or not."""
     with engine.connected() as client:
         label = f"{engine.JOB_LABEL}={job.id}"
-        return [
-            container.id for container in client.containers.list(all=True, filters={"label": label})
-        ]
+        found = client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
+        return [container.id for container in found]
 
 
 def assert_handed_back(job: CloneJob) -> None:

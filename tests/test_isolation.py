@@ -24,7 +24,9 @@ def container_of(job, timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with engine.connected() as client:
-            found = client.containers.list(filters={"label": f"{engine.JOB_LABEL}={job.id}"})
+            found = client.containers.list(
+                filters={"label": f"{engine.JOB_LABEL}={job.id}"}, ignore_removed=True
+            )
             if found:
                 return found[0].attrs
         time.sleep(0.1)
