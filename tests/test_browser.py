@@ -116,6 +116,8 @@ def test_the_whole_walk_from_log_in_to_cancel(
     repo = new_repo()
     start_worker()
 
+    page.goto(f"{site}/")  # sends a stranger to the login page
+    look_at(page, "log-in")
     log_in(page, site, "browser")
     look_at(page, "new-clone")
     submit(page, git_http.url(repo.name))
@@ -169,6 +171,23 @@ def test_the_whole_walk_from_log_in_to_cancel(
     finally:
         stalling.stop()
 
+    # An API token from the profile page opens the API; revoked, it no longer does.
+    page.get_by_role("link", name="Profile").click()
+    page.get_by_label("Name").fill("laptop")
+    page.get_by_role("button", name="Make a token").click()
+    token = page.get_by_role("textbox", name="Token").input_value()
+    look_at(page, "profile-new-token")
+    bearer = {"Authorization": f"Bearer {token}"}
+    answer = page.request.get(f"{site}/api/clones/{again.id}", headers=bearer)
+    assert answer.status == 200 and answer.json()["archive_sha256"] == again.archive_sha256
+    page.get_by_role("link", name="Profile").click()
+    page.get_by_role("button", name="Revoke token").click()
+    look_at(page, "profile")
+    assert page.request.get(f"{site}/api/clones/{again.id}", headers=bearer).status == 401
+    page.goto(f"{site}/api/docs")
+    expect(page.get_by_text("cloneshelf API").first).to_be_visible()
+    screenshot(page, "api-docs")  # Swagger UI's own page: axe's findings there are not ours
+
 
 def test_history_reads_on_a_phone(site, page, django_user_model):
     owner = django_user_model.objects.create_user("phone", password=PASSWORD)
@@ -218,6 +237,7 @@ def test_the_dashboard_draws_its_charts_for_staff_and_is_refused_to_others(
     expect(page.get_by_role("link", name="Dashboard")).to_have_count(0)
     assert page.goto(f"{site}/dashboard/").status == 404
     expect(page.get_by_role("heading", name="Nothing here")).to_be_visible()
+    look_at(page, "not-found")
 
 
 def test_copy_buttons_work_without_the_clipboard_api(site, page, django_user_model):

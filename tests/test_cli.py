@@ -61,6 +61,18 @@ def test_bad_input_is_refused_with_the_form_s_message_and_no_job(owner, transact
     assert not CloneJob.objects.exists()
 
 
+def test_a_webhook_url_is_kept_or_refused_as_the_form_does(owner, transactional_db):
+    url = "http://127.0.0.1/a.git"
+
+    refused = run_clone_command(url, "--user", "owner", "--webhook-url", "file:///hook")
+    kept = run_clone_command(url, "--user", "owner", "--webhook-url", "http://127.0.0.1/hook")
+
+    assert refused.returncode == 1
+    assert "webhook_url: file:// URLs cannot receive webhooks" in refused.stderr
+    assert kept.returncode == 0, kept.stderr
+    assert CloneJob.objects.get().webhook_url == "http://127.0.0.1/hook"
+
+
 def test_it_needs_to_know_the_owner_when_it_cannot_guess(transactional_db):
     result = run_clone_command("https://127.0.0.1/a.git")
 

@@ -9,6 +9,8 @@ from clones.forms import FORMATS, CloneRequestForm
 from clones.models import ArchiveFormat, CloneJob, History, Status
 
 WAIT_POLL_SECONDS = 1.0
+# The command's options that are the web form's fields, checked by the form as they are there.
+FORM_OPTIONS = ("ref", "history", "depth", "archive_format", "webhook_url")
 
 
 class Command(BaseCommand):
@@ -32,6 +34,9 @@ class Command(BaseCommand):
             help="tar (default), tar.gz or zip; a bundle is its own format",
         )
         parser.add_argument(
+            "--webhook-url", default="", help="told by a signed POST when the job ends"
+        )
+        parser.add_argument(
             "--user", help="owner of the job (default: the only superuser, if there is one)"
         )
         parser.add_argument(
@@ -44,14 +49,11 @@ class Command(BaseCommand):
             help="with --wait: give up after this many seconds (default: %(default)s)",
         )
 
-    def handle(self, *args, url, ref, history, depth, archive_format, user, wait, timeout, **_):
+    def handle(self, *args, url, user, wait, timeout, **options):
         form = CloneRequestForm(
             {
                 "url": url,
-                "ref": ref,
-                "history": history,
-                "depth": depth,
-                "archive_format": archive_format,
+                **{name: options[name] for name in FORM_OPTIONS},
             }
         )
         if not form.is_valid():
