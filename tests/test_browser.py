@@ -120,6 +120,9 @@ def test_the_whole_walk_from_log_in_to_cancel(
     look_at(page, "log-in")
     log_in(page, site, "browser")
     look_at(page, "new-clone")
+    # Each choice's button sits beside its words (the text fields' width once stretched them).
+    choice = page.get_by_label("Full clone (files and .git)").bounding_box()
+    assert choice["width"] < 40, choice
     submit(page, git_http.url(repo.name))
 
     # The page moves to done in place: a marker set on window survives.
