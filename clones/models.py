@@ -193,12 +193,12 @@ class CloneJob(models.Model):
             return True
         if not self.webhook_url:
             return False
-        delivery = WebhookDelivery.objects.filter(job=self).first()
-        if delivery is None:  # made just after the job ended, unless its process died then
-            return self.finished_at is not None and timezone.now() - self.finished_at < timedelta(
-                minutes=1
-            )
-        return delivery.state == DeliveryState.PENDING
+        try:
+            return self.delivery.state == DeliveryState.PENDING  # cached for the webhook line
+        except WebhookDelivery.DoesNotExist:
+            # It is made just after the job ends, unless its process died then.
+            just_ended = timezone.now() - timedelta(minutes=1)
+            return self.finished_at is not None and self.finished_at > just_ended
 
     @property
     def can_download(self) -> bool:

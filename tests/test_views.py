@@ -4,7 +4,7 @@ import pytest
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from clones.models import CloneJob, Status
+from clones.models import CloneJob, DeliveryState, Status, WebhookDelivery
 
 from .helpers import make_done_job
 
@@ -49,6 +49,23 @@ def test_an_active_job_page_updates_its_panel_in_place(client, owner):
     assert "clones/job.js" in page and 'id="job"' in page and "data-active" in page
     assert '<noscript><meta http-equiv="refresh"' in page  # without JavaScript, a reload
     assert "Queued" in page
+
+
+def test_a_done_job_s_panel_is_watched_while_its_webhook_is_on_its_way(client, owner):
+    job = make_done_job(owner, b"an archive")
+    job.webhook_url = "https://example.com/hook"
+    job.save()
+    client.force_login(owner)
+
+    def panel() -> str:
+        return client.get(job_urls(job)["panel"]).content.decode()
+
+    assert 'data-active="webhook"' in panel()  # just ended: its delivery is being made
+    delivery = WebhookDelivery.objects.create(job=job, url=job.webhook_url)
+    assert 'data-active="webhook"' in panel()  # pending
+    delivery.state = DeliveryState.DELIVERED
+    delivery.save()
+    assert "data-active" not in panel()
 
 
 def test_the_panel_shows_what_a_running_job_is_doing_and_how_far_along(client, owner):
