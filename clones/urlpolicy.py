@@ -100,16 +100,21 @@ class _Target:
     addresses: list[IPAddress]  # checked, unless CLONES_ALLOW_PRIVATE_NETWORKS is on
 
 
-def check_url(url: str) -> str:
+# What a refusal of a private or local host says the policy is for: clone URLs by default;
+# webhooks (clones.webhooks) pass their own words.
+PUBLIC_GIT_SERVERS = "only public git servers can be cloned"
+
+
+def check_url(url: str, public_only: str = PUBLIC_GIT_SERVERS) -> str:
     """Return the URL stripped of surrounding spaces, or raise ValidationError saying why not."""
-    return _check(url).url
+    return _check(url, public_only).url
 
 
-def pin(url: str) -> PinnedURL:
+def pin(url: str, public_only: str = PUBLIC_GIT_SERVERS) -> PinnedURL:
     """Run every check of check_url again, resolving the host afresh (the worker calls this right
     before cloning, so a DNS change since submission is caught), and return how git must connect
     to exactly the checked addresses."""
-    target = _check(url)
+    target = _check(url, public_only)
     where = {"scheme": target.parts.scheme, "host": target.host, "port": target.port}
     if target.is_address:
         return PinnedURL(target.url, None, **where, addresses=tuple(target.addresses))
@@ -123,16 +128,16 @@ def pin(url: str) -> PinnedURL:
     return PinnedURL(url, resolve, **where, addresses=tuple(target.addresses))
 
 
-def _check(url: str) -> _Target:
+def _check(url: str, public_only: str) -> _Target:
     url = url.strip()
     parts = _parts(url)
     port = _port(parts)
-    host, is_address = _host(parts)
+    host, is_address = _host(parts, public_only)
     addresses = [ipaddress.ip_address(host)] if is_address else resolve(host, port)
     if not addresses:
         raise ValidationError(f"The host {parts.hostname} could not be found.")
     if not settings.CLONES_ALLOW_PRIVATE_NETWORKS:
-        _refuse_private(parts.hostname, is_address, addresses)
+        _refuse_private(parts.hostname, is_address, addresses, public_only)
     return _Target(url, parts, host, is_address, port, addresses)
 
 
@@ -222,7 +227,7 @@ def _port(parts: SplitResult) -> int:
     return port
 
 
-def _host(parts: SplitResult) -> tuple[str, bool]:
+def _host(parts: SplitResult, public_only: str) -> tuple[str, bool]:
     """(ASCII host, whether it is an IP address), refusing names that are not valid or local."""
     if "[" in parts.netloc or "]" in parts.netloc:
         # urlsplit has checked the address, but lets through IPvFuture, zones ("%25eth0") and
@@ -243,7 +248,7 @@ def _host(parts: SplitResult) -> tuple[str, bool]:
     if not all(HOST_LABEL.fullmatch(label) for label in name.split(".")) or len(name) > 253:
         raise _invalid_name(parts.hostname)
     if not (settings.CLONES_ALLOW_PRIVATE_NETWORKS or parts.hostname in _allowed_private()[0]):
-        _refuse_local_name(parts.hostname, name)
+        _refuse_local_name(parts.hostname, name, public_only)
     return name, False
 
 
@@ -262,11 +267,9 @@ def _invalid_name(host: str) -> ValidationError:
     )
 
 
-def _refuse_local_name(host: str, name: str) -> None:
+def _refuse_local_name(host: str, name: str, public_only: str) -> None:
     if name in LOCAL_SUFFIXES or name.endswith(tuple(f".{s}" for s in LOCAL_SUFFIXES)):
-        raise ValidationError(
-            f"{host} is a local host name; only public git servers can be cloned."
-        )
+        raise ValidationError(f"{host} is a local host name; {public_only}.")
     if "." not in name:
         raise ValidationError(
             f"{host} is not a full host name; use the server's public name, such as github.com."
@@ -285,7 +288,9 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     return list(dict.fromkeys(addresses))
 
 
-def _refuse_private(host: str, is_address: bool, addresses: list[IPAddress]) -> None:
+def _refuse_private(
+    host: str, is_address: bool, addresses: list[IPAddress], public_only: str
+) -> None:
     names, networks = _allowed_private()
     if host in names:
         return
@@ -293,9 +298,7 @@ def _refuse_private(host: str, is_address: bool, addresses: list[IPAddress]) -> 
         if _is_public(address) or any(_contains(network, address) for network in networks):
             continue
         what = f"{address} is" if is_address else f"{host} resolves to {address},"
-        raise ValidationError(
-            f"{what} a private or reserved address; only public git servers can be cloned."
-        )
+        raise ValidationError(f"{what} a private or reserved address; {public_only}.")
 
 
 def _is_public(address: IPAddress) -> bool:

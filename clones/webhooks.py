@@ -51,9 +51,8 @@ TIMEOUT_SECONDS = 10
 MAX_ANSWER_BYTES = 4096  # enough for an error message; a receiver's page is not kept
 SHOWN_ANSWER_CHARS = 200
 MAX_BACKOFF_SECONDS = 3600
-# urlpolicy words its refusals for repositories; the reasons hold for webhooks as they are.
-FOR_REPOSITORIES = "only public git servers can be cloned"
-FOR_WEBHOOKS = "webhooks are only sent to public servers"
+# How urlpolicy's refusals of a private or local host end, for a webhook.
+PUBLIC_RECEIVERS = "webhooks are only sent to public servers"
 
 
 def check_url(url: str) -> str:
@@ -67,8 +66,7 @@ def _pin(url: str) -> urlpolicy.PinnedURL:
 
 
 def _under_policy(check, url: str):
-    """`check` (urlpolicy's check_url or pin) of an http(s) URL, its refusals worded for
-    webhooks."""
+    """`check` (urlpolicy's check_url or pin) of an http(s) URL, worded for webhooks."""
     schemes = [scheme for scheme in SCHEMES if scheme in settings.CLONES_ALLOWED_SCHEMES]
     if not schemes:
         raise ValidationError("Webhooks need https:// URLs, which this site does not accept.")
@@ -79,12 +77,7 @@ def _under_policy(check, url: str):
         raise ValidationError(f"{scheme}:// URLs cannot receive webhooks; use {use}.")
     if scheme not in schemes or not rest.startswith("//"):
         raise ValidationError(f"Enter a full {use} URL, such as https://example.com/hooks/clones.")
-    try:
-        return check(url)
-    except ValidationError as refused:
-        raise ValidationError(
-            [message.replace(FOR_REPOSITORIES, FOR_WEBHOOKS) for message in refused.messages]
-        ) from None
+    return check(url, public_only=PUBLIC_RECEIVERS)
 
 
 def payload(job: CloneJob) -> dict:
