@@ -6,11 +6,10 @@ from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_safe
 
-from . import downloads, jobs
+from . import apitokens, downloads, jobs
 from .models import ApiToken, CloneJob, Snapshot, Status, WebhookDelivery
 
 
@@ -146,7 +145,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected API tokens", permissions=["change"])
     def revoke(self, request, queryset) -> None:
-        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        revoked = apitokens.revoke_all(queryset)
         self.message_user(request, f"Revoked {revoked} API token(s).", messages.INFO)
 
 

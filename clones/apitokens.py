@@ -59,14 +59,15 @@ def _note_use(token: ApiToken) -> None:
 
 def revoke(owner, token_id) -> bool:
     """Revoke one of `owner`'s tokens; False if it is not theirs or was revoked already."""
-    return bool(_unrevoked(owner).filter(pk=token_id).update(revoked_at=timezone.now()))
+    return bool(revoke_all(ApiToken.objects.filter(owner=owner, pk=token_id)))
 
 
 def revoke_by_prefix(owner, prefix: str) -> int:
     """Revoke `owner`'s token shown as `prefix` (its first letters, whole: "cs_" alone must not
     revoke them all); how many were revoked."""
-    return _unrevoked(owner).filter(prefix=prefix).update(revoked_at=timezone.now())
+    return revoke_all(ApiToken.objects.filter(owner=owner, prefix=prefix))
 
 
-def _unrevoked(owner):
-    return ApiToken.objects.filter(owner=owner, revoked_at__isnull=True)
+def revoke_all(tokens) -> int:
+    """Revoke these tokens (a queryset), but for those revoked already; how many were."""
+    return tokens.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
