@@ -15,7 +15,6 @@ engine state from a minute ago would mislead; at 100,000 jobs the whole page tak
 """
 
 import math
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -38,7 +37,7 @@ from django_q.conf import Conf
 from django_q.status import Stat
 from redis import RedisError
 
-from . import charts, health
+from . import charts, health, paths
 from .models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
 
 WINDOW_DAYS = 30
@@ -224,7 +223,7 @@ def storage() -> Storage:
         archives=Count("*"), archive_bytes=Sum("archive_size")
     )
     try:
-        free = shutil.disk_usage(settings.CLONES_DATA_DIR).free
+        free = paths.free_bytes()
     except OSError:
         free = None
     return Storage(
