@@ -298,7 +298,12 @@ def send_again(delivery: WebhookDelivery) -> bool:
         next_attempt_at=delivery.next_attempt_at,
     )
     if delivery.attempts >= attempts_allowed():
-        error = "The last attempt never finished: its worker stopped while sending."
+        # Only this much is known: it was claimed (its task began) and no outcome came back.
+        began = timezone.localtime(delivery.next_attempt_at)
+        error = (
+            f"The last attempt never finished: it began at {began:%Y-%m-%d %H:%M:%S %Z} "
+            "and recorded no answer."
+        )
         return bool(unchanged.update(state=DeliveryState.FAILED, error=error, next_attempt_at=None))
     if not unchanged.update(next_attempt_at=timezone.now()):
         return False
