@@ -14,6 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
+
 DOCKERD_FLAGS = ["--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false"]
 
 
@@ -81,6 +83,7 @@ class Engine:
             mounts = [line.split()[4] for line in mountinfo]
         for mount in sorted((m for m in mounts if m.startswith(f"{self.root}/")), reverse=True):
             subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+        end_processes_naming(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def copy_image(self, image: str) -> None:
@@ -96,6 +99,24 @@ class Engine:
             env=self.client_env, capture_output=True, text=True, check=True,
         )  # fmt: skip
         return result.stdout.split()
+
+
+def end_processes_naming(root: Path) -> None:
+    """SIGKILL every process whose command line names `root`, and everything below them.
+
+    A containerd-shim runs in a session of its own, so killing dockerd's process group (kill())
+    leaves it, and the container's `runc init` under it, running once the engine is gone: seen
+    after whole test runs. Its command line names the engine's containerd socket, in `root`.
+    """
+    doomed = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(root) in argument for argument in process.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                doomed += [process, *process.children(recursive=True)]
+    for process in doomed:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(doomed, timeout=10)
 
 
 # How the dind container runs here. `--privileged` fails on these machines ("unable to apply

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 from django.core.files.storage import default_storage
 from django.urls import reverse
 from django.utils import timezone
@@ -288,3 +289,27 @@ def test_on_sigterm_a_clone_past_the_grace_period_goes_back_to_the_queue(
     assert job.attempts == 1
     assert_left_nothing_behind(job)
     stalling.stop()
+
+
+def test_an_engine_killed_with_a_container_running_leaves_no_process_once_removed(settings):
+    own = Engine(settings.CLONES_GIT_IMAGE)
+    try:
+        # -i keeps the container's stdin open, so `read` waits until it is killed.
+        subprocess.run(
+            ["docker", "run", "-d", "-i", "--network", "none", "--entrypoint", "/bin/dash",
+             settings.CLONES_GIT_IMAGE, "-c", "read forever"],
+            env=own.client_env, capture_output=True, check=True,
+        )  # fmt: skip
+        own.kill()
+        assert processes_naming(own.root), "the container's shim outlives its engine"
+    finally:
+        own.remove()
+    assert processes_naming(own.root) == []
+
+
+def processes_naming(root) -> list:
+    return [
+        process.pid
+        for process in psutil.process_iter(["cmdline"])
+        if any(str(root) in argument for argument in process.info["cmdline"] or [])
+    ]

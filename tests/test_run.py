@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import psutil
 
@@ -78,3 +79,23 @@ def test_run_starts_the_site_and_the_worker_and_ctrl_c_stops_both(tmp_path, new_
     assert "Created the admin 'admin' with the password" in output
     assert (tmp_path / "data" / "secret_key").is_file()
     assert output.rstrip().endswith("cloneshelf stopped.")
+
+
+def test_the_scripts_find_a_python_new_enough_on_the_path_and_refuse_an_old_one(tmp_path):
+    def find(name: str, python: Path) -> subprocess.CompletedProcess:
+        bin_dir = tmp_path / name
+        bin_dir.mkdir()
+        (bin_dir / "python3").symlink_to(python)
+        (bin_dir / "bash").symlink_to("/bin/bash")
+        # Only that python3 and bash: no pythonX.Y, no pyenv, no $PYTHON.
+        env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
+        script = PROJECT_DIR / "scripts" / "python.sh"
+        return subprocess.run([script], env=env, capture_output=True, text=True)
+
+    found = find("new", Path(sys.executable))
+    assert found.returncode == 0 and Path(found.stdout.strip()).samefile(sys.executable)
+    too_old = tmp_path / "python3.11"
+    too_old.write_text("#!/bin/sh\nexit 1\n")  # what the version check sees of a 3.11
+    too_old.chmod(0o755)
+    old = find("old", too_old)
+    assert old.returncode == 1 and "No Python 3.12 or newer found" in old.stderr
