@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ TIMEOUT = 3  # seconds; gunicorn's default is 30
 # then the rest as fast as it can: seven minutes of 150 KB/s would not fit in CI.
 SLOW_SECONDS = 8
 SLOWEST, FASTEST = 100_000, 400_000  # bytes a second
+ARRIVALS = 0.1  # seconds between one client's request and the next one's
 HEALTHZ_INTERVAL = 0.25
 
 
@@ -131,9 +133,10 @@ class Download:
     seconds: float
 
 
-def download(port: int, path: str, cookie: str, rate: float) -> Download:
-    """GET `path`; read the response at `rate` bytes a second for SLOW_SECONDS, then the rest
-    at once."""
+def download(port: int, path: str, cookie: str, rate: float, delay: float) -> Download:
+    """GET `path` after `delay` seconds; read the response at `rate` bytes a second for
+    SLOW_SECONDS, then the rest at once."""
+    time.sleep(delay)
     asked = time.monotonic()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     connection.request("GET", path, headers={"Cookie": cookie})
@@ -193,9 +196,10 @@ def test_slow_downloads_are_whole_and_the_site_answers_meanwhile(site, big_archi
     path = reverse("clones:download", args=[big_archive.id])
     cookie = session_cookie(owner)
     rates = [SLOWEST + (FASTEST - SLOWEST) * i / max(clients - 1, 1) for i in range(clients)]
+    delays = [ARRIVALS * i for i in range(clients)]
 
     with HealthzWatch(site.port) as watch, ThreadPoolExecutor(clients) as pool:
-        downloads = list(pool.map(lambda rate: download(site.port, path, cookie, rate), rates))
+        downloads = list(pool.map(partial(download, site.port, path, cookie), rates, delays))
 
     for done in downloads:
         assert (done.status, done.content_length) == (200, ARCHIVE_BYTES)
