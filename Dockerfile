@@ -23,4 +23,5 @@ RUN pip install -e . \
 USER app
 VOLUME ["/data"]
 EXPOSE 8000
-CMD ["gunicorn", "project.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-"]
+# Threads that stream downloads as slowly as their clients read them: project/gunicorn.conf.py.
+CMD ["gunicorn", "--config", "project/gunicorn.conf.py", "project.wsgi", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]

@@ -12,8 +12,9 @@ archive bucket (moto's S3 emulator): jobs per minute side by side.
 Run as root with the test engine up (`bash .ci/engine.sh`): the clone containers run on a Docker
 engine of the run's own (scripts/harness.py, private_engine), started with the test engine's git
 image. Builds REPOS small repositories served by `git daemon` on 127.0.0.1, starts a real web
-server (gunicorn, 2 sync workers, as in compose) and one worker cluster (`manage.py worker`,
-CLONES_WORKERS=2), and logs USERS users in through /accounts/login/ with requests sessions. Then:
+server (gunicorn by the image's command, project/gunicorn.conf.py) and one worker cluster
+(`manage.py worker`, CLONES_WORKERS=2), and logs USERS users in through /accounts/login/ with
+requests sessions. Then:
 
 - each user, in a thread of its own, submits its share of JOBS through the real form (POST /
   with the CSRF token read from the form page) as fast as the server answers, round-robin over
@@ -62,12 +63,12 @@ from clones import apitokens, jobs  # noqa: E402
 from clones.models import CloneJob, Status  # noqa: E402
 from tests.engines import Engine  # noqa: E402
 from tests.gitservers import GitDaemon, free_port, wait_for_port  # noqa: E402
+from tests.helpers import web_server_command  # noqa: E402
 from tests.repos import ServedRepo, git, make_repo  # noqa: E402
 
 PASSWORD = "load-bench-pw"
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 FORM_ERROR = re.compile(r'class="errorlist[^"]*"[^>]*>\s*<li>(.*?)</li>', re.DOTALL)
-WEB_WORKERS = 2
 
 
 class Visitor:
@@ -252,9 +253,7 @@ def report(burst: Burst, first_submission, options) -> None:
 
 
 def start_web(port: int) -> harness.Process:
-    command = [sys.executable, "-m", "gunicorn", "project.wsgi"]
-    options = ["--bind", f"127.0.0.1:{port}", "--workers", str(WEB_WORKERS)]
-    web = harness.Process([*command, *options], ROOT / "web.log")
+    web = harness.Process(web_server_command(port), ROOT / "web.log")
     wait_for_port(port, timeout=30)
     return web
 

@@ -1,7 +1,10 @@
 """What many tests do with a job: submit it through the form, wait, download, check."""
 
 import hashlib
+import json
+import re
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +23,17 @@ from clones.models import CloneJob, Status
 from .repos import git
 
 JOB_WAIT_SECONDS = 120
+DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
+
+
+def web_server_command(port: int) -> list[str]:
+    """The site's web server as production starts it: the image's command (compose runs it as
+    well), listening on a loopback port instead, run by this Python."""
+    image_command = re.search(r"^CMD (\[.*\])$", DOCKERFILE.read_text(), re.MULTILINE)[1]
+    command = json.loads(image_command)
+    assert command[0] == "gunicorn", command
+    listen = {"0.0.0.0:8000": f"127.0.0.1:{port}"}
+    return [sys.executable, "-m", "gunicorn", *(listen.get(arg, arg) for arg in command[1:])]
 
 
 def submit(client, url: str, ref: str = "", **options) -> CloneJob:

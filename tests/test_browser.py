@@ -18,7 +18,7 @@ from clones.models import CloneJob, Status
 
 from .conftest import PROJECT_DIR
 from .gitservers import StallingServer, free_port, wait_for_port
-from .helpers import make_done_job, refreshed
+from .helpers import make_done_job, refreshed, web_server_command
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's: no browser can be downloaded here
 SCREENSHOTS = Path(os.environ.get("CLONESHELF_SCREENSHOTS", PROJECT_DIR / "screenshots"))
@@ -36,7 +36,7 @@ def site(transactional_db, monkeypatch):
     subprocess.run(manage, cwd=PROJECT_DIR, env=env, check=True, capture_output=True)
     port = free_port()
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "project.wsgi", "--bind", f"127.0.0.1:{port}"],
+        web_server_command(port),
         cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     wait_for_port(port, timeout=30)
