@@ -31,6 +31,8 @@ class CloneJobAdmin(admin.ModelAdmin):
     search_fields = ["url", "owner__username", "owner__email"]
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
+    # Each action changes the jobs it acts on, so each needs the change permission: staff who
+    # may only view jobs are neither shown the actions nor let through when they post one.
     actions = ["cancel", "retry", "expire_now"]
     # Jobs come from the form or the CLI, which check their input; here they are watched and
     # steered, not edited.
@@ -89,13 +91,13 @@ class CloneJobAdmin(admin.ModelAdmin):
     def size(self, job: CloneJob) -> str:
         return filesizeformat(job.archive_size) if job.archive_size is not None else "—"
 
-    @admin.action(description="Cancel selected queued or running jobs")
+    @admin.action(description="Cancel selected queued or running jobs", permissions=["change"])
     def cancel(self, request, queryset) -> None:
         by = f"staff ({request.user.get_username()})"
         cancelled = sum(jobs.cancel(job, by=by) for job in queryset)
         self.message_user(request, f"Cancelled {cancelled} job(s).", messages.INFO)
 
-    @admin.action(description="Retry selected failed or cancelled jobs")
+    @admin.action(description="Retry selected failed or cancelled jobs", permissions=["change"])
     def retry(self, request, queryset) -> None:
         retried = sum(jobs.requeue(job) for job in queryset)
         skipped = queryset.count() - retried
@@ -106,7 +108,7 @@ class CloneJobAdmin(admin.ModelAdmin):
             messages.INFO,
         )
 
-    @admin.action(description="Expire selected archives now")
+    @admin.action(description="Expire selected archives now", permissions=["change"])
     def expire_now(self, request, queryset) -> None:
         expired = sum(jobs.expire(job) for job in queryset.filter(status=Status.DONE))
         self.message_user(request, f"Expired {expired} archive(s).", messages.INFO)
