@@ -2,7 +2,7 @@
 
 import pytest
 from django.test import Client, override_settings
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from clones.models import CloneJob, DeliveryState, Status, WebhookDelivery
 
@@ -322,3 +322,51 @@ def test_a_stale_form_says_to_reload_and_send_again(owner):
     response = client.post(reverse("clones:new"), {"url": "https://example.com/r.git"})
     assert response.status_code == 403
     assert "Go back, reload the page and send it again." in response.content.decode()
+
+
+# --- Accounts ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/accounts/password_reset/",
+        "/accounts/password_reset/done/",
+        "/accounts/reset/MQ/set-password/",
+        "/accounts/reset/done/",
+    ],
+)
+def test_there_is_no_password_reset_by_email(client, owner, mailoutbox, path):
+    # Accounts come from an admin, who also sets a forgotten password: nobody can ask for a
+    # reset email, anonymous or not, and nothing tries to reach a mail server.
+    assert client.get(path).status_code == 404
+    assert client.post(path, {"email": "owner@example.com"}).status_code == 404
+    assert mailoutbox == []
+    with pytest.raises(NoReverseMatch):
+        reverse("password_reset")
+
+
+def test_no_page_links_to_a_password_reset(client, staff):
+    pages = [reverse("login"), reverse("admin:login")]
+    for page in pages:
+        text = client.get(page).content.decode().lower()
+        assert "reset" not in text and "forgotten" not in text
+    assert "Accounts are created by an administrator." in client.get(pages[0]).content.decode()
+
+
+def test_a_logged_in_user_changes_their_password_with_the_current_one(client, owner):
+    change = reverse("password_change")
+    assert client.get(change).status_code == 302  # to the login page
+
+    client.force_login(owner)
+    wrong = {
+        "old_password": "guess",
+        "new_password1": "n3w-secret-pw",
+        "new_password2": "n3w-secret-pw",
+    }
+    assert client.post(change, wrong).status_code == 200
+    right = {**wrong, "old_password": "pw-owner-123"}
+    assert client.post(change, right)["Location"] == reverse("password_change_done")
+
+    owner.refresh_from_db()
+    assert owner.check_password("n3w-secret-pw")
