@@ -285,11 +285,11 @@ def _own_job(request: HttpRequest, job_id: UUID) -> CloneJob:
 )
 def create_clone(request: HttpRequest, payload: CloneRequest, response: HttpResponse):
     form = CloneRequestForm(payload.model_dump(mode="json", exclude_none=True))
-    if not form.is_valid():
-        fields = _form_errors(form)
-        first_message = next(iter(fields.values()))[0]  # the form's own words say which field
-        raise ApiError(400, "invalid", first_message, fields=fields)
     try:
+        if not form.is_valid_for(request.auth):
+            fields = _form_errors(form)
+            first_message = next(iter(fields.values()))[0]  # the form's own words say which field
+            raise ApiError(400, "invalid", first_message, fields=fields)
         job = jobs.submit(request.auth, **form.cleaned_data)
     except jobs.Refused as refused:
         retry = {"Retry-After": str(refused.retry_after)}

@@ -24,20 +24,28 @@ def _own_job(request: HttpRequest, job_id: UUID) -> CloneJob:
 @sensitive_post_parameters("token")
 def new_clone(request: HttpRequest) -> HttpResponse:
     form = CloneRequestForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        return _submit(request, form)
-    return _render_form(request, form)
+    if request.method != "POST":
+        return _render_form(request, form)
+    try:
+        valid = form.is_valid_for(request.user)
+    except jobs.Refused as refused:
+        return _refused(request, form, refused)
+    return _submit(request, form) if valid else _render_form(request, form)
 
 
 def _submit(request: HttpRequest, form: CloneRequestForm) -> HttpResponse:
     try:
         job = jobs.submit(request.user, **form.cleaned_data)
     except jobs.Refused as refused:
-        form.add_error(None, str(refused))
-        response = _render_form(request, form, status=429)
-        response["Retry-After"] = str(refused.retry_after)
-        return response
+        return _refused(request, form, refused)
     return redirect(job)
+
+
+def _refused(request: HttpRequest, form: CloneRequestForm, refused: jobs.Refused) -> HttpResponse:
+    form.refuse(str(refused))
+    response = _render_form(request, form, status=429)
+    response["Retry-After"] = str(refused.retry_after)
+    return response
 
 
 def _render_form(request: HttpRequest, form: CloneRequestForm, status: int = 200) -> HttpResponse:

@@ -293,6 +293,10 @@ CLONES_CONTAINER_LOG_BYTES = env_bytes("CLONES_CONTAINER_LOG_BYTES", "1m")
 CLONES_MAX_ACTIVE_PER_USER = env_int("CLONES_MAX_ACTIVE_PER_USER", 5)
 CLONES_MAX_SUBMISSIONS_PER_HOUR = env_int("CLONES_MAX_SUBMISSIONS_PER_HOUR", 60)
 CLONES_MAX_QUEUED = env_int("CLONES_MAX_QUEUED", 500)
+# Submissions refused for their URL or webhook URL in an hour, after which that person's URLs are
+# not checked (nor their hosts resolved) until the oldest refusal is an hour old: the policy's
+# answers would otherwise map internal names (clones.jobs.check_refusals).
+CLONES_MAX_REFUSED_PER_HOUR = env_int("CLONES_MAX_REFUSED_PER_HOUR", 20)
 
 # --- Waiting: a job that cannot start yet (engine down, disk full) stays queued ------------------
 # It is tried again after CLONES_WAIT_SECONDS, doubling each time up to 10 minutes, and fails
