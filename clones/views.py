@@ -1,5 +1,6 @@
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -127,3 +128,13 @@ def cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
     job = _own_job(request, job_id)
     jobs.cancel(job, by=request.user.get_username())  # a finished job stays as it was
     return redirect(job)
+
+
+def locked_out(request: HttpRequest, *_: object) -> HttpResponse:
+    """django-axes' answer to a login locked out after too many failures (AXES_LOCKOUT_CALLABLE,
+    which also gets the response it replaces and the credentials: not needed here)."""
+    minutes = settings.CLONES_LOGIN_LOCKOUT_MINUTES
+    context = {"failures": settings.CLONES_LOGIN_FAILURES, "minutes": minutes}
+    response = render(request, "registration/locked_out.html", context, status=429)
+    response["Retry-After"] = str(minutes * 60)
+    return response

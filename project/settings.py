@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -80,6 +81,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "ninja",  # only for the docs page's Swagger UI files (no CDN): clones/api.py
+    "axes",  # locks logins out after failures (below)
     "clones",
 ]
 
@@ -92,6 +94,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -218,6 +221,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Logins (the site's and the admin's) are locked out after CLONES_LOGIN_FAILURES failures in a
+# row for one user name from one address, for CLONES_LOGIN_LOCKOUT_MINUTES (django-axes; its
+# failures are kept in the database, so every web process counts them together). By name and
+# address together, so that nobody can lock another person out from elsewhere; behind the TLS
+# proxy every address is the proxy's, and the lock holds the name.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+CLONES_LOGIN_FAILURES = env_int("CLONES_LOGIN_FAILURES", 5)
+CLONES_LOGIN_LOCKOUT_MINUTES = env_int("CLONES_LOGIN_LOCKOUT_MINUTES", 15)
+AXES_FAILURE_LIMIT = CLONES_LOGIN_FAILURES
+AXES_COOLOFF_TIME = timedelta(minutes=CLONES_LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # failures "in a row": a login that works starts the count again
+AXES_LOCKOUT_CALLABLE = "clones.views.locked_out"
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no record of every successful login
+AXES_VERBOSE = False  # no banner in the log of every process and command at start
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "clones:new"
 LOGOUT_REDIRECT_URL = "login"

@@ -1,8 +1,12 @@
 """Pages, privacy and form errors. Archives here are real files in the test storage."""
 
+from datetime import timedelta
+
 import pytest
+from axes.models import AccessAttempt
 from django.test import Client, override_settings
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 
 from clones.models import CloneJob, DeliveryState, Status, WebhookDelivery
 
@@ -370,3 +374,52 @@ def test_a_logged_in_user_changes_their_password_with_the_current_one(client, ow
 
     owner.refresh_from_db()
     assert owner.check_password("n3w-secret-pw")
+
+
+def test_logins_are_locked_out_after_failures_in_a_row_with_a_clear_message(
+    client, owner, other_user, settings
+):
+    settings.CLONES_LOGIN_FAILURES = settings.AXES_FAILURE_LIMIT = 3
+    login = reverse("login")
+    wrong = {"username": "owner", "password": "guess"}
+    for _ in range(2):
+        response = client.post(login, wrong)
+        assert response.status_code == 200
+        assert "didn't match" in response.content.decode()
+
+    response = client.post(login, wrong)  # the third failure locks the name out
+
+    assert response.status_code == 429
+    assert response["Retry-After"] == str(settings.CLONES_LOGIN_LOCKOUT_MINUTES * 60)
+    page = response.content.decode()
+    assert "This user name failed to log in 3 times in a row from your address" in page
+    assert f"locked for {settings.CLONES_LOGIN_LOCKOUT_MINUTES} minutes" in page
+    right = {**wrong, "password": "pw-owner-123"}
+    assert client.post(login, right).status_code == 429  # the right password too, for now
+    assert client.post(reverse("admin:login"), right).status_code == 429
+    assert "_auth_user_id" not in client.session
+    # Another user name from the same address is not locked out.
+    assert client.post(login, {"username": "other", "password": "pw-other-123"}).status_code == 302
+
+
+def test_a_lockout_ends_after_its_time_and_a_good_login_resets_the_count(client, owner, settings):
+    settings.CLONES_LOGIN_FAILURES = settings.AXES_FAILURE_LIMIT = 2
+    login = reverse("login")
+    wrong, right = (
+        {"username": "owner", "password": "guess"},
+        {"username": "owner", "password": "pw-owner-123"},
+    )
+    client.post(login, wrong)
+    assert client.post(login, right).status_code == 302  # one failure, then a login that works
+    client.logout()
+    client.post(login, wrong)
+    assert client.post(login, right).status_code == 302  # the count started again
+    client.logout()
+    for _ in range(2):
+        client.post(login, wrong)
+    assert client.post(login, right).status_code == 429
+
+    over = timezone.now() - timedelta(minutes=settings.CLONES_LOGIN_LOCKOUT_MINUTES, seconds=1)
+    AccessAttempt.objects.update(attempt_time=over)
+
+    assert client.post(login, right).status_code == 302
