@@ -1,5 +1,6 @@
 """Pages, privacy and form errors. Archives here are real files in the test storage."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -423,3 +424,24 @@ def test_a_lockout_ends_after_its_time_and_a_good_login_resets_the_count(client,
     AccessAttempt.objects.update(attempt_time=over)
 
     assert client.post(login, right).status_code == 302
+
+
+# --- Content-Security-Policy ---------------------------------------------------------------------
+
+
+def test_every_page_carries_a_policy_with_no_inline_script_or_style(client, owner):
+    client.force_login(owner)
+    policy = client.get(reverse("clones:new"))["Content-Security-Policy"]
+    directives = dict(directive.split(" ", 1) for directive in policy.split("; "))
+    assert directives["default-src"] == "'self'"
+    assert directives["script-src"] == directives["style-src"] == "'self'"  # no nonce used here
+    assert directives["frame-ancestors"] == directives["object-src"] == "'none'"
+    assert "unsafe" not in policy
+
+
+def test_the_admin_pages_carry_the_policys_nonce(client, staff):
+    # Django's admin marks its tags (and its one inline <style>, where it has it) with the nonce.
+    client.force_login(staff)
+    response = client.get(reverse("admin:clones_clonejob_changelist"))
+    nonce = re.search(r'nonce="([^"]+)"', response.content.decode())[1]
+    assert f"style-src 'self' 'nonce-{nonce}'" in response["Content-Security-Policy"]
