@@ -60,15 +60,14 @@ def test_anonymous_visitors_are_sent_to_log_in(client):
     assert response["Location"] == f"{reverse('login')}?next={DASHBOARD}"
 
 
-def test_users_who_are_not_staff_get_404(client, owner):
-    client.force_login(owner)
-    assert client.get(DASHBOARD).status_code == 404
-    assert DASHBOARD not in client.get(reverse("clones:history")).content.decode()
-
-
-def test_staff_who_may_not_view_jobs_get_404_and_no_link_to_it(client, django_user_model):
-    user = django_user_model.objects.create_user("helpdesk", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename="view_user"))
+@pytest.mark.parametrize(
+    ("is_staff", "permission"),
+    [(False, "view_clonejob"), (True, "view_user")],
+    ids=["not staff", "staff who may not view jobs"],
+)
+def test_others_get_404_and_no_link_to_it(client, django_user_model, is_staff, permission):
+    user = django_user_model.objects.create_user("someone", is_staff=is_staff)
+    user.user_permissions.set(Permission.objects.filter(codename=permission))
     client.force_login(user)
     assert client.get(DASHBOARD).status_code == 404
     assert DASHBOARD not in client.get(reverse("clones:history")).content.decode()
