@@ -7,6 +7,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.urls import reverse
 from django.utils import timezone
+from django_q.models import Failure, OrmQ
 
 from clones import apitokens
 from clones.models import ApiToken, CloneJob, Status
@@ -22,20 +23,15 @@ def make_job(owner, **fields) -> CloneJob:
     return CloneJob.objects.create(owner=owner, url="https://example.com/team/app.git", **fields)
 
 
-CLONES_ADMINS = [
-    model_admin
-    for model, model_admin in admin.site._registry.items()
-    if model._meta.app_label == "clones"
-]
+# Every page of the admin: cloneshelf's own, and those of django-q2, django-axes and auth.
+MODEL_ADMINS = list(admin.site._registry.values())
 
 
 @pytest.fixture
 def viewer(django_user_model):
-    """Staff who may view everything of clones and change nothing."""
+    """Staff who may view everything in the admin and change nothing."""
     user = django_user_model.objects.create_user("viewer", password="pw-viewer-123", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__app_label="clones", codename__startswith="view_")
-    )
+    user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
     return user
 
 
@@ -74,7 +70,7 @@ def test_users_who_are_not_staff_are_kept_out(client, owner):
     assert client.get(CHANGELIST).status_code == 302
 
 
-@pytest.mark.parametrize("model_admin", CLONES_ADMINS, ids=lambda m: m.model.__name__)
+@pytest.mark.parametrize("model_admin", MODEL_ADMINS, ids=lambda m: str(m.model._meta))
 def test_staff_who_may_only_view_are_offered_no_action(rf, viewer, model_admin):
     request = rf.get("/")
     request.user = viewer
@@ -112,6 +108,23 @@ def test_staff_with_the_change_permission_may_act(client, viewer, owner):
 
     queued.refresh_from_db()
     assert queued.status == Status.CANCELLED
+
+
+def test_resubmitting_the_queues_tasks_needs_the_change_permission(client, viewer):
+    failed = Failure.objects.create(
+        id="f" * 32, name="lost", func="math.floor", started=timezone.now(),
+        stopped=timezone.now(), success=False,
+    )  # fmt: skip
+    failures = reverse("admin:django_q_failure_changelist")
+    client.force_login(viewer)
+
+    client.post(failures, {"action": "resubmit_tasks", "_selected_action": [failed.pk]})
+    assert Failure.objects.filter(pk=failed.pk).exists()  # not resubmitted (which deletes it)
+
+    viewer.user_permissions.add(Permission.objects.get(codename="change_failure"))
+    client.post(failures, {"action": "resubmit_tasks", "_selected_action": [failed.pk]})
+    assert not Failure.objects.filter(pk=failed.pk).exists()
+    assert OrmQ.objects.count() == 1  # queued again
 
 
 def test_django_q_pages_are_in_the_admin(client, staff):
