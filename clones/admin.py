@@ -1,5 +1,7 @@
 from uuid import UUID
 
+from axes import admin as axes_admin
+from axes.models import AccessAttempt
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
@@ -8,6 +10,8 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_safe
+from django_q import admin as django_q_admin
+from django_q.models import Failure, Success
 
 from . import apitokens, downloads, jobs
 from .models import ApiToken, CloneJob, Snapshot, Status, WebhookDelivery
@@ -31,6 +35,8 @@ class CloneJobAdmin(admin.ModelAdmin):
     search_fields = ["url", "owner__username", "owner__email"]
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
+    # Each action changes the jobs it acts on, so each needs the change permission: staff who
+    # may only view jobs are neither shown the actions nor let through when they post one.
     actions = ["cancel", "retry", "expire_now"]
     # Jobs come from the form or the CLI, which check their input; here they are watched and
     # steered, not edited.
@@ -89,13 +95,13 @@ class CloneJobAdmin(admin.ModelAdmin):
     def size(self, job: CloneJob) -> str:
         return filesizeformat(job.archive_size) if job.archive_size is not None else "—"
 
-    @admin.action(description="Cancel selected queued or running jobs")
+    @admin.action(description="Cancel selected queued or running jobs", permissions=["change"])
     def cancel(self, request, queryset) -> None:
         by = f"staff ({request.user.get_username()})"
         cancelled = sum(jobs.cancel(job, by=by) for job in queryset)
         self.message_user(request, f"Cancelled {cancelled} job(s).", messages.INFO)
 
-    @admin.action(description="Retry selected failed or cancelled jobs")
+    @admin.action(description="Retry selected failed or cancelled jobs", permissions=["change"])
     def retry(self, request, queryset) -> None:
         retried = sum(jobs.requeue(job) for job in queryset)
         skipped = queryset.count() - retried
@@ -106,7 +112,7 @@ class CloneJobAdmin(admin.ModelAdmin):
             messages.INFO,
         )
 
-    @admin.action(description="Expire selected archives now")
+    @admin.action(description="Expire selected archives now", permissions=["change"])
     def expire_now(self, request, queryset) -> None:
         expired = sum(jobs.expire(job) for job in queryset.filter(status=Status.DONE))
         self.message_user(request, f"Expired {expired} archive(s).", messages.INFO)
@@ -195,3 +201,26 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, delivery=None) -> bool:
         return False
+
+
+# The actions django-q2 and django-axes add to the admin ask for no permission: a staff user who
+# may only view the queue's tasks could run them again, or one who may only view login failures
+# delete some. Here each needs the permission of what it does.
+@admin.action(description="Resubmit selected tasks to queue", permissions=["change"])
+def resubmit_tasks(model_admin, request, queryset) -> None:
+    django_q_admin.resubmit_task(model_admin, request, queryset)
+
+
+class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin):
+    @admin.action(description="Clean up expired attempts", permissions=["delete"])
+    def cleanup_expired_attempts(self, request, queryset) -> None:
+        super().cleanup_expired_attempts(request, queryset)
+
+
+for model, model_admin in [
+    (Success, type("TaskAdmin", (django_q_admin.TaskAdmin,), {"actions": [resubmit_tasks]})),
+    (Failure, type("FailAdmin", (django_q_admin.FailAdmin,), {"actions": [resubmit_tasks]})),
+    (AccessAttempt, AccessAttemptAdmin),
+]:
+    admin.site.unregister(model)
+    admin.site.register(model, model_admin)

@@ -13,6 +13,8 @@ from typing import Literal
 from urllib.parse import urlencode
 from uuid import UUID
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.signals import got_request_exception
 from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
@@ -44,7 +46,8 @@ Clone git repositories into archives, follow the jobs, download the archives.
 input adds `fields`, each field's messages (`__all__` for those of no one field). Codes:
 `invalid` (400), `unreadable` (400: the body is not JSON), `unauthorized` (401), `not_found`
 (404), `method_not_allowed` (405), `ended` (409: a job that ended cannot be cancelled),
-`no_archive` (409: the job has no archive to download), `limit_reached` (429, with
+`no_archive` (409: the job has no archive to download), `too_large` (413: the body is over
+the site's upload limit), `limit_reached` (429, with
 `Retry-After` in seconds), `server_error` (500).
 """
 
@@ -238,6 +241,14 @@ def _http_error(request: HttpRequest, error: HttpError) -> HttpResponse:
     return error_response(request, ApiError(error.status_code, "error", str(error)))
 
 
+@api.exception_handler(RequestDataTooBig)
+def _too_large(request: HttpRequest, error: RequestDataTooBig) -> HttpResponse:
+    """Django refuses to read a body over DATA_UPLOAD_MAX_MEMORY_SIZE: the sender's to fix."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    message = f"The request body is larger than {limit} bytes, the most accepted."
+    return error_response(request, ApiError(413, "too_large", message))
+
+
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, error: Http404) -> HttpResponse:
     return error_response(request, ApiError(404, "not_found", str(error) or "Nothing is here."))
@@ -270,15 +281,15 @@ def _own_job(request: HttpRequest, job_id: UUID) -> CloneJob:
     summary="Ask for a clone",
     description="Checked as the web form checks it; the job is queued and its JSON returned "
     "(202, with `Location`). Over a limit: 429 with `Retry-After`.",
-    response={202: Job, 400: Error, 429: Error, **UNAUTHORIZED},
+    response={202: Job, 400: Error, 413: Error, 429: Error, **UNAUTHORIZED},
 )
 def create_clone(request: HttpRequest, payload: CloneRequest, response: HttpResponse):
     form = CloneRequestForm(payload.model_dump(mode="json", exclude_none=True))
-    if not form.is_valid():
-        fields = _form_errors(form)
-        first_message = next(iter(fields.values()))[0]  # the form's own words say which field
-        raise ApiError(400, "invalid", first_message, fields=fields)
     try:
+        if not form.is_valid_for(request.auth):
+            fields = _form_errors(form)
+            first_message = next(iter(fields.values()))[0]  # the form's own words say which field
+            raise ApiError(400, "invalid", first_message, fields=fields)
         job = jobs.submit(request.auth, **form.cleaned_data)
     except jobs.Refused as refused:
         retry = {"Retry-After": str(refused.retry_after)}

@@ -43,6 +43,9 @@ from .models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
 WINDOW_DAYS = 30
 RECENT_FAILURES = 10
 BUSIEST_REPOSITORIES = 10
+# Everything on the page is about jobs, and most of it links to their admin pages: the page
+# needs what those pages need, not a permission of its own that could be granted without it.
+JOBS_PERMISSION = "clones.view_clonejob"
 # More running jobs than this is no longer a list anyone reads; the count is shown above it.
 RUNNING_SHOWN = 50
 
@@ -400,20 +403,35 @@ def job_change_url(job_id: UUID) -> str:
     return reverse("admin:clones_clonejob_change", args=[job_id])
 
 
-def admin_links() -> list[tuple[str, str]]:
+def admin_links() -> list[tuple[str, str, str]]:
+    """(label, address, the permission its admin page needs to be opened)."""
     return [
-        ("All jobs", job_changelist()),
-        ("Failed jobs", job_changelist(status__exact=Status.FAILED)),
-        ("Queued jobs", job_changelist(status__exact=Status.QUEUED)),
-        ("Running jobs", job_changelist(status__exact=Status.RUNNING)),
+        ("All jobs", job_changelist(), JOBS_PERMISSION),
+        ("Failed jobs", job_changelist(status__exact=Status.FAILED), JOBS_PERMISSION),
+        ("Queued jobs", job_changelist(status__exact=Status.QUEUED), JOBS_PERMISSION),
+        ("Running jobs", job_changelist(status__exact=Status.RUNNING), JOBS_PERMISSION),
         (
             "Ready archives (snapshots)",
             admin_url("admin:clones_snapshot_changelist", state__exact=SnapshotState.READY),
+            "clones.view_snapshot",
         ),
-        ("Schedules (expiry and recovery)", admin_url("admin:django_q_schedule_changelist")),
-        ("Failed tasks of the queue", admin_url("admin:django_q_failure_changelist")),
-        ("Users", admin_url("admin:auth_user_changelist")),
+        (
+            "Schedules (expiry and recovery)",
+            admin_url("admin:django_q_schedule_changelist"),
+            "django_q.view_schedule",
+        ),
+        (
+            "Failed tasks of the queue",
+            admin_url("admin:django_q_failure_changelist"),
+            "django_q.view_failure",
+        ),
+        ("Users", admin_url("admin:auth_user_changelist"), "auth.view_user"),
     ]
+
+
+def links_for(user) -> list[tuple[str, str]]:
+    """The admin links whose pages `user` may open."""
+    return [(label, url) for label, url, needed in admin_links() if user.has_perm(needed)]
 
 
 def seconds_since(moment: datetime | None, now: datetime) -> float | None:
@@ -516,17 +534,19 @@ def figures() -> dict:
         "busiest": busiest_repositories(starts[0]),
         "queued_url": job_changelist(status__exact=Status.QUEUED),
         "running_url": job_changelist(status__exact=Status.RUNNING),
-        "admin_links": admin_links(),
     }
 
 
 @never_cache
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """Staff only; anyone else logged in gets the 404 of a page that does not exist."""
-    if not request.user.is_staff:
+    """Staff who may view jobs only; anyone else logged in gets the 404 of a page that does not
+    exist. Its links into the admin are those the user may open (the template asks `perms` for
+    the ones inside its sections)."""
+    if not (request.user.is_staff and request.user.has_perm(JOBS_PERMISSION)):
         raise Http404
     context = figures()
+    context["admin_links"] = links_for(request.user)
     # No chart for no data: the page says so in words instead.
     if context["jobs_in_window"]:
         context["jobs_chart"] = jobs_chart(context["days"])

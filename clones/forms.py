@@ -2,8 +2,9 @@ import re
 from urllib.parse import urlsplit
 
 from django import forms
+from django.forms.utils import ErrorDict
 
-from . import urlpolicy, webhooks
+from . import jobs, urlpolicy, webhooks
 from .models import ArchiveFormat, History
 
 MAX_DEPTH = 1_000_000
@@ -11,6 +12,10 @@ MAX_DEPTH = 1_000_000
 FORMATS = [
     (value, label) for value, label in ArchiveFormat.choices if value != ArchiveFormat.BUNDLE
 ]
+
+# The fields whose checks may resolve a host name: a submission refused for one of them counts
+# towards CLONES_MAX_REFUSED_PER_HOUR (jobs.check_refusals).
+RESOLVED_FIELDS = {"url", "webhook_url"}
 
 MAX_TOKEN_LENGTH = 1024
 TOKEN_CHARS = re.compile(rf"[\x21-\x7e]{{1,{MAX_TOKEN_LENGTH}}}")  # printable ASCII, no space
@@ -66,6 +71,22 @@ class CloneRequestForm(forms.Form):
         help_text="When the clone ends, a JSON summary is POSTed here, signed with your "
         f"webhook secret in the {webhooks.SIGNATURE_HEADER} header (sha256=HMAC of the body).",
     )
+
+    def is_valid_for(self, owner) -> bool:
+        """is_valid, for a person's submission: jobs.Refused, before any field is checked, if too
+        many of theirs were refused for their URL lately; a refusal for one now is counted."""
+        jobs.check_refusals(owner)
+        valid = self.is_valid()
+        if not valid and RESOLVED_FIELDS & self.errors.keys():
+            jobs.record_refusal(owner)
+        return valid
+
+    def refuse(self, message: str) -> None:
+        """Refuse the whole submission, saying why. A form not checked yet stays unchecked (its
+        checks may resolve host names) and shows what was sent with this error alone."""
+        if self._errors is None:
+            self.cleaned_data, self._errors = {}, ErrorDict()
+        self.add_error(None, message)
 
     def clean_url(self) -> str:
         return urlpolicy.check_url(self.cleaned_data["url"])

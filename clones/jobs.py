@@ -11,19 +11,27 @@ from functools import partial
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Min, Q
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
 from . import archives, notifications, snapshots, tokens
-from .models import CloneJob, Snapshot, SnapshotState, Status, lost_its_worker
+from .models import (
+    CloneJob,
+    RefusedSubmission,
+    Snapshot,
+    SnapshotState,
+    Status,
+    lost_its_worker,
+)
 
 RUN_TASK = "clones.tasks.run_clone_job"
 MAX_WAIT_SECONDS = 600
 MAX_ATTEMPTS = 2  # a job whose worker died is run once more, not again and again
 ANY = Q()  # no condition beyond the job being as its caller saw it
+HOUR = timedelta(hours=1)  # the window of the hourly limits
 
 
 # When to try again after a refusal by the active or the queue cap, which cannot tell when a slot
@@ -110,13 +118,11 @@ def check_limits(owner) -> None:
             "wait for one to finish.",
             retry_after=ACTIVE_CAP_RETRY_SECONDS,
         )
-    hour_ago = timezone.now() - timedelta(hours=1)
+    hour_ago = timezone.now() - HOUR
     recent = mine.filter(created_at__gt=hour_ago).order_by("created_at")
     if recent.count() >= settings.CLONES_MAX_SUBMISSIONS_PER_HOUR:
         # A slot frees when the oldest submission of the last hour turns an hour old.
-        free_at = recent.first().created_at + timedelta(hours=1)
-        seconds = max(1, math.ceil((free_at - timezone.now()).total_seconds()))
-        minutes = max(1, round(seconds / 60))
+        seconds, minutes = _until_an_hour_old(recent.first().created_at)
         raise Refused(
             f"You have asked for {settings.CLONES_MAX_SUBMISSIONS_PER_HOUR} clones in the "
             f"last hour, the most allowed; try again in {minutes} minute(s).",
@@ -129,6 +135,36 @@ def check_limits(owner) -> None:
             "Try again in a few minutes.",
             retry_after=QUEUE_CAP_RETRY_SECONDS,
         )
+
+
+def _until_an_hour_old(moment) -> tuple[int, int]:
+    """Seconds (for Retry-After, at least 1) and minutes (for people) until `moment` is an hour
+    old."""
+    seconds = max(1, math.ceil((moment + HOUR - timezone.now()).total_seconds()))
+    return seconds, max(1, round(seconds / 60))
+
+
+def check_refusals(owner) -> None:
+    """Refuse (Refused) anyone whose URLs were refused CLONES_MAX_REFUSED_PER_HOUR times in the
+    last hour, before their submission is looked at: checking a URL may ask DNS about its host,
+    and the answer (no such host, a private address, accepted) tells whether an internal name
+    exists. Counted, the form cannot be used to map them."""
+    limit = settings.CLONES_MAX_REFUSED_PER_HOUR
+    recent = RefusedSubmission.objects.filter(owner=owner, refused_at__gt=timezone.now() - HOUR)
+    refused = recent.aggregate(count=Count("*"), oldest=Min("refused_at"))
+    if refused["count"] >= limit:
+        seconds, minutes = _until_an_hour_old(refused["oldest"])
+        raise Refused(
+            f"{limit} of your submissions were refused in the last hour for their URL, the most "
+            f"allowed; no URL is checked for you until then. Try again in {minutes} minute(s).",
+            retry_after=seconds,
+        )
+
+
+def record_refusal(owner) -> None:
+    """Count a submission refused for its URL (check_refusals); older counts are let go."""
+    RefusedSubmission.objects.filter(owner=owner, refused_at__lte=timezone.now() - HOUR).delete()
+    RefusedSubmission.objects.create(owner=owner)
 
 
 def claim(job_id) -> CloneJob | None:

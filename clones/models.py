@@ -285,6 +285,20 @@ class WorkerReport(models.Model):
         return f"engine {state} at {self.reported_at:%Y-%m-%d %H:%M:%S}"
 
 
+class RefusedSubmission(models.Model):
+    """A submission whose URL or webhook URL the policy refused, counted against its owner by
+    jobs.check_refusals. What was refused is not kept: only that, and when."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    refused_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "refused_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.owner} refused at {self.refused_at:%Y-%m-%d %H:%M:%S}"
+
+
 class ApiToken(models.Model):
     """A Bearer token for the JSON API (clones.api). Only its sha256 is kept: the token itself is
     shown once, when it is made."""

@@ -92,7 +92,7 @@ class PinnedURL:
 
 @dataclass(frozen=True)
 class _Target:
-    url: str  # stripped, otherwise as written
+    url: str  # stripped, its host normalized if it was not ASCII, otherwise as written
     parts: SplitResult
     host: str  # ASCII: a lower-case name in its xn-- form, or an IP address
     is_address: bool  # the URL names an IP address rather than a host name
@@ -106,7 +106,9 @@ PUBLIC_GIT_SERVERS = "only public git servers can be cloned"
 
 
 def check_url(url: str, public_only: str = PUBLIC_GIT_SERVERS) -> str:
-    """Return the URL stripped of surrounding spaces, or raise ValidationError saying why not."""
+    """Return the URL to keep, or raise ValidationError saying why not: stripped of surrounding
+    spaces, and with a host written in other than ASCII in its normal form (_readable_host), so
+    that what is stored, shown and given to git is what was checked."""
     return _check(url, public_only).url
 
 
@@ -120,10 +122,13 @@ def pin(url: str, public_only: str = PUBLIC_GIT_SERVERS) -> PinnedURL:
         return PinnedURL(target.url, None, **where, addresses=tuple(target.addresses))
     if target.parts.scheme == "git":
         first = target.addresses[0]
-        return PinnedURL(_with_host(target, _url_host(first)), None, **where, addresses=(first,))
+        git_url = _with_host(target.url, target.parts, _url_host(first))
+        return PinnedURL(git_url, None, **where, addresses=(first,))
     addresses = ",".join(_url_host(address) for address in target.addresses)
     # curl matches the resolve entry against the ASCII name, so git must be given that name.
-    url = target.url if target.parts.hostname == target.host else _with_host(target, target.host)
+    url = target.url
+    if target.parts.hostname != target.host:
+        url = _with_host(target.url, target.parts, target.host)
     resolve = f"{target.host}:{target.port}:{addresses}"
     return PinnedURL(url, resolve, **where, addresses=tuple(target.addresses))
 
@@ -133,6 +138,9 @@ def _check(url: str, public_only: str) -> _Target:
     parts = _parts(url)
     port = _port(parts)
     host, is_address = _host(parts, public_only)
+    if not parts.netloc.isascii():
+        url = _with_host(url, parts, _readable_host(host, is_address))
+        parts = _split(url)
     addresses = [ipaddress.ip_address(host)] if is_address else resolve(host, port)
     if not addresses:
         raise ValidationError(f"The host {parts.hostname} could not be found.")
@@ -260,6 +268,14 @@ def _ascii_name(host: str) -> str:
         raise _invalid_name(host) from None
 
 
+def _readable_host(host: str, is_address: bool) -> str:
+    """How a host written in other than ASCII is kept: an address as such (written with
+    full-width digits or ideographic full stops, 8.8.8.8 is still 8.8.8.8, which git would
+    otherwise take for a name and fail to resolve), a name in IDNA's normal Unicode form
+    (full-width letters become ASCII ones; bücher.example stays as it is)."""
+    return host if is_address else idna.decode(host)
+
+
 def _invalid_name(host: str) -> ValidationError:
     return ValidationError(
         f"{host} is not a valid host name: each part between dots is 1 to 63 letters, digits "
@@ -350,11 +366,11 @@ def _url_host(address: IPAddress) -> str:
     return f"[{address}]" if address.version == 6 else str(address)
 
 
-def _with_host(target: _Target, host: str) -> str:
+def _with_host(url: str, parts: SplitResult, host: str) -> str:
     """The URL with another host, everything else exactly as written."""
-    netloc = host if target.parts.port is None else f"{host}:{target.parts.port}"
-    rest = target.url[len(target.parts.scheme) + len("://") + len(target.parts.netloc) :]
-    return f"{target.parts.scheme}://{netloc}{rest}"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    rest = url[len(parts.scheme) + len("://") + len(parts.netloc) :]
+    return f"{parts.scheme}://{netloc}{rest}"
 
 
 def check_ref(ref: str) -> str:

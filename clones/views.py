@@ -1,5 +1,6 @@
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -24,20 +25,28 @@ def _own_job(request: HttpRequest, job_id: UUID) -> CloneJob:
 @sensitive_post_parameters("token")
 def new_clone(request: HttpRequest) -> HttpResponse:
     form = CloneRequestForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        return _submit(request, form)
-    return _render_form(request, form)
+    if request.method != "POST":
+        return _render_form(request, form)
+    try:
+        valid = form.is_valid_for(request.user)
+    except jobs.Refused as refused:
+        return _refused(request, form, refused)
+    return _submit(request, form) if valid else _render_form(request, form)
 
 
 def _submit(request: HttpRequest, form: CloneRequestForm) -> HttpResponse:
     try:
         job = jobs.submit(request.user, **form.cleaned_data)
     except jobs.Refused as refused:
-        form.add_error(None, str(refused))
-        response = _render_form(request, form, status=429)
-        response["Retry-After"] = str(refused.retry_after)
-        return response
+        return _refused(request, form, refused)
     return redirect(job)
+
+
+def _refused(request: HttpRequest, form: CloneRequestForm, refused: jobs.Refused) -> HttpResponse:
+    form.refuse(str(refused))
+    response = _render_form(request, form, status=429)
+    response["Retry-After"] = str(refused.retry_after)
+    return response
 
 
 def _render_form(request: HttpRequest, form: CloneRequestForm, status: int = 200) -> HttpResponse:
@@ -119,3 +128,13 @@ def cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
     job = _own_job(request, job_id)
     jobs.cancel(job, by=request.user.get_username())  # a finished job stays as it was
     return redirect(job)
+
+
+def locked_out(request: HttpRequest, *_: object) -> HttpResponse:
+    """django-axes' answer to a login locked out after too many failures (AXES_LOCKOUT_CALLABLE,
+    which also gets the response it replaces and the credentials: not needed here)."""
+    minutes = settings.CLONES_LOGIN_LOCKOUT_MINUTES
+    context = {"failures": settings.CLONES_LOGIN_FAILURES, "minutes": minutes}
+    response = render(request, "registration/locked_out.html", context, status=429)
+    response["Retry-After"] = str(minutes * 60)
+    return response

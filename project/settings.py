@@ -2,10 +2,12 @@
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -80,6 +82,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "ninja",  # only for the docs page's Swagger UI files (no CDN): clones/api.py
+    "axes",  # locks logins out after failures (below)
     "clones",
 ]
 
@@ -92,7 +95,24 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
+
+# Content-Security-Policy on every page: scripts and styles from this site's own files only (the
+# site's pages, the admin and the API docs' Swagger UI have no inline script; the admin's one
+# <style> carries the nonce), images also as data: URIs (Swagger UI's icons in its CSS), nothing
+# framed, no plugins, forms sent only here. tests/test_browser.py fails on any blocked load.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
@@ -107,6 +127,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",  # the nonce, for the admin's <style>
             ],
         },
     },
@@ -218,6 +239,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Logins (the site's and the admin's) are locked out after CLONES_LOGIN_FAILURES failures in a
+# row for one user name from one address, for CLONES_LOGIN_LOCKOUT_MINUTES (django-axes; its
+# failures are kept in the database, so every web process counts them together). By name and
+# address together, so that nobody can lock another person out from elsewhere; behind the TLS
+# proxy every address is the proxy's, and the lock holds the name.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+CLONES_LOGIN_FAILURES = env_int("CLONES_LOGIN_FAILURES", 5)
+CLONES_LOGIN_LOCKOUT_MINUTES = env_int("CLONES_LOGIN_LOCKOUT_MINUTES", 15)
+AXES_FAILURE_LIMIT = CLONES_LOGIN_FAILURES
+AXES_COOLOFF_TIME = timedelta(minutes=CLONES_LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # failures "in a row": a login that works starts the count again
+AXES_LOCKOUT_CALLABLE = "clones.views.locked_out"
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no record of every successful login
+AXES_VERBOSE = False  # no banner in the log of every process and command at start
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "clones:new"
 LOGOUT_REDIRECT_URL = "login"
@@ -293,6 +332,10 @@ CLONES_CONTAINER_LOG_BYTES = env_bytes("CLONES_CONTAINER_LOG_BYTES", "1m")
 CLONES_MAX_ACTIVE_PER_USER = env_int("CLONES_MAX_ACTIVE_PER_USER", 5)
 CLONES_MAX_SUBMISSIONS_PER_HOUR = env_int("CLONES_MAX_SUBMISSIONS_PER_HOUR", 60)
 CLONES_MAX_QUEUED = env_int("CLONES_MAX_QUEUED", 500)
+# Submissions refused for their URL or webhook URL in an hour, after which that person's URLs are
+# not checked (nor their hosts resolved) until the oldest refusal is an hour old: the policy's
+# answers would otherwise map internal names (clones.jobs.check_refusals).
+CLONES_MAX_REFUSED_PER_HOUR = env_int("CLONES_MAX_REFUSED_PER_HOUR", 20)
 
 # --- Waiting: a job that cannot start yet (engine down, disk full) stays queued ------------------
 # It is tried again after CLONES_WAIT_SECONDS, doubling each time up to 10 minutes, and fails

@@ -186,6 +186,18 @@ def test_a_body_that_is_not_json_is_refused_in_words(api):
     )
 
 
+def test_a_body_over_the_upload_limit_is_a_json_413_not_a_crash(api, settings, caplog):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    api.raise_request_exception = False
+
+    response = post_clone(api, url=URL, ref="x" * 2048)
+
+    body = assert_error(response, 413, "too_large")
+    assert body["message"] == "The request body is larger than 1024 bytes, the most accepted."
+    assert "Traceback" not in caplog.text
+    assert CloneJob.objects.count() == 0
+
+
 @pytest.mark.parametrize(
     ("cap", "existing", "retry_after"),
     [

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from types import SimpleNamespace
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -59,10 +60,48 @@ def test_anonymous_visitors_are_sent_to_log_in(client):
     assert response["Location"] == f"{reverse('login')}?next={DASHBOARD}"
 
 
-def test_users_who_are_not_staff_get_404(client, owner):
-    client.force_login(owner)
+@pytest.mark.parametrize(
+    ("is_staff", "permission"),
+    [(False, "view_clonejob"), (True, "view_user")],
+    ids=["not staff", "staff who may not view jobs"],
+)
+def test_others_get_404_and_no_link_to_it(client, django_user_model, is_staff, permission):
+    user = django_user_model.objects.create_user("someone", is_staff=is_staff)
+    user.user_permissions.set(Permission.objects.filter(codename=permission))
+    client.force_login(user)
     assert client.get(DASHBOARD).status_code == 404
     assert DASHBOARD not in client.get(reverse("clones:history")).content.decode()
+
+
+def test_staff_who_may_view_jobs_see_only_the_admin_links_they_may_open(client, django_user_model):
+    user = django_user_model.objects.create_user("watcher", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename="view_clonejob"))
+    failed = make_job(user, status=Status.FAILED, finished_at=timezone.now(), error="it broke")
+    Snapshot.objects.create(
+        url="https://example.com/a", commit="a" * 40, history="full", archive_format="tar",
+        state=SnapshotState.READY, archive_size=1000,
+    )  # fmt: skip
+    client.force_login(user)
+
+    response = client.get(DASHBOARD)
+    page = response.content.decode()
+
+    assert response.status_code == 200
+    assert [label for label, _ in response.context["admin_links"]] == [
+        "All jobs",
+        "Failed jobs",
+        "Queued jobs",
+        "Running jobs",
+    ]
+    assert "1 archive ready" in page and "it broke" in page
+    for closed in [
+        "admin:clones_snapshot_changelist",
+        "admin:django_q_schedule_changelist",
+        "admin:django_q_failure_changelist",
+        "admin:auth_user_changelist",  # and the owners' pages under it
+    ]:
+        assert reverse(closed) not in page
+    assert reverse("admin:clones_clonejob_change", args=[failed.id]) in page
 
 
 def test_staff_find_it_in_the_navigation_and_it_is_never_cached(staff_client):

@@ -50,6 +50,13 @@ def healthy(db):
     engine_reported(ok=True)
 
 
+@pytest.fixture
+def staff_client(client, staff):
+    """Staff see why a check fails; anyone else sees only that it does."""
+    client.force_login(staff)
+    return client
+
+
 def get_health(client) -> tuple[int, dict]:
     response = client.get(HEALTHZ)
     return response.status_code, response.json()
@@ -108,14 +115,29 @@ def test_the_queue_counts_waiting_and_running_jobs_and_the_oldest_wait(client, h
     assert 300 <= queue["oldest_queued_seconds"] < 330
 
 
-def test_an_engine_reported_down_is_503_with_the_reason(client, healthy):
+def test_an_engine_reported_down_is_503_with_the_reason(staff_client, healthy):
     engine_reported(ok=False, error="The Docker engine is unreachable: connection refused")
-    status, body = get_health(client)
+    status, body = get_health(staff_client)
     assert status == 503 and body["status"] == "down"
     engine = body["checks"]["engine"]
     assert engine["ok"] is False and engine["state"] == "down"
     assert engine["error"] == "The Docker engine is unreachable: connection refused"
     assert 0 <= engine["reported_seconds_ago"] < 60
+
+
+def test_anonymous_callers_see_what_fails_but_not_the_errors_words(client, healthy, settings):
+    engine_reported(ok=False, error="Cannot connect to tcp://10.1.2.3:2376: connection refused")
+    settings.MEDIA_ROOT = settings.CLONES_DATA_DIR / "gone" / "archives"
+
+    status, body = get_health(client)
+
+    assert status == 503 and body["status"] == "down"
+    checks = body["checks"]
+    assert (checks["engine"]["ok"], checks["engine"]["state"]) == (False, "down")
+    assert checks["storage"] == {"ok": False}
+    assert checks["database"] == {"ok": True}
+    assert not any("error" in check for check in checks.values())
+    assert "10.1.2.3" not in json.dumps(body)
 
 
 def test_before_the_first_sweep_the_engine_is_unknown_not_down(client, healthy):
@@ -149,25 +171,25 @@ def test_a_schedule_a_little_late_still_shows_a_live_worker(client, healthy, lat
     assert worker["ok"] is True and late <= worker["overdue_seconds"] < late + 5
 
 
-def test_a_long_overdue_schedule_means_no_worker_runs(client, healthy):
+def test_a_long_overdue_schedule_means_no_worker_runs(staff_client, healthy):
     schedule_due_in(-(HEARTBEAT_GRACE_SECONDS + 60))
-    status, body = get_health(client)
+    status, body = get_health(staff_client)
     assert status == 503
     worker = body["checks"]["worker"]
     assert worker["ok"] is False and worker["overdue_seconds"] >= HEARTBEAT_GRACE_SECONDS + 60
     assert "no worker is running its scheduler" in worker["error"]
 
 
-def test_a_missing_schedule_means_no_worker_heartbeat(client, healthy):
+def test_a_missing_schedule_means_no_worker_heartbeat(staff_client, healthy):
     Schedule.objects.filter(name=RECOVERY_SCHEDULE_NAME).delete()
-    status, body = get_health(client)
+    status, body = get_health(staff_client)
     assert status == 503
     assert "recovery schedule is missing" in body["checks"]["worker"]["error"]
 
 
-def test_less_free_space_than_jobs_need_is_503(client, healthy, settings):
+def test_less_free_space_than_jobs_need_is_503(staff_client, healthy, settings):
     settings.CLONES_MIN_FREE_BYTES = 2**60
-    status, body = get_health(client)
+    status, body = get_health(staff_client)
     assert status == 503
     storage = body["checks"]["storage"]
     assert storage["ok"] is False and storage["free_bytes"] > 0
@@ -179,9 +201,9 @@ def test_an_archive_directory_not_made_yet_is_fine(client, healthy, settings, tm
     assert get_health(client)[0] == 200
 
 
-def test_storage_with_nowhere_to_write_is_503(client, healthy, settings, tmp_path):
+def test_storage_with_nowhere_to_write_is_503(staff_client, healthy, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "gone" / "archives"
-    status, body = get_health(client)
+    status, body = get_health(staff_client)
     assert status == 503
     assert body["checks"]["storage"] == {"ok": False, "error": "The archive directory is missing."}
 

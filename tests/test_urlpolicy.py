@@ -9,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.urls import reverse
 
 from clones import urlpolicy
+from clones.forms import CloneRequestForm
 from clones.models import CloneJob
 from clones.urlpolicy import PinnedURL, check_ref, check_url, pin
 
@@ -248,6 +249,45 @@ def test_ssh_urls_are_refused_with_the_https_form(url, suggestion):
 )
 def test_it_accepts_public_git_servers(url):
     assert check_url(url) == url.strip()
+
+
+FULL_WIDTH_8 = "\uff18"
+FULL_WIDTH_GITHUB = "\uff47\uff49\uff54\uff48\uff55\uff42"  # "github" in full-width letters
+IDEOGRAPHIC_STOP = "\u3002"
+
+
+@pytest.mark.usefixtures("production")
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        (f"https://{'.'.join([FULL_WIDTH_8] * 4)}/x.git", "https://8.8.8.8/x.git"),
+        (f"https://8{IDEOGRAPHIC_STOP}8.8.8:443/x.git?a=b", "https://8.8.8.8:443/x.git?a=b"),
+        (
+            f"https://{FULL_WIDTH_GITHUB}.com/pallets/flask.git",
+            "https://github.com/pallets/flask.git",
+        ),
+        (f"https://BÜCHER{IDEOGRAPHIC_STOP}example/x.git", "https://bücher.example/x.git"),
+    ],
+)
+def test_a_host_written_in_other_than_ascii_is_kept_in_its_normal_form(written, kept, owner):
+    # Judged as the address or name it is, and kept so: git, the ref lookup and the snapshots
+    # all read the job's URL, and would take 8.8.8.8 in full-width digits for a name.
+    assert check_url(written) == kept
+    assert pin(written).url == kept.replace("bücher", "xn--bcher-kva")  # curl's ASCII name
+    form = CloneRequestForm({"url": written})
+    assert form.is_valid() and form.cleaned_data["url"] == kept
+
+
+@pytest.mark.usefixtures("production")
+def test_a_job_asked_for_in_full_width_digits_stores_the_address(owner_client):
+    owner_client.post(reverse("clones:new"), {"url": f"https://{'.'.join([FULL_WIDTH_8] * 4)}/"})
+    assert CloneJob.objects.get().url == "https://8.8.8.8/"
+
+
+def test_a_job_stored_before_normalizing_is_still_cloned_from_the_address(production):
+    assert pin(f"https://{'.'.join([FULL_WIDTH_8] * 4)}/x.git") == PinnedURL(
+        "https://8.8.8.8/x.git", None
+    )
 
 
 def test_it_accepts_the_ports_the_operator_allows(production):

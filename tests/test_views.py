@@ -1,8 +1,13 @@
 """Pages, privacy and form errors. Archives here are real files in the test storage."""
 
+import re
+from datetime import timedelta
+
 import pytest
+from axes.models import AccessAttempt
 from django.test import Client, override_settings
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 
 from clones.models import CloneJob, DeliveryState, Status, WebhookDelivery
 
@@ -322,3 +327,121 @@ def test_a_stale_form_says_to_reload_and_send_again(owner):
     response = client.post(reverse("clones:new"), {"url": "https://example.com/r.git"})
     assert response.status_code == 403
     assert "Go back, reload the page and send it again." in response.content.decode()
+
+
+# --- Accounts ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/accounts/password_reset/",
+        "/accounts/password_reset/done/",
+        "/accounts/reset/MQ/set-password/",
+        "/accounts/reset/done/",
+    ],
+)
+def test_there_is_no_password_reset_by_email(client, owner, mailoutbox, path):
+    # Accounts come from an admin, who also sets a forgotten password: nobody can ask for a
+    # reset email, anonymous or not, and nothing tries to reach a mail server.
+    assert client.get(path).status_code == 404
+    assert client.post(path, {"email": "owner@example.com"}).status_code == 404
+    assert mailoutbox == []
+    with pytest.raises(NoReverseMatch):
+        reverse("password_reset")
+
+
+def test_no_page_links_to_a_password_reset(client, staff):
+    pages = [reverse("login"), reverse("admin:login")]
+    for page in pages:
+        text = client.get(page).content.decode().lower()
+        assert "reset" not in text and "forgotten" not in text
+    assert "Accounts are created by an administrator." in client.get(pages[0]).content.decode()
+
+
+def test_a_logged_in_user_changes_their_password_with_the_current_one(client, owner):
+    change = reverse("password_change")
+    assert client.get(change).status_code == 302  # to the login page
+
+    client.force_login(owner)
+    wrong = {
+        "old_password": "guess",
+        "new_password1": "n3w-secret-pw",
+        "new_password2": "n3w-secret-pw",
+    }
+    assert client.post(change, wrong).status_code == 200
+    right = {**wrong, "old_password": "pw-owner-123"}
+    assert client.post(change, right)["Location"] == reverse("password_change_done")
+
+    owner.refresh_from_db()
+    assert owner.check_password("n3w-secret-pw")
+
+
+def test_logins_are_locked_out_after_failures_in_a_row_with_a_clear_message(
+    client, owner, other_user, settings
+):
+    settings.CLONES_LOGIN_FAILURES = settings.AXES_FAILURE_LIMIT = 3
+    login = reverse("login")
+    wrong = {"username": "owner", "password": "guess"}
+    for _ in range(2):
+        response = client.post(login, wrong)
+        assert response.status_code == 200
+        assert "didn't match" in response.content.decode()
+
+    response = client.post(login, wrong)  # the third failure locks the name out
+
+    assert response.status_code == 429
+    assert response["Retry-After"] == str(settings.CLONES_LOGIN_LOCKOUT_MINUTES * 60)
+    page = response.content.decode()
+    assert "This user name failed to log in 3 times in a row from your address" in page
+    assert f"locked for {settings.CLONES_LOGIN_LOCKOUT_MINUTES} minutes" in page
+    right = {**wrong, "password": "pw-owner-123"}
+    assert client.post(login, right).status_code == 429  # the right password too, for now
+    assert client.post(reverse("admin:login"), right).status_code == 429
+    assert "_auth_user_id" not in client.session
+    # Another user name from the same address is not locked out.
+    assert client.post(login, {"username": "other", "password": "pw-other-123"}).status_code == 302
+
+
+def test_a_lockout_ends_after_its_time_and_a_good_login_resets_the_count(client, owner, settings):
+    settings.CLONES_LOGIN_FAILURES = settings.AXES_FAILURE_LIMIT = 2
+    login = reverse("login")
+    wrong, right = (
+        {"username": "owner", "password": "guess"},
+        {"username": "owner", "password": "pw-owner-123"},
+    )
+    client.post(login, wrong)
+    assert client.post(login, right).status_code == 302  # one failure, then a login that works
+    client.logout()
+    client.post(login, wrong)
+    assert client.post(login, right).status_code == 302  # the count started again
+    client.logout()
+    for _ in range(2):
+        client.post(login, wrong)
+    assert client.post(login, right).status_code == 429
+
+    over = timezone.now() - timedelta(minutes=settings.CLONES_LOGIN_LOCKOUT_MINUTES, seconds=1)
+    AccessAttempt.objects.update(attempt_time=over)
+
+    assert client.post(login, right).status_code == 302
+
+
+# --- Content-Security-Policy ---------------------------------------------------------------------
+
+
+def test_every_page_carries_a_policy_with_no_inline_script_or_style(client, owner):
+    client.force_login(owner)
+    policy = client.get(reverse("clones:new"))["Content-Security-Policy"]
+    directives = dict(directive.split(" ", 1) for directive in policy.split("; "))
+    assert directives["default-src"] == "'self'"
+    assert directives["script-src"] == directives["style-src"] == "'self'"  # no nonce used here
+    assert directives["frame-ancestors"] == directives["object-src"] == "'none'"
+    assert "unsafe" not in policy
+
+
+def test_the_admin_pages_carry_the_policys_nonce(client, staff):
+    # Django's admin marks its tags (and its one inline <style>, where it has it) with the nonce.
+    client.force_login(staff)
+    response = client.get(reverse("admin:clones_clonejob_changelist"))
+    nonce = re.search(r'nonce="([^"]+)"', response.content.decode())[1]
+    assert f"style-src 'self' 'nonce-{nonce}'" in response["Content-Security-Policy"]
