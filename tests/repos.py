@@ -80,6 +80,14 @@ def make_repo(
     )
 
 
+def remove_blob(repo: ServedRepo, path: str) -> str:
+    """Delete the blob of `path` at HEAD from the served copy, as a damaged disk might: its refs
+    still read, but sending the objects fails. The blob's name."""
+    blob = git("rev-parse", f"HEAD:{path}", cwd=repo.bare)
+    (repo.bare / "objects" / blob[:2] / blob[2:]).unlink()  # loose, as `git clone` left it
+    return blob
+
+
 def _add_bulk(work: Path, total_bytes: int, commits: int = 5) -> None:
     for index in range(commits if total_bytes else 0):
         (work / f"blob-{index}.bin").write_bytes(os.urandom(total_bytes // commits))
