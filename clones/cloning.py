@@ -357,15 +357,23 @@ def _too_large(git_output: str = "") -> CloneFailed:
 CANNOT_SEND = "The server could not send the repository"
 EXPLANATIONS = [
     (
-        # upload-pack cannot read an object of its copy, says so, and aborts.
-        r"(?m)^remote: fatal: unable to read (?P<object>[0-9a-f]{40,64})",
+        # upload-pack names the object it cannot read ("unable to read <sha>", "bad tree object
+        # <sha>") and aborts.
+        r"(?m)^remote: fatal: .*?\b(?P<object>[0-9a-f]{40}|[0-9a-f]{64})\b"
+        r"(?s:.*)possible repository corruption on the remote side",
         CANNOT_SEND + ": it reports a damaged copy on its side (object {object:.12}).",
     ),
     (
-        r"possible repository corruption on the remote side",
-        CANNOT_SEND + ": it reports a damaged copy on its side.",
+        # Any other death of the server's pack-objects ("Out of memory, malloc failed"), which
+        # upload-pack, too, follows with "possible repository corruption".
+        r"(?m)^remote: fatal: (?P<detail>[^\n]+)",
+        CANNOT_SEND + ": {detail}.",
     ),
-    (r"(?m)^remote: fatal: (?P<detail>[^\n]+)", CANNOT_SEND + ": {detail}."),
+    (
+        # upload-pack's words whenever pack-objects fails, said without a reason (killed).
+        r"possible repository corruption on the remote side",
+        CANNOT_SEND + ": it stopped, saying its copy may be damaged.",
+    ),
     (
         # index-pack (transfer.fsckObjects) names the object, the check and why; it then dies,
         # and fetch-pack adds "invalid index-pack output". At a line's start: the server's own

@@ -80,12 +80,12 @@ def make_repo(
     )
 
 
-def remove_blob(repo: ServedRepo, path: str) -> str:
-    """Delete the blob of `path` at HEAD from the served copy, as a damaged disk might: its refs
-    still read, but sending the objects fails. The blob's name."""
-    blob = git("rev-parse", f"HEAD:{path}", cwd=repo.bare)
-    (repo.bare / "objects" / blob[:2] / blob[2:]).unlink()  # loose, as `git clone` left it
-    return blob
+def remove_object(repo: ServedRepo, path: str) -> str:
+    """Delete the object (blob or tree) of `path` at HEAD from the served copy, as a damaged
+    disk might: its refs still read, but sending the objects fails. The object's name."""
+    name = git("rev-parse", f"HEAD:{path}", cwd=repo.bare)
+    (repo.bare / "objects" / name[:2] / name[2:]).unlink()  # loose, as `git clone` left it
+    return name
 
 
 def _add_bulk(work: Path, total_bytes: int, commits: int = 5) -> None:

@@ -30,7 +30,7 @@ from .helpers import (
     wait_for_job,
     wait_until,
 )
-from .repos import make_wide_repo, remove_blob
+from .repos import make_wide_repo, remove_object
 
 # Short enough for a test: a job whose worker has not beaten for 4 s has lost it.
 QUICK_RECOVERY = {"CLONES_HEARTBEAT_SECONDS": "1"}
@@ -222,7 +222,7 @@ def test_a_server_reporting_a_damaged_copy_fails_the_job_with_its_reason(
     owner_client, start_worker, new_repo, git_daemon
 ):
     repo = new_repo("damaged")
-    blob = remove_blob(repo, "docs/guide.txt")
+    missing = remove_object(repo, "docs/guide.txt")
     start_worker()
 
     job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))
@@ -230,7 +230,7 @@ def test_a_server_reporting_a_damaged_copy_fails_the_job_with_its_reason(
     assert job.status == Status.FAILED and job.attempts == 1
     assert job.error == (
         "The server could not send the repository: it reports a damaged copy on its side "
-        f"(object {blob[:12]})."
+        f"(object {missing[:12]})."
     )
     assert "remote: aborting due to possible repository corruption" in job.git_output
     assert_left_nothing_behind(job)

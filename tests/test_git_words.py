@@ -15,7 +15,7 @@ from clones.models import CloneJob
 from . import corpus
 from .gitservers import GitHTTPServer
 from .helpers import small_disk
-from .repos import GIT_ENV, remove_blob
+from .repos import GIT_ENV, remove_object
 
 LEGACY = [
     (corpus.zero_padded_modes, "zeroPaddedFilemode"),  # pallets/flask
@@ -113,21 +113,26 @@ def server(request):
     return request.getfixturevalue(request.param)
 
 
-def test_a_server_missing_an_object_is_said_to_have_a_damaged_copy(server, new_repo, tmp_path):
+@pytest.mark.parametrize(
+    ("path", "complaint"), [("docs/guide.txt", "unable to read"), ("docs", "bad tree object")]
+)
+def test_a_server_missing_an_object_is_said_to_have_a_damaged_copy(
+    path, complaint, server, new_repo, tmp_path
+):
     repo = new_repo("damaged")
-    blob = remove_blob(repo, "docs/guide.txt")
+    missing = remove_object(repo, path)
 
     result = git_clone(server.url(repo.name), tmp_path / "clone")
 
     assert result.returncode != 0
-    assert f"remote: fatal: unable to read {blob}" in result.stderr
+    assert f"remote: fatal: {complaint} {missing}" in result.stderr
     # upload-pack's own words end with a NUL byte; git's last line says nothing of the cause.
     assert "possible repository corruption on the remote side.\x00" in result.stderr
     assert "fatal: early EOF" in result.stderr
     assert result.stderr.rstrip().endswith("fatal: fetch-pack: invalid index-pack output")
     assert reason(result.stderr) == (
         "The server could not send the repository: it reports a damaged copy on its side "
-        f"(object {blob[:12]})."
+        f"(object {missing[:12]})."
     )
 
 
