@@ -352,14 +352,39 @@ def _too_large(git_output: str = "") -> CloneFailed:
 
 
 # git's words -> ours. First match wins; the pattern's named groups and `{ref}`, `{url}`,
-# `{host}` and `{auth_hint}` are filled in.
+# `{host}` and `{auth_hint}` are filled in. The server's own words ("remote: " lines) come first:
+# when it fails, git's last line only says what that did to the clone ("early EOF").
+CANNOT_SEND = "The server could not send the repository"
 EXPLANATIONS = [
+    (
+        # upload-pack names the object it cannot read ("unable to read <sha>", "bad tree object
+        # <sha>") and aborts.
+        r"(?m)^remote: fatal: .*?\b(?P<object>[0-9a-f]{40}|[0-9a-f]{64})\b"
+        r"(?s:.*)possible repository corruption on the remote side",
+        CANNOT_SEND + ": it reports a damaged copy on its side (object {object:.12}).",
+    ),
+    (
+        # Any other death of the server's pack-objects ("Out of memory, malloc failed"), which
+        # upload-pack, too, follows with "possible repository corruption".
+        r"(?m)^remote: fatal: (?P<detail>[^\n]+)",
+        CANNOT_SEND + ": {detail}.",
+    ),
+    (
+        # upload-pack's words whenever pack-objects fails, said without a reason (killed).
+        r"possible repository corruption on the remote side",
+        CANNOT_SEND + ": it stopped, saying its copy may be damaged.",
+    ),
     (
         # index-pack (transfer.fsckObjects) names the object, the check and why; it then dies,
         # and fetch-pack adds "invalid index-pack output". At a line's start: the server's own
         # words come prefixed "remote: ", and must not pass for git's.
         r"(?m)^error: object [0-9a-f]+: (?P<check>\w+): (?P<detail>[^\n]+)",
         "The repository has an object git refuses: {check}: {detail}.",
+    ),
+    (
+        # A write of git's failed with ENOSPC: index-pack's "write error", or a checkout's.
+        r"(?m)^(?!remote: ).*No space left on device",
+        "The clone ran out of disk space on this server. Try again later.",
     ),
     (
         # Fetched, but a file could not be written: the first error says which, and why.
@@ -406,6 +431,19 @@ EXPLANATIONS = [
         r"SSL certificate problem|server certificate verification failed",
         "{host}'s TLS certificate could not be verified.",
     ),
+    (
+        # curl's words, under http.lowSpeedLimit and http.lowSpeedTime; git then reads what
+        # little came ("expected 'packfile'", "the remote end hung up unexpectedly").
+        r"Operation too slow\. Less than (?P<rate>\d+) bytes/sec transferred the last "
+        r"(?P<seconds>\d+) seconds",
+        "The server stopped sending data (less than {rate} bytes/s for {seconds} s).",
+    ),
+    (
+        # The pack stopped short: over git:// or HTTP, and curl's own words for a cut body.
+        r"unexpected disconnect while reading sideband packet|early EOF|"
+        r"transfer closed with \d+ bytes remaining",
+        "The server closed the connection in the middle of sending the repository.",
+    ),
 ]
 
 
@@ -423,7 +461,10 @@ def explain(output: str, job: CloneJob) -> str:
     for pattern, message in EXPLANATIONS:
         found = re.search(pattern, output, re.IGNORECASE)
         if found:
-            quoted = {name: shorten(text.rstrip(".")) for name, text in found.groupdict().items()}
+            # The server's lines are padded with spaces, to blank a progress meter out.
+            quoted = {
+                name: shorten(text.strip().rstrip(".")) for name, text in found.groupdict().items()
+            }
             auth_hint = AUTH_HINTS[job.used_token]
             return message.format(
                 ref=job.ref, url=job.url, host=host, auth_hint=auth_hint, **quoted

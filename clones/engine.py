@@ -280,8 +280,9 @@ def remove(container) -> None:
         container.remove(force=True)
     except NotFound:
         pass
-    except ENGINE_ERRORS:
-        logger.exception("could not remove container %s", container.id)
+    except ENGINE_ERRORS as exc:
+        # Expected while the engine is down (a clone cut off by it): its words, no traceback.
+        logger.warning("could not remove container %s: %s", container.id, describe(exc))
 
 
 def installation() -> str:

@@ -25,6 +25,7 @@ from .models import (
     SnapshotState,
     Status,
     lost_its_worker,
+    storable,
 )
 
 RUN_TASK = "clones.tasks.run_clone_job"
@@ -189,7 +190,9 @@ def is_still_running(job: CloneJob) -> bool:
 
 
 def record_phase(job: CloneJob, phase: str, progress: int | None = None) -> None:
-    """What a running job is doing, and how far along it is (percent), for its page."""
+    """What a running job is doing, and how far along it is (percent), for its page: often
+    git's own last line."""
+    phase = storable(phase)
     if (phase, progress) != (job.phase, job.progress):
         job.phase, job.progress = phase, progress
         running = CloneJob.objects.filter(pk=job.pk, status=Status.RUNNING)
@@ -273,8 +276,13 @@ def building(job: CloneJob, snapshot: Snapshot) -> None:
 
 
 def mark_failed(job: CloneJob, error: str, git_output: str = "") -> bool:
+    """End the job with `error`, which, like `git_output`, may quote git or a server."""
     return _finish(
-        job, Status.FAILED, error=error, git_output=git_output, finished_at=timezone.now()
+        job,
+        Status.FAILED,
+        error=storable(error),
+        git_output=storable(git_output),
+        finished_at=timezone.now(),
     )
 
 
@@ -282,7 +290,7 @@ def wait(job: CloneJob, reason: str, give_up_error: str) -> bool:
     """Put a job that cannot start (or go on) yet back in the queue, to be tried again after a
     growing delay; after CLONES_WAIT_RETRIES waits it fails with `give_up_error` instead."""
     if job.waits >= settings.CLONES_WAIT_RETRIES:
-        return _finish(job, Status.FAILED, error=give_up_error, finished_at=timezone.now())
+        return mark_failed(job, give_up_error)
     delay = min(settings.CLONES_WAIT_SECONDS * 2**job.waits, MAX_WAIT_SECONDS)
     return _queue_again(job, reason, delay, waits=F("waits") + 1, **_uncounted(job))
 

@@ -60,6 +60,13 @@ ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
 LOST_AFTER_BEATS = 4
 
 
+def storable(text: str) -> str:
+    """Text from outside (git, git servers, webhook receivers) as a text field can hold it:
+    PostgreSQL's text type refuses the NUL byte, which git's upload-pack itself sends after
+    "possible repository corruption on the remote side"."""
+    return text.replace("\x00", "")
+
+
 def lost_its_worker() -> models.Q:
     """Running, but their worker has not said it is alive for LOST_AFTER_BEATS heartbeats: it
     was killed, or its machine died (clones.heartbeat)."""

@@ -59,7 +59,7 @@ def _run(job: CloneJob) -> None:
         # The engine went away mid-clone: wait for it, as a new job would.
         jobs.wait(job, WAITING_FOR_ENGINE, str(exc))
     except (cloning.CloneFailed, engine.EngineError, archives.ArchiveFailed) as exc:
-        jobs.mark_failed(job, str(exc), getattr(exc, "output", ""))
+        _fail(job, str(exc), getattr(exc, "output", ""))
     except TimeoutException:
         # django-q2 stops an over-long task by raising SystemExit inside it: record why first.
         timeout = settings.CLONES_TASK_TIMEOUT
@@ -68,6 +68,16 @@ def _run(job: CloneJob) -> None:
     except Exception:
         logger.exception("job %s failed unexpectedly", job.id)
         jobs.mark_failed(job, INTERNAL_ERROR)
+
+
+def _fail(job: CloneJob, error: str, output: str) -> None:
+    """Record the job's failure, and its reason alone should the database refuse git's output:
+    a job left running would be run again and end as "the worker stopped", its reason lost."""
+    try:
+        jobs.mark_failed(job, error, output)
+    except Exception:
+        logger.exception("job %s: could not record its failure with git's output", job.id)
+        jobs.mark_failed(job, error)
 
 
 def _deliver(job: CloneJob) -> None:

@@ -38,7 +38,7 @@ from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
 from . import pinnedhttp, urlpolicy
-from .models import CloneJob, DeliveryState, Profile, WebhookDelivery
+from .models import CloneJob, DeliveryState, Profile, WebhookDelivery, storable
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _post(
 def _unwelcome(status: int, answer: bytes) -> str:
     if 300 <= status < 400:
         return f"The receiver answered HTTP {status}; redirects are not followed."
-    said = " ".join(answer.decode("utf-8", "replace").split())[:SHOWN_ANSWER_CHARS]
+    said = " ".join(storable(answer.decode("utf-8", "replace")).split())[:SHOWN_ANSWER_CHARS]
     return f"The receiver answered HTTP {status}" + (f": {said}" if said else ".")
 
 

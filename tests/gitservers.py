@@ -4,6 +4,7 @@ import base64
 import contextlib
 import gzip
 import os
+import select
 import socket
 import subprocess
 import threading
@@ -60,15 +61,21 @@ class GitDaemon:
         self.process.wait(timeout=10)
 
 
+STALL_SECONDS = 300  # the longest a stalling server holds a connection the client left open
+
+
 class _GitHTTPHandler(BaseHTTPRequestHandler):
     """Runs `git http-backend` as a CGI for each request; with `auth`, only for requests with
     that Basic authorization, and after `delay` seconds; with `rate`, sends at most that many
-    bytes a second, as a far-away server does."""
+    bytes a second, as a far-away server does. With `pack_fault`, the answer that carries the
+    pack goes wrong after its headers: "die" sends half of it and closes the connection, as a
+    server killed mid-transfer; "stall" sends nothing more until the client gives up."""
 
     project_root: Path
     auth: str | None = None  # "user:password"
     delay: float = 0
     rate: int = 0
+    pack_fault: str = ""
 
     def do_GET(self) -> None:
         if self._authorized():
@@ -125,10 +132,19 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        if self.pack_fault and b"want " in body:  # git asks for objects: the pack follows
+            self._fail_to_send(payload)
+            return
         chunk = max(self.rate // 10, 1) if self.rate else len(payload) or 1
         for start in range(0, len(payload), chunk):
             self.wfile.write(payload[start : start + chunk])
             time.sleep(0.1 if self.rate else 0)
+
+    def _fail_to_send(self, payload: bytes) -> None:
+        if self.pack_fault == "die":
+            self.wfile.write(payload[: len(payload) // 2])  # the connection closes after it
+        else:  # wait until the client closes its end (its socket then reads as ready)
+            select.select([self.connection], [], [], STALL_SECONDS)
 
     def log_message(self, format, *args) -> None:
         pass
@@ -159,8 +175,15 @@ class GitHTTPServer(_Threaded):
         delay: float = 0,
         host: str = "127.0.0.1",
         rate: int = 0,
+        pack_fault: str = "",
     ):
-        attributes = {"project_root": base, "auth": auth, "delay": delay, "rate": rate}
+        attributes = {
+            "project_root": base,
+            "auth": auth,
+            "delay": delay,
+            "rate": rate,
+            "pack_fault": pack_fault,
+        }
         super().__init__(type("Handler", (_GitHTTPHandler,), attributes), host)
 
     def url(self, name: str) -> str:

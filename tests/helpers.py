@@ -138,6 +138,13 @@ def wait_until(
         time.sleep(interval)
 
 
+def small_disk(directory: Path, size: str) -> list[str]:
+    """A command prefix: run in a mount namespace where `directory` is a tmpfs of `size`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mount_then_run = f'mount -t tmpfs -o size={size} tmpfs "{directory}" && exec "$@"'
+    return ["unshare", "--mount", "--propagation=private", "sh", "-c", mount_then_run, "small"]
+
+
 def run_schedule_now(name: str) -> None:
     """Make the schedule due and let django-q2's own scheduler hand it to the workers."""
     Schedule.objects.filter(name=name).update(next_run=timezone.now() - timedelta(seconds=1))

@@ -80,6 +80,14 @@ def make_repo(
     )
 
 
+def remove_object(repo: ServedRepo, path: str) -> str:
+    """Delete the object (blob or tree) of `path` at HEAD from the served copy, as a damaged
+    disk might: its refs still read, but sending the objects fails. The object's name."""
+    name = git("rev-parse", f"HEAD:{path}", cwd=repo.bare)
+    (repo.bare / "objects" / name[:2] / name[2:]).unlink()  # loose, as `git clone` left it
+    return name
+
+
 def _add_bulk(work: Path, total_bytes: int, commits: int = 5) -> None:
     for index in range(commits if total_bytes else 0):
         (work / f"blob-{index}.bin").write_bytes(os.urandom(total_bytes // commits))

@@ -33,7 +33,25 @@ from .repos import git
             "Could not resolve host: h.example",
             "The host h.example:8443 could not be found.",
         ),
-        ("fatal: early EOF\nfatal: index-pack failed", "git failed: fatal: index-pack failed"),
+        (
+            "fatal: early EOF\nfatal: index-pack failed",  # older git's words for a cut pack
+            "The server closed the connection in the middle of sending the repository.",
+        ),
+        ("fatal: index-pack failed", "git failed: fatal: index-pack failed"),
+        (
+            # git 2.39's, from a git daemon under `ulimit -v 50000` sending a 20 MB blob
+            "remote: fatal: Out of memory, malloc failed (tried to allocate 20000001 bytes)    \n"
+            "remote: aborting due to possible repository corruption on the remote side.\x00\n"
+            "fatal: early EOF\nfatal: fetch-pack: invalid index-pack output",
+            "The server could not send the repository: Out of memory, malloc failed "
+            "(tried to allocate 20000001 bytes).",
+        ),
+        (
+            # The same, had pack-objects been killed before it could say why.
+            "remote: aborting due to possible repository corruption on the remote side.\x00\n"
+            "fatal: early EOF\nfatal: fetch-pack: invalid index-pack output",
+            "The server could not send the repository: it stopped, saying its copy may be damaged.",
+        ),
     ],
 )
 def test_git_output_becomes_a_reason(output, reason):

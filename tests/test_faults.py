@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import psutil
+import pytest
 from django.core.files.storage import default_storage
 from django.urls import reverse
 from django.utils import timezone
@@ -25,11 +26,12 @@ from .helpers import (
     containers_of,
     refreshed,
     run_schedule_now,
+    small_disk,
     submit,
     wait_for_job,
     wait_until,
 )
-from .repos import make_wide_repo
+from .repos import make_wide_repo, remove_object
 
 # Short enough for a test: a job whose worker has not beaten for 4 s has lost it.
 QUICK_RECOVERY = {"CLONES_HEARTBEAT_SECONDS": "1"}
@@ -157,7 +159,7 @@ def test_jobs_wait_out_an_engine_that_died_and_complete_when_it_returns(
 
 
 def test_a_clone_cut_off_by_the_engine_dying_waits_for_it_and_completes(
-    owner_client, start_worker, new_repo, served_root, settings
+    owner_client, start_worker, new_repo, served_root, settings, tmp_path
 ):
     own = Engine(settings.CLONES_GIT_IMAGE)
     slow = GitHTTPServer(served_root, delay=1)
@@ -177,16 +179,13 @@ def test_a_clone_cut_off_by_the_engine_dying_waits_for_it_and_completes(
         assert job.commit == repo.head
         assert own.containers(engine.JOB_LABEL) == []
         assert not paths.job_dir(job.id).exists()
+        # Its container could not be removed while the engine was down: said in a line.
+        log = (tmp_path / "worker-0.log").read_text()
+        assert "could not remove container" in log
+        assert "Traceback" not in log
     finally:
         slow.stop()
         own.remove()
-
-
-def small_disk(directory, size: str) -> list[str]:
-    """A command prefix: run in a mount namespace where `directory` is a tmpfs of `size`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    mount_then_run = f'mount -t tmpfs -o size={size} tmpfs "{directory}" && exec "$@"'
-    return ["unshare", "--mount", "--propagation=private", "sh", "-c", mount_then_run, "worker"]
 
 
 def in_namespace_of(process, *command: str) -> str:
@@ -217,6 +216,73 @@ def test_a_disk_that_fills_up_while_archiving_fails_the_job_and_keeps_older_arch
     assert stored == [older.archive.name]  # no partial file of the failed job
     checksum = in_namespace_of(worker, "sha256sum", older.archive.path).split()[0]
     assert checksum == older.archive_sha256
+
+
+@pytest.mark.database  # PostgreSQL's text refuses the NUL byte that git's upload-pack sends
+def test_a_server_reporting_a_damaged_copy_fails_the_job_with_its_reason(
+    owner_client, start_worker, new_repo, git_daemon
+):
+    repo = new_repo("damaged")
+    missing = remove_object(repo, "docs/guide.txt")
+    start_worker()
+
+    job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))
+
+    assert job.status == Status.FAILED and job.attempts == 1
+    assert job.error == (
+        "The server could not send the repository: it reports a damaged copy on its side "
+        f"(object {missing[:12]})."
+    )
+    assert "remote: aborting due to possible repository corruption" in job.git_output
+    assert_left_nothing_behind(job)
+
+
+@pytest.fixture
+def small_data_dir(tmp_path):
+    """A data directory on a tmpfs of 4 MiB, mounted in this mount namespace, which the test
+    engine shares (it must see the job directories it mounts)."""
+    directory = tmp_path / "small-data"
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", directory], check=True)
+    yield directory
+    subprocess.run(["umount", "--lazy", directory], check=True)
+
+
+def test_a_disk_that_fills_up_during_the_clone_fails_the_job_saying_so(
+    owner_client, start_worker, new_repo, git_daemon, small_data_dir
+):
+    repo = new_repo("big", extra_bytes=8 * 2**20)
+    start_worker(env={"CLONES_DATA_DIR": str(small_data_dir), "CLONES_MIN_FREE_BYTES": "1m"})
+
+    job = wait_for_job(submit(owner_client, git_daemon.url(repo.name)))
+
+    assert job.status == Status.FAILED and job.attempts == 1
+    assert job.error == "The clone ran out of disk space on this server. Try again later."
+    assert "No space left on device" in job.git_output
+    assert list((small_data_dir / "jobs").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ("die", "The server closed the connection in the middle of sending the repository."),
+        ("stall", "The server stopped sending data (less than 1000 bytes/s for 2 s)."),
+    ],
+)
+def test_a_server_failing_while_it_sends_the_pack_fails_the_job_saying_how(
+    fault, error, owner_client, start_worker, new_repo, served_root
+):
+    repo = new_repo(fault, extra_bytes=2**20)
+    server = GitHTTPServer(served_root, pack_fault=fault)
+    try:
+        start_worker(env={"CLONES_LOW_SPEED_SECONDS": "2"})
+        job = wait_for_job(submit(owner_client, server.url(repo.name)))
+    finally:
+        server.stop()
+
+    assert job.status == Status.FAILED and job.attempts == 1
+    assert job.error == error
+    assert_left_nothing_behind(job)
 
 
 def test_the_owner_cancels_a_queued_job(owner_client, start_worker, new_repo, git_daemon):

@@ -4,6 +4,7 @@ against text written by hand."""
 
 import subprocess
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from clones import cloning, engine, paths
 from clones.models import CloneJob
 
 from . import corpus
-from .repos import GIT_ENV
+from .gitservers import GitHTTPServer
+from .helpers import small_disk
+from .repos import GIT_ENV, remove_object
 
 LEGACY = [
     (corpus.zero_padded_modes, "zeroPaddedFilemode"),  # pallets/flask
@@ -25,8 +28,15 @@ LEGACY = [
 def clone(bare: Path, into: Path, fsck: str) -> subprocess.CompletedProcess:
     """Plain git with the service's fsck settings (what matters here), over a transport that
     runs index-pack as a fetch from a server does."""
-    config = [option for item in cloning.fsck_config(fsck) for option in ("-c", item)]
-    command = ["git", *config, "clone", "--no-recurse-submodules", f"file://{bare}", str(into)]
+    return git_clone(f"file://{bare}", into, cloning.fsck_config(fsck))
+
+
+def git_clone(
+    url: str, into: Path, config: Sequence[str] = (), prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess:
+    """Plain git's clone, with `config` (-c options), its command run after `prefix`."""
+    options = [option for item in config for option in ("-c", item)]
+    command = [*prefix, "git", *options, "clone", "--no-recurse-submodules", url, str(into)]
     return subprocess.run(command, env=GIT_ENV, capture_output=True, text=True)
 
 
@@ -96,3 +106,82 @@ def test_a_file_over_the_size_cap_is_stopped_by_the_kernel_and_said_so(
 
     assert "File too large" in failed.value.output  # git's words for the kernel's refusal
     assert str(failed.value) == "The repository is larger than 1 MiB, the most this service clones."
+
+
+@pytest.fixture(params=["git_daemon", "git_http"])
+def server(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.mark.parametrize(
+    ("path", "complaint"), [("docs/guide.txt", "unable to read"), ("docs", "bad tree object")]
+)
+def test_a_server_missing_an_object_is_said_to_have_a_damaged_copy(
+    path, complaint, server, new_repo, tmp_path
+):
+    repo = new_repo("damaged")
+    missing = remove_object(repo, path)
+
+    result = git_clone(server.url(repo.name), tmp_path / "clone")
+
+    assert result.returncode != 0
+    assert f"remote: fatal: {complaint} {missing}" in result.stderr
+    # upload-pack's own words end with a NUL byte; git's last line says nothing of the cause.
+    assert "possible repository corruption on the remote side.\x00" in result.stderr
+    assert "fatal: early EOF" in result.stderr
+    assert result.stderr.rstrip().endswith("fatal: fetch-pack: invalid index-pack output")
+    assert reason(result.stderr) == (
+        "The server could not send the repository: it reports a damaged copy on its side "
+        f"(object {missing[:12]})."
+    )
+
+
+def test_a_clone_that_fills_the_disk_says_the_disk_is_full(git_daemon, new_repo, tmp_path):
+    repo = new_repo("big", extra_bytes=2 * 2**20)
+    small = tmp_path / "small"
+
+    result = git_clone(git_daemon.url(repo.name), small / "clone", prefix=small_disk(small, "1m"))
+
+    assert "fatal: write error: No space left on device" in result.stderr
+    assert result.stderr.rstrip().endswith("fatal: fetch-pack: invalid index-pack output")
+    assert (
+        reason(result.stderr) == "The clone ran out of disk space on this server. Try again later."
+    )
+
+
+def test_a_server_that_dies_mid_pack_is_said_to_have_closed_the_connection(
+    served_root, new_repo, tmp_path
+):
+    repo = new_repo("cut", extra_bytes=2**20)
+    dying = GitHTTPServer(served_root, pack_fault="die")
+    try:
+        result = git_clone(dying.url(repo.name), tmp_path / "clone")
+    finally:
+        dying.stop()
+
+    assert "curl 18 transfer closed with" in result.stderr
+    assert "unexpected disconnect while reading sideband packet" in result.stderr
+    assert "fatal: early EOF" in result.stderr
+    assert reason(result.stderr) == (
+        "The server closed the connection in the middle of sending the repository."
+    )
+
+
+def test_a_server_that_stalls_after_the_refs_is_said_to_have_stopped_sending(
+    served_root, new_repo, tmp_path
+):
+    repo = new_repo("stall")
+    stalling = GitHTTPServer(served_root, pack_fault="stall")
+    slow = ["http.lowSpeedLimit=1000", "http.lowSpeedTime=2"]
+    try:
+        result = git_clone(stalling.url(repo.name), tmp_path / "clone", slow)
+    finally:
+        stalling.stop()
+
+    assert "Operation too slow. Less than 1000 bytes/sec transferred the last 2 seconds" in (
+        result.stderr
+    )
+    assert result.stderr.rstrip().endswith("fatal: expected 'packfile'")
+    assert reason(result.stderr) == (
+        "The server stopped sending data (less than 1000 bytes/s for 2 s)."
+    )

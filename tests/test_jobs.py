@@ -8,7 +8,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from clones import jobs, recovery
-from clones.models import LOST_AFTER_BEATS, CloneJob, Status
+from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db]
 
@@ -134,3 +134,22 @@ def test_a_queued_job_whose_task_never_came_gets_another(queued, settings):
     queued.refresh_from_db()
     assert queued.task_due_at > timezone.now() - timedelta(minutes=1)
     assert waiting_for_a_builder.task_due_at is None  # it needs none
+
+
+def test_git_and_server_text_with_a_nul_byte_is_stored_without_it(queued, snapshot):
+    """upload-pack ends "possible repository corruption" with a NUL byte, which PostgreSQL's
+    text refuses: it is dropped from the job's phase, error and output, and its snapshot's."""
+    job = jobs.claim(queued.id)
+    Snapshot.objects.filter(pk=snapshot.pk).update(state=SnapshotState.BUILDING, builder=job)
+    jobs.building(job, snapshot)
+    stored = "remote: aborting due to possible repository corruption on the remote side."
+    said = stored + "\x00"
+
+    jobs.record_phase(job, said)
+    assert CloneJob.objects.get(pk=job.pk).phase == stored
+    assert jobs.mark_failed(job, f"git failed: {said}", said)
+
+    job.refresh_from_db()
+    snapshot.refresh_from_db()
+    assert job.error == snapshot.error == f"git failed: {stored}"
+    assert job.git_output == stored
