@@ -62,25 +62,31 @@ class GitDaemon:
 
 class _GitHTTPHandler(BaseHTTPRequestHandler):
     """Runs `git http-backend` as a CGI for each request; with `auth`, only for requests with
-    that Basic authorization, and after `delay` seconds; with `rate`, sends at most that many
-    bytes a second, as a far-away server does."""
+    that Basic authorization (with `public_refs`, only for fetches of objects: anyone may list
+    the refs), and after `delay` seconds; with `rate`, sends at most that many bytes a second,
+    as a far-away server does; with `hold_fetches`, a fetch of objects waits until that event
+    is set."""
 
     project_root: Path
     auth: str | None = None  # "user:password"
+    public_refs: bool = False
     delay: float = 0
     rate: int = 0
+    hold_fetches: threading.Event | None = None
 
     def do_GET(self) -> None:
-        if self._authorized():
+        if self.public_refs or self._authorized():
             self._backend(b"")
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if not self._authorized():
-            return
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
-        self._backend(body)
+        fetch = b"want " in body  # either protocol; a v2 ls-refs wants nothing
+        if fetch and self.hold_fetches is not None:
+            self.hold_fetches.wait(timeout=120)
+        if (self.public_refs and not fetch) or self._authorized():
+            self._backend(body)
 
     def _authorized(self) -> bool:
         time.sleep(self.delay)
@@ -159,8 +165,17 @@ class GitHTTPServer(_Threaded):
         delay: float = 0,
         host: str = "127.0.0.1",
         rate: int = 0,
+        public_refs: bool = False,
+        hold_fetches: threading.Event | None = None,
     ):
-        attributes = {"project_root": base, "auth": auth, "delay": delay, "rate": rate}
+        attributes = {
+            "project_root": base,
+            "auth": auth,
+            "delay": delay,
+            "rate": rate,
+            "public_refs": public_refs,
+            "hold_fetches": hold_fetches,
+        }
         super().__init__(type("Handler", (_GitHTTPHandler,), attributes), host)
 
     def url(self, name: str) -> str:

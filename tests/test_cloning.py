@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from clones import engine
-from clones.cloning import CloneFailed, explain, head_commit, read_progress
+from clones.cloning import CloneFailed, explained, head_commit, read_progress
 from clones.engine import output_lines
 from clones.models import CloneJob
 
@@ -38,7 +38,7 @@ from .repos import git
 )
 def test_git_output_becomes_a_reason(output, reason):
     job = CloneJob(url="https://h.example:8443/team/app.git", ref="dev")
-    assert explain(output, job) == reason
+    assert str(explained(output, job)) == reason
 
 
 @pytest.fixture

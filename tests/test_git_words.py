@@ -31,7 +31,7 @@ def clone(bare: Path, into: Path, fsck: str) -> subprocess.CompletedProcess:
 
 
 def reason(output: str) -> str:
-    return cloning.explain(output, CloneJob(url="https://git.example/team/app.git"))
+    return str(cloning.explained(output, CloneJob(url="https://git.example/team/app.git")))
 
 
 @pytest.mark.parametrize(("build", "check"), LEGACY, ids=[check for _, check in LEGACY])
