@@ -358,3 +358,85 @@ def test_users_asking_for_one_commit_through_other_refs_each_get_what_their_ref_
         # Its one branch: a full clone has the others as origin's, whichever ref it was asked.
         expected = {"HEAD": head, f"refs/heads/{branch}": commit}
         assert heads_of(job, user, tmp_path / user.name) == expected
+
+
+def test_a_builder_failing_with_its_own_token_sends_its_follower_to_clone_with_its_own(
+    users, start_worker, new_repo, held, tmp_path
+):
+    repo = new_repo()
+    git("branch", "feature-x", repo.head, cwd=repo.bare)
+    url = held.url(repo.name)
+    builder_user, follower_user, _ = users
+    start_worker()
+
+    builder = building_or_following(
+        builder_user.submit(url, "feature-x", token="not-the-token", history="files")
+    )
+    follower = building_or_following(follower_user.submit(url, "main", history="files"))
+    assert_told_nothing_of(follower, follower_user, builder, builder_user)
+    held.release.set()
+    builder, follower = wait_for_job(builder), wait_for_job(follower)
+
+    assert builder.status == Status.FAILED
+    assert builder.error == (
+        "This repository needs authentication; the access token given was not accepted."
+    )
+    # Back in the queue, it looked its ref up and cloned with its own token.
+    assert follower.status == Status.DONE, follower.error
+    assert follower.attempts == 1 and follower.snapshot_id == builder.snapshot_id
+    expected = subprocess.run(
+        ["git", "archive", "--format=tar", f"--prefix={follower.top_level}/", repo.head],
+        cwd=repo.bare,
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert archive_bytes(follower) == expected
+    seen = follower_user.sees(follower)
+    for detail in [str(builder.id), builder_user.name, "feature-x", "authentication"]:
+        assert detail not in seen
+
+
+def test_a_builder_failing_for_what_the_repository_holds_fails_its_follower_in_neutral_words(
+    users, start_worker, new_repo, held
+):
+    repo = new_repo()
+    git("branch", "feature-x", repo.head, cwd=repo.bare)
+    url = held.url(repo.name)
+    builder_user, follower_user, _ = users
+    start_worker(env={"CLONES_MAX_REPO_FILES": "5"})  # a bare clone has more
+
+    builder = building_or_following(builder_user.submit(url, "feature-x", history="files"))
+    follower = building_or_following(follower_user.submit(url, "main", history="files"))
+    assert_told_nothing_of(follower, follower_user, builder, builder_user)
+    held.release.set()
+    builder, follower = wait_for_job(builder), wait_for_job(follower)
+
+    too_many = "The repository has more than 5 files, the most this service clones."
+    assert (builder.status, builder.error) == (Status.FAILED, too_many)
+    assert (follower.status, follower.error) == (Status.FAILED, too_many)
+    assert follower.git_output == ""
+    seen = follower_user.sees(follower)
+    for detail in [str(builder.id), builder_user.name, "feature-x"]:
+        assert detail not in seen
+
+
+def test_a_full_clone_of_any_tag_of_a_commit_is_one_snapshot(
+    owner_client, start_worker, new_repo, git_http, tmp_path
+):
+    """A full clone of a tag detaches HEAD at its commit and names the tag nowhere else: every
+    tag of the commit gives the same bytes, and shares them."""
+    repo = new_repo()
+    git("tag", "-a", "v1.0-final", "-m", "the same release", repo.refs["v1.0"], cwd=repo.bare)
+    url = git_http.url(repo.name)
+    start_worker()
+
+    first = wait_for_job(submit(owner_client, url, "v1.0"))
+    second = wait_for_job(submit(owner_client, url, "v1.0-final"))
+
+    assert (first.status, second.status) == (Status.DONE, Status.DONE), second.error
+    assert second.snapshot_id == first.snapshot_id
+    assert Snapshot.objects.get(pk=first.snapshot_id).ref == "refs/tags/*"
+    checkout = download(owner_client, second, tmp_path)
+    assert_is_clean_checkout(checkout, repo.refs["v1.0"])  # HEAD detached at the commit
+    assert git("for-each-ref", "refs/heads", cwd=checkout) == ""
+    assert "v1.0-final" in git("tag", "--list", cwd=checkout)
