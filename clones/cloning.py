@@ -515,7 +515,9 @@ def read_progress(line: str) -> tuple[str, int | None]:
 
 
 def head_commit(git_dir: Path) -> str:
-    """The commit HEAD points at, read from git's files (the worker never runs git on a clone)."""
+    """The commit HEAD points at, read from git's files (the worker never runs git on a clone).
+    Its failures but the empty repository's are not shared: the HEAD read is the one this job's
+    clone wrote, naming the branch it asked for, if any."""
     head = (git_dir / "HEAD").read_text().strip()
     if FULL_SHA.fullmatch(head):
         return head

@@ -11,6 +11,9 @@ from clones.models import CloneJob
 
 from .repos import git
 
+COMMIT = "c0ffee" + "0" * 34
+JOB = CloneJob(url="https://h.example:8443/team/app.git", ref="dev", commit=COMMIT)
+
 
 @pytest.mark.parametrize(
     ("output", "reason"),
@@ -34,11 +37,41 @@ from .repos import git
             "The host h.example:8443 could not be found.",
         ),
         ("fatal: early EOF\nfatal: index-pack failed", "git failed: fatal: index-pack failed"),
+        (
+            f"fatal: reference is not a tree: {COMMIT}",
+            f"The repository has no commit {COMMIT}.",
+        ),
+        (
+            f"fatal: Server does not allow request for unadvertised object {COMMIT}",
+            "The server does not let a commit be fetched by its SHA alone; choose the full "
+            f"history for {COMMIT}, or give a branch or tag.",
+        ),
     ],
 )
 def test_git_output_becomes_a_reason(output, reason):
-    job = CloneJob(url="https://h.example:8443/team/app.git", ref="dev")
-    assert str(explained(output, job)) == reason
+    assert str(explained(output, JOB)) == reason
+
+
+@pytest.mark.parametrize(
+    ("output", "shared"),
+    [
+        # What the repository holds at the commit: any job asking for it meets it too.
+        ("error: object 1234abcd: hasDotgit: contains '.git'\nfatal: fsck error", True),
+        (
+            "error: cannot stat 'nnn': File name too long\nClone succeeded, but checkout failed",
+            True,
+        ),
+        (f"fatal: reference is not a tree: {COMMIT}", True),
+        # The server's answer to this job's own request: its token, its URL, its ref.
+        ("fatal: Authentication failed for 'https://h.example:8443/team/app.git/'", False),
+        ("fatal: repository 'https://h.example:8443/team/app.git/' not found", False),
+        ("fatal: Remote branch dev not found in upstream origin", False),
+        ("fatal: unable to access 'https://H.example/app/': Could not resolve host", False),
+        ("fatal: early EOF", False),  # not recognized: not known to be the repository's
+    ],
+)
+def test_only_a_failure_that_is_the_repositorys_is_shared_with_the_jobs_waiting(output, shared):
+    assert explained(output, JOB).shared is shared
 
 
 @pytest.fixture
