@@ -122,7 +122,7 @@ class CloneJobAdmin(admin.ModelAdmin):
 class SnapshotAdmin(admin.ModelAdmin):
     """Archives shared by identical jobs: watched here, made and deleted by the workers."""
 
-    list_display = ["url", "commit", "history", "archive_format", "state", "expires_at"]
+    list_display = ["url", "commit", "ref", "history", "archive_format", "state", "expires_at"]
     list_filter = ["state", "history", "archive_format"]
     search_fields = ["url", "commit"]
 

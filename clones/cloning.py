@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
@@ -38,11 +39,19 @@ GIT_ENVIRONMENT = {
 
 
 class CloneFailed(Exception):
-    """git ran and failed; str() is for the person who asked, `output` for staff."""
+    """git ran and failed; str() is for the person who asked, `output` for staff.
 
-    def __init__(self, message: str, output: str = ""):
+    `shared`: the failure is the snapshot's, not the job's: what the repository holds at that
+    commit, or a limit this service sets on every clone, worded with nothing of the job's own
+    (its ref as typed, its URL as spelled, its token). Jobs waiting for the same snapshot then
+    fail with it (clones.jobs.settle_followers). Any other failure (the job's token refused, the
+    server's answer to its URL, its ref moving, a cause not recognized) sends them back to the
+    queue, to find out for themselves, in their own words."""
+
+    def __init__(self, message: str, output: str = "", shared: bool = False):
         super().__init__(message)
         self.output = output
+        self.shared = shared
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ def build(
         with _credentials(job_dir, job.url, token):
             run(job, job_dir, commands, time.monotonic() + timeout, keep_going, on_phase)
     except engine.ContainerTimedOut:
-        raise CloneFailed(f"The clone timed out after {timeout} s.") from None
+        raise CloneFailed(f"The clone timed out after {timeout} s.", shared=True) from None
     check_size(job_dir)  # a clone quicker than one look at it is checked here
     _check_commit(job_dir / plan.git_dir, resolved)
     return plan.built(job_dir)
@@ -203,6 +212,27 @@ PLANS = {
     History.BUNDLE: _bundle_plan,
 }
 
+# A full clone of a tag: HEAD detached at the commit, and the tag named nowhere of its own (the
+# clone has every tag), so every tag of one commit gives the same bytes.
+ANY_TAG = "refs/tags/*"
+
+
+def ref_in_archive(history: str, resolved: refs.Resolved) -> str:
+    """The part of the ref that the bytes of a `history` archive depend on, beyond the commit,
+    for the snapshots' key: "" if none. As the plans above use it (and as tried, git 2.39):
+    - files: none; `git archive` of the commit.
+    - full: HEAD names the branch and the clone has it as its one local branch; a tag is
+      ANY_TAG; a commit ("") has the default branch as its local branch, HEAD detached.
+    - shallow: the branch or tag, as HEAD, local branch or tag, and fetch refspec.
+    - bundle: the branch or tag, which the bundle names beside HEAD.
+    The default branch asked for by name or by "" gives the same bytes: both resolve to its
+    full name."""
+    if history == History.FILES:
+        return ""
+    if history == History.FULL and resolved.ref.startswith("refs/tags/"):
+        return ANY_TAG
+    return resolved.ref
+
 
 def _pin(url: str) -> urlpolicy.PinnedURL:
     """Check the URL again, now, and fix the addresses git may connect to."""
@@ -304,7 +334,8 @@ def check_size(job_dir: Path) -> None:
     if files > settings.CLONES_MAX_REPO_FILES:
         raise CloneFailed(
             f"The repository has more than {settings.CLONES_MAX_REPO_FILES:,} files, "
-            "the most this service clones."
+            "the most this service clones.",
+            shared=True,
         )
 
 
@@ -333,10 +364,11 @@ def run(
         check_size(job_dir)
         if result.out_of_memory:
             memory = paths.human_size(settings.CLONES_CONTAINER_MEMORY)
-            raise CloneFailed(f"git ran out of memory ({memory}) cloning this repository.")
+            message = f"git ran out of memory ({memory}) cloning this repository."
+            raise CloneFailed(message, shared=True)
         if _hit_file_size_limit(result):
             raise _too_large(result.output)
-        raise CloneFailed(explain(result.output, job), result.output)
+        raise explained(result.output, job)
 
 
 def _hit_file_size_limit(result: engine.ContainerResult) -> bool:
@@ -348,97 +380,113 @@ def _hit_file_size_limit(result: engine.ContainerResult) -> bool:
 def _too_large(git_output: str = "") -> CloneFailed:
     limit = paths.human_size(settings.CLONES_MAX_REPO_BYTES)
     message = f"The repository is larger than {limit}, the most this service clones."
-    return CloneFailed(message, git_output)
+    return CloneFailed(message, git_output, shared=True)
 
 
-# git's words -> ours. First match wins; the pattern's named groups and `{ref}`, `{url}`,
-# `{host}` and `{auth_hint}` are filled in. The server's own words ("remote: " lines) come first:
-# when it fails, git's last line only says what that did to the clone ("early EOF").
+class Explanation(NamedTuple):
+    pattern: str  # in git's output
+    message: str  # ours
+    shared: bool = False  # CloneFailed.shared: what the repository holds at the commit
+
+
+# git's words -> ours. First match wins; the pattern's named groups and `{ref}`, `{commit}`,
+# `{url}`, `{host}` and `{auth_hint}` are filled in. Only a shared one goes to the jobs waiting
+# for the same snapshot, so it names nothing of the job's own: the commit, not the ref as typed.
+# The server's own words ("remote: " lines) come first: when it fails, git's last line only says
+# what that did to the clone ("early EOF").
 CANNOT_SEND = "The server could not send the repository"
 EXPLANATIONS = [
-    (
+    Explanation(
         # upload-pack names the object it cannot read ("unable to read <sha>", "bad tree object
-        # <sha>") and aborts.
+        # <sha>") and aborts. The server's copy is damaged: whoever waits for it would meet it too.
         r"(?m)^remote: fatal: .*?\b(?P<object>[0-9a-f]{40}|[0-9a-f]{64})\b"
         r"(?s:.*)possible repository corruption on the remote side",
         CANNOT_SEND + ": it reports a damaged copy on its side (object {object:.12}).",
+        shared=True,
     ),
-    (
+    Explanation(
         # Any other death of the server's pack-objects ("Out of memory, malloc failed"), which
         # upload-pack, too, follows with "possible repository corruption".
         r"(?m)^remote: fatal: (?P<detail>[^\n]+)",
         CANNOT_SEND + ": {detail}.",
     ),
-    (
+    Explanation(
         # upload-pack's words whenever pack-objects fails, said without a reason (killed).
         r"possible repository corruption on the remote side",
         CANNOT_SEND + ": it stopped, saying its copy may be damaged.",
     ),
-    (
+    Explanation(
         # index-pack (transfer.fsckObjects) names the object, the check and why; it then dies,
         # and fetch-pack adds "invalid index-pack output". At a line's start: the server's own
         # words come prefixed "remote: ", and must not pass for git's.
         r"(?m)^error: object [0-9a-f]+: (?P<check>\w+): (?P<detail>[^\n]+)",
         "The repository has an object git refuses: {check}: {detail}.",
+        shared=True,
     ),
-    (
+    Explanation(
         # A write of git's failed with ENOSPC: index-pack's "write error", or a checkout's.
         r"(?m)^(?!remote: ).*No space left on device",
         "The clone ran out of disk space on this server. Try again later.",
     ),
-    (
+    Explanation(
         # Fetched, but a file could not be written: the first error says which, and why.
         r"(?m)^error: (?P<detail>[^\n]+)\n(?s:.*)Clone succeeded, but checkout failed",
         "The repository's files could not be checked out: {detail}",
+        shared=True,
     ),
-    (
+    Explanation(
         # A commit fetched by name (a shallow clone of it) from a server that speaks only git's
         # first protocol, or forbids it.
         r"Server does not allow request for unadvertised object",
         "The server does not let a commit be fetched by its SHA alone; choose the full history "
-        "for {ref}, or give a branch or tag.",
+        "for {commit}, or give a branch or tag.",
+        shared=True,
     ),
-    (r"Remote branch .* not found in upstream", "The repository has no branch or tag '{ref}'."),
-    (
+    # The ref was there when it was looked up: it went away since.
+    Explanation(
+        r"Remote branch .* not found in upstream", "The repository has no branch or tag '{ref}'."
+    ),
+    Explanation(
         r"reference is not a tree|did not match any file|unable to read tree",
-        "The repository has no commit {ref}.",
+        "The repository has no commit {commit}.",
+        shared=True,
     ),
-    (
+    Explanation(
         r"could not read Username|Authentication failed|terminal prompts disabled|"
         r"HTTP Basic: Access denied|requested URL returned error: 40[13]",
         "This repository needs authentication; {auth_hint}",
     ),
-    (
+    Explanation(
         r"requested URL returned error: 30[12378]",
         "The server redirected the clone to another address. Redirects are not followed: "
         "give the repository's final URL.",
     ),
-    (
+    Explanation(
         r"repository '.*' not found|does not appear to be a git repository|"
         r"repository not exported|requested URL returned error: 404|No such repository",
         "There is no git repository at {url}.",
     ),
-    (
+    Explanation(
         r"Could not resolve host|unable to look up|Name or service not known",
         "The host {host} could not be found.",
     ),
-    (
+    Explanation(
         r"Connection refused|Failed to connect|unable to connect|Connection timed out|"
         r"No route to host|Network is unreachable|Couldn't connect",
         "Could not connect to {host}.",
     ),
-    (
+    Explanation(
         r"SSL certificate problem|server certificate verification failed",
         "{host}'s TLS certificate could not be verified.",
     ),
-    (
+    Explanation(
         # curl's words, under http.lowSpeedLimit and http.lowSpeedTime; git then reads what
         # little came ("expected 'packfile'", "the remote end hung up unexpectedly").
         r"Operation too slow\. Less than (?P<rate>\d+) bytes/sec transferred the last "
         r"(?P<seconds>\d+) seconds",
         "The server stopped sending data (less than {rate} bytes/s for {seconds} s).",
     ),
-    (
+    Explanation(
         # The pack stopped short: over git:// or HTTP, and curl's own words for a cut body.
         r"unexpected disconnect while reading sideband packet|early EOF|"
         r"transfer closed with \d+ bytes remaining",
@@ -453,23 +501,31 @@ AUTH_HINTS = {
 }
 
 
-def explain(output: str, job: CloneJob) -> str:
+def explained(output: str, job: CloneJob) -> CloneFailed:
+    """git's failing output read back as a reason the person can act on."""
     parts = urlsplit(job.url)
     host = parts.hostname or job.url
     if parts.port:
         host = f"{host}:{parts.port}"
-    for pattern, message in EXPLANATIONS:
-        found = re.search(pattern, output, re.IGNORECASE)
+    for explanation in EXPLANATIONS:
+        found = re.search(explanation.pattern, output, re.IGNORECASE)
         if found:
             # The server's lines are padded with spaces, to blank a progress meter out.
             quoted = {
                 name: shorten(text.strip().rstrip(".")) for name, text in found.groupdict().items()
             }
             auth_hint = AUTH_HINTS[job.used_token]
-            return message.format(
-                ref=job.ref, url=job.url, host=host, auth_hint=auth_hint, **quoted
+            message = explanation.message.format(
+                ref=job.ref,
+                commit=job.commit,
+                url=job.url,
+                host=host,
+                auth_hint=auth_hint,
+                **quoted,
             )
-    return f"git failed: {shorten(last_complaint(output))}"
+            return CloneFailed(message, output, explanation.shared)
+    # Not recognized, so not known to be the repository's: git's words may hold the URL too.
+    return CloneFailed(f"git failed: {shorten(last_complaint(output))}", output)
 
 
 def shorten(text: str, limit: int = 300) -> str:
@@ -502,7 +558,9 @@ def read_progress(line: str) -> tuple[str, int | None]:
 
 
 def head_commit(git_dir: Path) -> str:
-    """The commit HEAD points at, read from git's files (the worker never runs git on a clone)."""
+    """The commit HEAD points at, read from git's files (the worker never runs git on a clone).
+    Its failures but the empty repository's are not shared: the HEAD read is the one this job's
+    clone wrote, naming the branch it asked for, if any."""
     head = (git_dir / "HEAD").read_text().strip()
     if FULL_SHA.fullmatch(head):
         return head
@@ -521,7 +579,7 @@ def head_commit(git_dir: Path) -> str:
             f"The repository's default branch, '{ref.removeprefix('refs/heads/')}', does not "
             "exist; give one of its branches or tags."
         )
-    raise CloneFailed("The repository is empty: it has no commit to archive.")
+    raise CloneFailed("The repository is empty: it has no commit to archive.", shared=True)
 
 
 def _packed_refs(git_dir: Path) -> dict[str, str]:

@@ -221,16 +221,20 @@ def _delivering(snapshot: Snapshot) -> dict:
     }
 
 
+# What a job waiting for another's clone is told: never which job, whose, or what it asked for.
+FOLLOWING = "Waiting for an identical clone of the same commit, already under way."
+QUEUED_AGAIN = "Queued again: the identical clone it waited for did not finish."
+
+
 def follow(job: CloneJob, snapshot: Snapshot) -> bool:
     """Let a running job wait, queued but with no task and no worker, for the identical job
     that builds `snapshot`; it finishes as that one does (settle_followers)."""
-    phase = f"Waiting for job {snapshot.builder_id}, which is cloning the same commit."
     waiting = _unchanged(job).update(
         status=Status.QUEUED,
         snapshot=snapshot,
         started_at=None,
         task_due_at=None,  # it has none, and needs none
-        **_phase(phase),
+        **_phase(FOLLOWING),
         **_uncounted(job),
     )
     # The builder may have finished between our look at the snapshot and now, and settled the
@@ -240,8 +244,10 @@ def follow(job: CloneJob, snapshot: Snapshot) -> bool:
 
 
 def settle_followers(snapshot: Snapshot) -> None:
-    """Finish the jobs waiting for `snapshot` as it ended: done with it, failed with its error,
-    or back in the queue (their builder was cancelled: one of them builds it instead)."""
+    """Finish the jobs waiting for `snapshot` as it ended: done with it, failed with its error
+    (one that is the snapshot's, worded with nothing of the builder's), or back in the queue
+    (their builder was cancelled or failed for a reason of its own: one of them builds it
+    instead, with its own ref lookup and token)."""
     snapshot.refresh_from_db()
     waiting = CloneJob.objects.filter(snapshot=snapshot, status=Status.QUEUED).exclude(
         pk=snapshot.builder_id
@@ -251,9 +257,8 @@ def settle_followers(snapshot: Snapshot) -> None:
     elif snapshot.state == SnapshotState.FAILED:
         _finish_all(waiting, Status.FAILED, error=snapshot.error, finished_at=timezone.now())
     elif snapshot.state == SnapshotState.ABANDONED:
-        phase = "Queued again: the identical job it waited for was cancelled."
         for job in waiting:
-            _queue_again(job, phase, delay=0, snapshot=None)
+            _queue_again(job, QUEUED_AGAIN, delay=0, snapshot=None)
 
 
 def _finish_all(waiting, status: Status, **fields) -> None:
@@ -275,11 +280,14 @@ def building(job: CloneJob, snapshot: Snapshot) -> None:
     CloneJob.objects.filter(pk=job.pk).update(snapshot=snapshot)
 
 
-def mark_failed(job: CloneJob, error: str, git_output: str = "") -> bool:
-    """End the job with `error`, which, like `git_output`, may quote git or a server."""
+def mark_failed(job: CloneJob, error: str, git_output: str = "", shared: bool = False) -> bool:
+    """End the job with `error`, which, like `git_output`, may quote git or a server.
+    `shared`: the failure is its snapshot's, and fails the jobs waiting for it too
+    (cloning.CloneFailed); otherwise they go back to the queue."""
     return _finish(
         job,
         Status.FAILED,
+        shared=shared,
         error=storable(error),
         git_output=storable(git_output),
         finished_at=timezone.now(),
@@ -288,9 +296,11 @@ def mark_failed(job: CloneJob, error: str, git_output: str = "") -> bool:
 
 def wait(job: CloneJob, reason: str, give_up_error: str) -> bool:
     """Put a job that cannot start (or go on) yet back in the queue, to be tried again after a
-    growing delay; after CLONES_WAIT_RETRIES waits it fails with `give_up_error` instead."""
+    growing delay; after CLONES_WAIT_RETRIES waits it fails with `give_up_error` instead, as
+    do the jobs waiting for its snapshot: the engine or the disk that failed it is theirs too,
+    and they have waited as long."""
     if job.waits >= settings.CLONES_WAIT_RETRIES:
-        return mark_failed(job, give_up_error)
+        return mark_failed(job, give_up_error, shared=True)
     delay = min(settings.CLONES_WAIT_SECONDS * 2**job.waits, MAX_WAIT_SECONDS)
     return _queue_again(job, reason, delay, waits=F("waits") + 1, **_uncounted(job))
 
@@ -349,18 +359,22 @@ def _queue_again(job: CloneJob, phase: str, delay: float, only_if: Q = ANY, **co
     return bool(updated)
 
 
-def _finish(job: CloneJob, status: Status, only_if: Q = ANY, **fields) -> bool:
-    """Close an active job; False if it changed meanwhile (cancelled, or taken over)."""
+def _finish(
+    job: CloneJob, status: Status, only_if: Q = ANY, shared: bool = False, **fields
+) -> bool:
+    """Close an active job; False if it changed meanwhile (cancelled, or taken over). A failure
+    that is not `shared` (mark_failed) sends the jobs waiting for its snapshot back to the
+    queue: its worker stopping twice, say."""
     finished = bool(_unchanged(job).filter(only_if).update(status=status, **_phase(), **fields))
     if finished:
-        _ended(job, status, fields.get("error", ""))
+        _ended(job, status, fields.get("error", ""), shared)
     return finished
 
 
-def _ended(job: CloneJob, status: Status, error: str = "") -> None:
+def _ended(job: CloneJob, status: Status, error: str = "", shared: bool = False) -> None:
     _announce([job.id])
     tokens.discard(job.id)  # a finished job never needs its token again
-    snapshot = snapshots.builder_ended(job, status, error)
+    snapshot = snapshots.builder_ended(job, status, error, shared)
     if snapshot is not None:
         settle_followers(snapshot)
 

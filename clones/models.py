@@ -46,9 +46,11 @@ class SnapshotState(models.TextChoices):
     BUILDING = "building", "Building"
     # The archive is in storage, shared by every job that asked for it.
     READY = "ready", "Ready"
-    # The clone failed; the jobs that waited for it failed with the same error.
+    # The clone failed for a reason that is the snapshot's (what the repository holds, a limit on
+    # every clone); the jobs that waited for it failed with the same error.
     FAILED = "failed", "Failed"
-    # Its builder was cancelled; the jobs that waited for it went back to the queue.
+    # Its builder was cancelled, or failed for a reason of its own (its token, its ref, its
+    # worker); the jobs that waited for it went back to the queue.
     ABANDONED = "abandoned", "Abandoned"
     # Its last job expired and the file was deleted.
     DELETED = "deleted", "Deleted"
@@ -239,14 +241,20 @@ class Snapshot(models.Model):
     same thing (clones.snapshots): `key` says what that is."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    # sha256 of the normalized URL, commit and options; null for an archive made before
-    # snapshots existed that duplicated another's key.
+    # sha256 of what its bytes depend on: the normalized URL, commit, options and `ref`; null for
+    # an archive whose key is not known (made before snapshots existed and duplicating another's,
+    # or before the key held the ref).
     key = models.CharField(max_length=64, unique=True, null=True, blank=True)
     url = models.CharField(max_length=2048, help_text="The repository URL, normalized.")
     commit = models.CharField(max_length=64)
     history = models.CharField(max_length=16, choices=History)
     depth = models.PositiveIntegerField(null=True, blank=True)
     archive_format = models.CharField(max_length=16, choices=ArchiveFormat)
+    ref = models.TextField(  # a server's default branch may have a name of any length
+        blank=True,
+        help_text="The part of the ref its bytes depend on (clones.cloning.ref_in_archive): "
+        "the full ref name, 'refs/tags/*' for any tag, or blank for none.",
+    )
 
     state = models.CharField(max_length=16, choices=SnapshotState, default=SnapshotState.BUILDING)
     builder = models.ForeignKey(

@@ -1,6 +1,7 @@
-"""Snapshots: one archive per repository, commit and options, shared by every job that asks for
-it. A job whose snapshot is ready is done at once, with no clone; identical jobs in flight wait
-for the one that builds it; a snapshot's file is deleted once the last job using it expires.
+"""Snapshots: one archive per repository, commit, options and, where the archive names it, ref,
+shared by every job that asks for it. A job whose snapshot is ready is done at once, with no
+clone; identical jobs in flight wait for the one that builds it; a snapshot's file is deleted
+once the last job using it expires.
 
 Every change of state is one conditional UPDATE on the snapshot's row, so that a cache hit and
 the deletion of the same snapshot, or two workers building it, can never both win.
@@ -16,7 +17,7 @@ from django.db.models import Exists, F, Max, OuterRef
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from . import archives
+from . import archives, cloning, refs
 from .models import ACTIVE_STATUSES, CloneJob, Snapshot, SnapshotState, Status
 
 DEFAULT_PORTS = {"https": 443, "http": 80, "git": 9418}
@@ -46,19 +47,23 @@ def normalized_url(url: str) -> str:
     return urlunsplit((scheme, host, path, parts.query, ""))
 
 
-def key(url: str, commit: str, history: str, depth: int | None, archive_format: str) -> str:
-    """What a snapshot holds, in 64 characters (a URL may have 2,048)."""
-    what = [normalized_url(url), commit, history, str(depth or ""), archive_format]
+def key(
+    url: str, commit: str, history: str, depth: int | None, archive_format: str, ref: str
+) -> str:
+    """What a snapshot's bytes depend on, in 64 characters (a URL may have 2,048); `ref` is the
+    part of the ref they do (cloning.ref_in_archive)."""
+    what = [normalized_url(url), commit, history, str(depth or ""), archive_format, ref]
     return hashlib.sha256("\n".join(what).encode()).hexdigest()
 
 
-def take(job: CloneJob, commit: str) -> tuple[Snapshot, Role]:
-    """The snapshot `job` asks for, now that its ref is known to be `commit`, and what the job
-    must do about it. A ready one's expiry is extended to the job's."""
-    wanted = key(job.url, commit, job.history, job.depth, job.archive_format)
+def take(job: CloneJob, resolved: refs.Resolved) -> tuple[Snapshot, Role]:
+    """The snapshot `job` asks for, now that its ref is known to name `resolved`, and what the
+    job must do about it. A ready one's expiry is extended to the job's."""
+    commit, ref = resolved.commit, cloning.ref_in_archive(job.history, resolved)
+    wanted = key(job.url, commit, job.history, job.depth, job.archive_format, ref)
     for _ in range(MAX_TAKE_ROUNDS):
         snapshot, created = Snapshot.objects.get_or_create(
-            key=wanted, defaults=_building(job) | _what(job, commit)
+            key=wanted, defaults=_building(job) | _what(job, commit, ref)
         )
         if created:
             return snapshot, Role.BUILD
@@ -90,13 +95,14 @@ def _building(job: CloneJob) -> dict:
     return {"state": SnapshotState.BUILDING, "builder": job}
 
 
-def _what(job: CloneJob, commit: str) -> dict:
+def _what(job: CloneJob, commit: str, ref: str) -> dict:
     return {
         "url": normalized_url(job.url),
         "commit": commit,
         "history": job.history,
         "depth": job.depth,
         "archive_format": job.archive_format,
+        "ref": ref,
     }
 
 
@@ -140,13 +146,17 @@ def ready(snapshot: Snapshot, builder: CloneJob, archive: archives.Archive) -> b
     )
 
 
-def builder_ended(job: CloneJob, status: str, error: str = "") -> Snapshot | None:
+def builder_ended(
+    job: CloneJob, status: str, error: str = "", shared: bool = False
+) -> Snapshot | None:
     """A job has just finished (done, failed or cancelled). If it was building a snapshot, that
-    snapshot fails with it, or is abandoned; returns the snapshot whose waiting jobs must now
-    be settled, if any."""
+    snapshot fails with it if the failure is `shared` (cloning.CloneFailed), or is abandoned:
+    the job was cancelled, or failed for a reason of its own; returns the snapshot whose
+    waiting jobs must now be settled, if any."""
     if job.snapshot_id is None or status == Status.DONE:
         return job.snapshot
-    state = SnapshotState.FAILED if status == Status.FAILED else SnapshotState.ABANDONED
+    failed = status == Status.FAILED and shared
+    state = SnapshotState.FAILED if failed else SnapshotState.ABANDONED
     Snapshot.objects.filter(pk=job.snapshot_id, state=SnapshotState.BUILDING, builder=job).update(
         state=state, error=error
     )

@@ -58,26 +58,32 @@ def _run(job: CloneJob) -> None:
     except engine.EngineUnreachable as exc:
         # The engine went away mid-clone: wait for it, as a new job would.
         jobs.wait(job, WAITING_FOR_ENGINE, str(exc))
-    except (cloning.CloneFailed, engine.EngineError, archives.ArchiveFailed) as exc:
+    except cloning.CloneFailed as exc:
+        _fail(job, str(exc), exc.output, exc.shared)
+    except (engine.EngineError, archives.ArchiveFailed) as exc:
+        # Not the snapshot's: the engine's or the storage's words, which may name this job's
+        # container or files. Jobs waiting for it try for themselves.
         _fail(job, str(exc), getattr(exc, "output", ""))
     except TimeoutException:
         # django-q2 stops an over-long task by raising SystemExit inside it: record why first.
+        # A limit on every clone: the jobs waiting for the same one would meet it too.
         timeout = settings.CLONES_TASK_TIMEOUT
-        jobs.mark_failed(job, f"The job took longer than {timeout} s and was stopped.")
+        error = f"The job took longer than {timeout} s and was stopped."
+        jobs.mark_failed(job, error, shared=True)
         raise
     except Exception:
         logger.exception("job %s failed unexpectedly", job.id)
         jobs.mark_failed(job, INTERNAL_ERROR)
 
 
-def _fail(job: CloneJob, error: str, output: str) -> None:
+def _fail(job: CloneJob, error: str, output: str, shared: bool = False) -> None:
     """Record the job's failure, and its reason alone should the database refuse git's output:
     a job left running would be run again and end as "the worker stopped", its reason lost."""
     try:
-        jobs.mark_failed(job, error, output)
+        jobs.mark_failed(job, error, output, shared)
     except Exception:
         logger.exception("job %s: could not record its failure with git's output", job.id)
-        jobs.mark_failed(job, error)
+        jobs.mark_failed(job, error, shared=shared)
 
 
 def _deliver(job: CloneJob) -> None:
@@ -89,7 +95,7 @@ def _deliver(job: CloneJob) -> None:
     lookup_timeout = min(REF_LOOKUP_SECONDS, settings.CLONES_CLONE_TIMEOUT)
     resolved = refs.resolve(job.url, job.ref, token, timeout=lookup_timeout)
     job.commit = resolved.commit
-    snapshot, role = snapshots.take(job, resolved.commit)
+    snapshot, role = snapshots.take(job, resolved)
     if role is snapshots.Role.HIT:
         jobs.mark_done(job, snapshot)
     elif role is snapshots.Role.FOLLOW:

@@ -66,28 +66,34 @@ STALL_SECONDS = 300  # the longest a stalling server holds a connection the clie
 
 class _GitHTTPHandler(BaseHTTPRequestHandler):
     """Runs `git http-backend` as a CGI for each request; with `auth`, only for requests with
-    that Basic authorization, and after `delay` seconds; with `rate`, sends at most that many
-    bytes a second, as a far-away server does. With `pack_fault`, the answer that carries the
-    pack goes wrong after its headers: "die" sends half of it and closes the connection, as a
-    server killed mid-transfer; "stall" sends nothing more until the client gives up."""
+    that Basic authorization (with `public_refs`, only for fetches of objects: anyone may list
+    the refs), and after `delay` seconds; with `rate`, sends at most that many bytes a second,
+    as a far-away server does; with `hold_fetches`, a fetch of objects waits until that event
+    is set. With `pack_fault`, the answer that carries the pack goes wrong after its headers:
+    "die" sends half of it and closes the connection, as a server killed mid-transfer; "stall"
+    sends nothing more until the client gives up."""
 
     project_root: Path
     auth: str | None = None  # "user:password"
+    public_refs: bool = False
     delay: float = 0
     rate: int = 0
     pack_fault: str = ""
+    hold_fetches: threading.Event | None = None
 
     def do_GET(self) -> None:
-        if self._authorized():
+        if self.public_refs or self._authorized():
             self._backend(b"")
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if not self._authorized():
-            return
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
-        self._backend(body)
+        fetch = b"want " in body  # either protocol; a v2 ls-refs wants nothing
+        if fetch and self.hold_fetches is not None:
+            self.hold_fetches.wait(timeout=120)
+        if (self.public_refs and not fetch) or self._authorized():
+            self._backend(body)
 
     def _authorized(self) -> bool:
         time.sleep(self.delay)
@@ -176,6 +182,8 @@ class GitHTTPServer(_Threaded):
         host: str = "127.0.0.1",
         rate: int = 0,
         pack_fault: str = "",
+        public_refs: bool = False,
+        hold_fetches: threading.Event | None = None,
     ):
         attributes = {
             "project_root": base,
@@ -183,6 +191,8 @@ class GitHTTPServer(_Threaded):
             "delay": delay,
             "rate": rate,
             "pack_fault": pack_fault,
+            "public_refs": public_refs,
+            "hold_fetches": hold_fetches,
         }
         super().__init__(type("Handler", (_GitHTTPHandler,), attributes), host)
 

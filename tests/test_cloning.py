@@ -5,11 +5,14 @@ import subprocess
 import pytest
 
 from clones import engine
-from clones.cloning import CloneFailed, explain, head_commit, read_progress
+from clones.cloning import CloneFailed, explained, head_commit, read_progress
 from clones.engine import output_lines
 from clones.models import CloneJob
 
 from .repos import git
+
+COMMIT = "c0ffee" + "0" * 34
+JOB = CloneJob(url="https://h.example:8443/team/app.git", ref="dev", commit=COMMIT)
 
 
 @pytest.mark.parametrize(
@@ -52,11 +55,41 @@ from .repos import git
             "fatal: early EOF\nfatal: fetch-pack: invalid index-pack output",
             "The server could not send the repository: it stopped, saying its copy may be damaged.",
         ),
+        (
+            f"fatal: reference is not a tree: {COMMIT}",
+            f"The repository has no commit {COMMIT}.",
+        ),
+        (
+            f"fatal: Server does not allow request for unadvertised object {COMMIT}",
+            "The server does not let a commit be fetched by its SHA alone; choose the full "
+            f"history for {COMMIT}, or give a branch or tag.",
+        ),
     ],
 )
 def test_git_output_becomes_a_reason(output, reason):
-    job = CloneJob(url="https://h.example:8443/team/app.git", ref="dev")
-    assert explain(output, job) == reason
+    assert str(explained(output, JOB)) == reason
+
+
+@pytest.mark.parametrize(
+    ("output", "shared"),
+    [
+        # What the repository holds at the commit: any job asking for it meets it too.
+        ("error: object 1234abcd: hasDotgit: contains '.git'\nfatal: fsck error", True),
+        (
+            "error: cannot stat 'nnn': File name too long\nClone succeeded, but checkout failed",
+            True,
+        ),
+        (f"fatal: reference is not a tree: {COMMIT}", True),
+        # The server's answer to this job's own request: its token, its URL, its ref.
+        ("fatal: Authentication failed for 'https://h.example:8443/team/app.git/'", False),
+        ("fatal: repository 'https://h.example:8443/team/app.git/' not found", False),
+        ("fatal: Remote branch dev not found in upstream origin", False),
+        ("fatal: unable to access 'https://H.example/app/': Could not resolve host", False),
+        ("fatal: early EOF", False),  # not recognized: not known to be the repository's
+    ],
+)
+def test_only_a_failure_that_is_the_repositorys_is_shared_with_the_jobs_waiting(output, shared):
+    assert explained(output, JOB).shared is shared
 
 
 @pytest.fixture

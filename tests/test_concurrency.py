@@ -10,11 +10,12 @@ from django.db import connection
 
 from clones import jobs, snapshots
 from clones.models import CloneJob, Status
+from clones.refs import Resolved
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db(transaction=True)]
 
 THREADS = 8
-COMMIT = "c" * 40
+MAIN = Resolved("c" * 40, "refs/heads/main")
 
 
 def all_at_once(action, count: int = THREADS) -> list:
@@ -61,6 +62,6 @@ def test_identical_jobs_at_once_elect_one_builder(owner):
         for _ in range(THREADS)
     ]
 
-    roles = all_at_once(lambda i: snapshots.take(running[i], COMMIT)[1])
+    roles = all_at_once(lambda i: snapshots.take(running[i], MAIN)[1])
 
     assert sorted(role.name for role in roles) == ["BUILD"] + ["FOLLOW"] * (THREADS - 1), roles

@@ -41,7 +41,7 @@ def git_clone(
 
 
 def reason(output: str) -> str:
-    return cloning.explain(output, CloneJob(url="https://git.example/team/app.git"))
+    return str(cloning.explained(output, CloneJob(url="https://git.example/team/app.git")))
 
 
 @pytest.mark.parametrize(("build", "check"), LEGACY, ids=[check for _, check in LEGACY])

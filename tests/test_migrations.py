@@ -8,7 +8,8 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from clones import snapshots
-from clones.models import CloneJob
+from clones.models import CloneJob, Snapshot
+from clones.refs import Resolved
 from clones.snapshots import Role
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 BEFORE_SNAPSHOTS = [("clones", "0005_progress")]
 WITH_SNAPSHOTS = [("clones", "0006_snapshots")]
 COMMIT = "2ac8988" + "0" * 33
+MAIN = Resolved(COMMIT, "refs/heads/main")
 
 
 def migrate(targets):
@@ -33,7 +35,7 @@ def back_to_the_latest_afterwards(transactional_db):
     executor.migrate(executor.loader.graph.leaf_nodes())
 
 
-def test_archives_made_before_snapshots_become_snapshots_and_are_found_by_their_key(
+def test_archives_made_before_snapshots_become_snapshots_keyed_until_keys_held_the_ref(
     back_to_the_latest_afterwards, owner
 ):
     old = migrate(BEFORE_SNAPSHOTS)
@@ -68,14 +70,18 @@ def test_archives_made_before_snapshots_become_snapshots_and_are_found_by_their_
     Job = new.get_model("clones", "CloneJob")
     older, newer, expired = (Job.objects.get(pk=job.pk) for job in (older, newer, expired))
     assert newer.snapshot.archive.name == "newer.tar"
-    assert newer.snapshot.key == snapshots.key(newer.url, COMMIT, "full", None, "tar")
+    assert newer.snapshot.key == snapshots.key(newer.url, COMMIT, "full", None, "tar", "")
     assert newer.snapshot.state == "ready" and newer.snapshot.expires_at == newer.expires_at
     # The same commit archived twice: the older file still serves its own job, unkeyed.
     assert older.snapshot.archive.name == "older.tar" and older.snapshot.key is None
     assert expired.snapshot is None
     assert (newer.history, newer.archive_format, newer.depth) == ("full", "tar", None)
 
-    # Found by a new request for that commit, as any snapshot would be.
+    # Which ref it was cloned through was never recorded (0011_snapshot_ref): a new request for
+    # that commit builds its own, and the old file keeps serving its job.
     migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    assert Snapshot.objects.get(pk=newer.snapshot_id).key is None
     job = CloneJob.objects.create(owner=owner, url="https://example.com/team/widget/")
-    assert snapshots.take(job, COMMIT)[1] is Role.HIT
+    snapshot, role = snapshots.take(job, MAIN)
+    assert role is Role.BUILD and snapshot.pk != newer.snapshot_id
+    assert CloneJob.objects.get(pk=newer.pk).snapshot.archive.name == "newer.tar"

@@ -6,14 +6,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from clones import archives, jobs, recovery, snapshots
-from clones.models import CloneJob, Snapshot, SnapshotState, Status
+from clones import archives, cloning, jobs, recovery, snapshots
+from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
+from clones.refs import Resolved
 from clones.snapshots import Role
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db]
 
 URL = "https://example.com/team/widget.git"
 COMMIT = "c" * 40
+MAIN = Resolved(COMMIT, "refs/heads/main")
 
 
 @pytest.fixture
@@ -28,7 +30,7 @@ def running(owner):
 
 
 def build(job: CloneJob) -> Snapshot:
-    snapshot, role = snapshots.take(job, COMMIT)
+    snapshot, role = snapshots.take(job, MAIN)
     assert role is Role.BUILD
     jobs.building(job, snapshot)
     return snapshot
@@ -50,32 +52,54 @@ def finish_building(snapshot: Snapshot, builder: CloneJob) -> None:
 )
 def test_spellings_of_one_repository_share_a_key(spelling):
     assert snapshots.normalized_url(spelling) == "https://example.com/team/widget"
-    assert snapshots.key(spelling, COMMIT, "full", None, "tar") == snapshots.key(
-        URL, COMMIT, "full", None, "tar"
+    assert snapshots.key(spelling, COMMIT, "full", None, "tar", "") == snapshots.key(
+        URL, COMMIT, "full", None, "tar", ""
     )
 
 
-def test_other_commits_options_or_paths_do_not_share_a_key():
-    base = snapshots.key(URL, COMMIT, "full", None, "tar")
+def test_other_commits_options_paths_or_refs_do_not_share_a_key():
+    base = snapshots.key(URL, COMMIT, "full", None, "tar", "refs/heads/main")
     others = [
-        snapshots.key(URL, "d" * 40, "full", None, "tar"),
-        snapshots.key(URL, COMMIT, "files", None, "tar"),
-        snapshots.key(URL, COMMIT, "shallow", 1, "tar"),
-        snapshots.key(URL, COMMIT, "shallow", 2, "tar"),
-        snapshots.key(URL, COMMIT, "full", None, "zip"),
-        snapshots.key("https://example.com/team/Widget", COMMIT, "full", None, "tar"),
-        snapshots.key("https://example.com:8443/team/widget", COMMIT, "full", None, "tar"),
+        snapshots.key(URL, "d" * 40, "full", None, "tar", "refs/heads/main"),
+        snapshots.key(URL, COMMIT, "files", None, "tar", "refs/heads/main"),
+        snapshots.key(URL, COMMIT, "shallow", 1, "tar", "refs/heads/main"),
+        snapshots.key(URL, COMMIT, "shallow", 2, "tar", "refs/heads/main"),
+        snapshots.key(URL, COMMIT, "full", None, "zip", "refs/heads/main"),
+        snapshots.key(URL, COMMIT, "full", None, "tar", "refs/heads/feature-x"),
+        snapshots.key(URL, COMMIT, "full", None, "tar", ""),
+        snapshots.key("https://example.com/team/Widget", COMMIT, "full", None, "tar", ""),
+        snapshots.key("https://example.com:8443/team/widget", COMMIT, "full", None, "tar", ""),
     ]
     assert len({base, *others}) == len(others) + 1
+
+
+# What the archives of each history hold of the ref, as tried with git (tests/test_snapshots.py
+# compares the real archives): files nothing; full the branch, or only that it is a tag.
+@pytest.mark.parametrize(
+    ("history", "ref", "in_archive"),
+    [
+        ("files", "refs/heads/feature-x", ""),
+        ("files", "refs/tags/v1.0", ""),
+        ("full", "refs/heads/feature-x", "refs/heads/feature-x"),
+        ("full", "refs/tags/v1.0", cloning.ANY_TAG),
+        ("full", "", ""),
+        ("shallow", "refs/tags/v1.0", "refs/tags/v1.0"),
+        ("bundle", "refs/heads/feature-x", "refs/heads/feature-x"),
+        ("bundle", "", ""),
+    ],
+)
+def test_a_key_holds_the_part_of_the_ref_the_archive_holds(history, ref, in_archive):
+    assert cloning.ref_in_archive(history, Resolved(COMMIT, ref)) == in_archive
 
 
 def test_identical_jobs_wait_for_the_builder_and_are_done_with_it(running):
     builder, waiting = running(), running()
     snapshot = build(builder)
-    assert snapshots.take(waiting, COMMIT) == (snapshot, Role.FOLLOW)
+    assert snapshots.take(waiting, MAIN) == (snapshot, Role.FOLLOW)
     assert jobs.follow(waiting, snapshot)
     waiting.refresh_from_db()
-    assert waiting.status == Status.QUEUED and str(builder.id) in waiting.phase
+    assert waiting.status == Status.QUEUED and waiting.phase == jobs.FOLLOWING
+    assert str(builder.id) not in waiting.phase
 
     finish_building(snapshot, builder)
 
@@ -91,7 +115,7 @@ def test_identical_jobs_wait_for_the_builder_and_are_done_with_it(running):
 def test_a_job_that_starts_waiting_as_the_builder_finishes_is_not_left_behind(running):
     builder, late = running(), running()
     snapshot = build(builder)
-    assert snapshots.take(late, COMMIT)[1] is Role.FOLLOW
+    assert snapshots.take(late, MAIN)[1] is Role.FOLLOW
     finish_building(snapshot, builder)  # between the look and the wait
 
     jobs.follow(late, snapshot)
@@ -106,7 +130,7 @@ def test_a_ready_snapshot_is_a_hit_that_extends_its_expiry(running):
     finish_building(snapshot, builder)
     Snapshot.objects.filter(pk=snapshot.pk).update(expires_at=timezone.now() + timedelta(hours=1))
 
-    hit, role = snapshots.take(running(), COMMIT)
+    hit, role = snapshots.take(running(), MAIN)
 
     assert (hit, role) == (snapshot, Role.HIT)
     hit.refresh_from_db()
@@ -118,13 +142,14 @@ def test_a_failed_builder_fails_those_waiting_with_its_reason(running):
     snapshot = build(builder)
     jobs.follow(waiting, snapshot)
 
-    jobs.mark_failed(builder, "The repository is larger than 1 MiB, the most this service clones.")
+    too_large = "The repository is larger than 1 MiB, the most this service clones."
+    jobs.mark_failed(builder, too_large, shared=True)
 
     waiting.refresh_from_db()
     assert waiting.status == Status.FAILED
     assert waiting.error.startswith("The repository is larger than 1 MiB")
     # A later request tries again rather than inheriting the failure.
-    assert snapshots.take(running(), COMMIT)[1] is Role.BUILD
+    assert snapshots.take(running(), MAIN)[1] is Role.BUILD
 
 
 def test_a_cancelled_builder_sends_those_waiting_back_to_the_queue(running):
@@ -134,11 +159,49 @@ def test_a_cancelled_builder_sends_those_waiting_back_to_the_queue(running):
 
     jobs.cancel(builder, by="owner")
 
+    assert_sent_back_to_build(waiting, snapshot)
+
+
+def assert_sent_back_to_build(waiting: CloneJob, snapshot: Snapshot) -> None:
+    """Queued again, with a task, told nothing of the builder, and it builds the snapshot."""
     waiting.refresh_from_db()
     assert waiting.status == Status.QUEUED and waiting.snapshot is None
-    assert "cancelled" in waiting.phase
+    assert (waiting.phase, waiting.error) == (jobs.QUEUED_AGAIN, "")
+    assert waiting.task_due_at is not None
+    assert Snapshot.objects.get(pk=snapshot.pk).state == SnapshotState.ABANDONED
     claimed = jobs.claim(waiting.id)
-    assert snapshots.take(claimed, COMMIT) == (snapshot, Role.BUILD)  # it builds it now
+    assert snapshots.take(claimed, MAIN) == (snapshot, Role.BUILD)  # it builds it now
+
+
+def test_a_builder_failing_for_a_reason_of_its_own_sends_those_waiting_back_to_the_queue(
+    running,
+):
+    """Its token refused, its ref moved: not the snapshot's failure (CloneFailed.shared)."""
+    builder, waiting = running(), running()
+    snapshot = build(builder)
+    jobs.follow(waiting, snapshot)
+
+    jobs.mark_failed(builder, "This repository needs authentication; the access token given …")
+
+    assert CloneJob.objects.get(pk=builder.pk).status == Status.FAILED
+    assert_sent_back_to_build(waiting, snapshot)
+
+
+def test_a_builder_whose_worker_stopped_twice_sends_those_waiting_back_to_the_queue(
+    running, settings
+):
+    builder, waiting = running(attempts=1), running()
+    snapshot = build(builder)
+    jobs.follow(waiting, snapshot)
+    silent = timezone.now() - timedelta(
+        seconds=settings.CLONES_HEARTBEAT_SECONDS * (LOST_AFTER_BEATS + 1)
+    )
+    CloneJob.objects.filter(pk=builder.pk).update(heartbeat_at=silent)
+
+    assert jobs.recover(CloneJob.objects.get(pk=builder.pk))
+
+    assert CloneJob.objects.get(pk=builder.pk).status == Status.FAILED
+    assert_sent_back_to_build(waiting, snapshot)
 
 
 def test_the_builder_comes_back_to_its_own_snapshot_after_an_interruption(running):
@@ -149,7 +212,7 @@ def test_the_builder_comes_back_to_its_own_snapshot_after_an_interruption(runnin
     assert jobs.hand_back(builder)  # its worker stopped
     again = jobs.claim(builder.id)
 
-    assert snapshots.take(again, COMMIT) == (snapshot, Role.BUILD)
+    assert snapshots.take(again, MAIN) == (snapshot, Role.BUILD)
     assert CloneJob.objects.get(pk=waiting.pk).status == Status.QUEUED  # still waiting
 
 
@@ -163,7 +226,7 @@ def test_a_hit_and_the_deletion_of_the_same_snapshot_cannot_both_win(running):
 
     assert snapshots.delete(stale)
     # The hit that came a moment too late builds the snapshot again, under the same key.
-    assert snapshots.take(running(), COMMIT) == (snapshot, Role.BUILD)
+    assert snapshots.take(running(), MAIN) == (snapshot, Role.BUILD)
     assert not snapshots.delete(stale)
 
 
@@ -176,7 +239,7 @@ def test_a_snapshot_past_its_time_but_not_yet_deleted_is_a_hit_again(running):
     CloneJob.objects.filter(pk=builder.pk).update(expires_at=timezone.now())
     Snapshot.objects.filter(pk=snapshot.pk).update(expires_at=timezone.now())
 
-    assert snapshots.take(running(), COMMIT) == (snapshot, Role.HIT)
+    assert snapshots.take(running(), MAIN) == (snapshot, Role.HIT)
     assert not snapshots.delete(Snapshot.objects.get(pk=snapshot.pk))  # needed again
     assert Snapshot.objects.get(pk=snapshot.pk).expires_at > timezone.now()
 

@@ -297,7 +297,7 @@ def test_every_other_ending_is_told_once_and_nothing_else_is(
     hook = receiver()
     if ending == "builder failed":
         builder, follower, _ = builder_and_follower(owner, hook.url())
-        assert jobs.mark_failed(builder, "The clone failed.")
+        assert jobs.mark_failed(builder, "The clone timed out after 60 s.", shared=True)
         expected = {str(builder.id), str(follower.id)}
     elif ending == "gave up waiting":
         settings.CLONES_WAIT_RETRIES = 0
