@@ -4,15 +4,15 @@ sign (https://www.standardwebhooks.com), tried again on failure.
 Under the clone URLs' policy, with a reach of its own (RECEIVERS): private hosts only where
 CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS lets them in, whatever git servers are allowed. The URL is
 checked when the job is submitted (check_url, in the form) and again right before each attempt
-(urlpolicy.pin, resolving the host afresh), and the request goes only to the addresses just
-checked (clones.pinnedhttp): no redirect followed, no proxy, TIMEOUT_SECONDS for the connection
-and for each wait for the answer, one read of at most MAX_ANSWER_BYTES of the answer, and
-CLONES_WEBHOOK_TIMEOUT for the whole attempt: a socket timeout bounds each wait, not a receiver
-that trickles its answer a byte at a time, so each attempt's task carries django-q2's own
-timeout (an alarm in its worker process). Attempts go to a queue of their own (QUEUE), which
-only the webhook cluster of `manage.py worker` serves: a slow receiver holds one of its
-CLONES_WEBHOOK_WORKERS, never a worker a clone needs. A URL the policy forbids by then fails
-the delivery at once.
+(urlpolicy.pin, resolving the host afresh; a URL the policy forbids by then fails the delivery
+at once), and the request goes only to the addresses just checked (clones.pinnedhttp): no
+redirect followed, no proxy, TIMEOUT_SECONDS for the connection and for each wait for the
+answer, one read of at most MAX_ANSWER_BYTES of the answer, and CLONES_WEBHOOK_TIMEOUT for the
+whole attempt: a socket timeout bounds each wait, not a receiver that trickles its answer a
+byte at a time, so each attempt's task carries django-q2's own timeout (an alarm in its worker
+process). Attempts go to a queue of their own (QUEUE), which only the webhook cluster of
+`manage.py worker` serves: a slow receiver holds one of its CLONES_WEBHOOK_WORKERS, never a
+worker a clone needs.
 
 A 2xx answer delivers it; any other answer, a timeout or a refused connection is tried again
 after CLONES_WEBHOOK_BACKOFF_SECONDS, doubling (a one-off django-q2 schedule), up to
@@ -32,6 +32,7 @@ import ssl
 import time
 from datetime import timedelta
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import urllib3
 from django.conf import settings
@@ -156,7 +157,7 @@ def start(job: CloneJob) -> WebhookDelivery:
     return delivery
 
 
-def _queue(delivery_id, attempt: int) -> None:
+def _queue(delivery_id: UUID | str, attempt: int) -> None:
     async_task(DELIVER_TASK, str(delivery_id), attempt, q_options=_task_options())
 
 
