@@ -34,7 +34,7 @@ from django.utils.module_loading import import_string
 from django_q.models import OrmQ, Schedule
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from clones import jobs, recovery, tokens, webhooks
+from clones import jobs, recovery, stopping, tokens, webhooks
 from clones.models import (
     LOST_AFTER_BEATS,
     CloneJob,
@@ -508,6 +508,28 @@ def test_a_trickling_receiver_for_50_jobs_does_not_delay_a_clone_queued_behind_t
     assert job.status == Status.DONE, job.error
     assert job.started_at - job.created_at < timedelta(seconds=attempt_seconds)
     assert waiting > 40  # most were still queued ahead of it when it was done
+
+
+def test_an_attempt_fetched_as_its_worker_stops_goes_back_to_its_queue(
+    owner, allowlisted, receiver, monkeypatch, tmp_path
+):
+    hook = receiver()
+    jobs.cancel(queued_job(owner, hook.url()), by="owner")
+    [queued] = OrmQ.objects.all()
+    assert queued.key == webhooks.QUEUE
+    stop = tmp_path / "stop"
+    stop.touch()
+    monkeypatch.setenv(stopping.ENVIRONMENT_VARIABLE, str(stop))  # as the worker announces it
+
+    queued.delete()
+    webhooks.deliver(*queued.task["args"])
+
+    [again] = OrmQ.objects.all()
+    assert (again.key, again.task["args"]) == (webhooks.QUEUE, queued.task["args"])
+    assert WebhookDelivery.objects.get().attempts == 0 and not hook.received
+    monkeypatch.delenv(stopping.ENVIRONMENT_VARIABLE)  # the next worker
+    run_deliveries()
+    assert WebhookDelivery.objects.get().state == "delivered" and len(hook.received) == 1
 
 
 def test_an_owner_with_too_many_deliveries_pending_is_not_told_of_more(
