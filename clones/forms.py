@@ -69,7 +69,7 @@ class CloneRequestForm(forms.Form):
         strip=False,  # as `url`: urlpolicy says what is wrong with spaces
         widget=forms.TextInput(attrs={"placeholder": "https://example.com/hooks/clones"}),
         help_text="When the clone ends, a JSON summary is POSTed here, signed with your "
-        f"webhook secret in the {webhooks.SIGNATURE_HEADER} header (sha256=HMAC of the body).",
+        "webhook secret as Standard Webhooks sign (the webhook-signature header).",
     )
 
     def is_valid_for(self, owner) -> bool:

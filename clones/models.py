@@ -1,3 +1,4 @@
+import base64
 import secrets
 import uuid
 from datetime import timedelta
@@ -347,10 +348,21 @@ class Profile(models.Model):
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE
     )
+    # The signing key, 32 random bytes, in hex.
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
 
     def __str__(self) -> str:
         return f"profile of {self.user}"
+
+    @property
+    def signing_key(self) -> bytes:
+        return bytes.fromhex(self.webhook_secret)
+
+    @property
+    def signing_secret(self) -> str:
+        """The key as Standard Webhooks libraries take it (and the profile page shows it):
+        "whsec_" and the key in base64."""
+        return "whsec_" + base64.b64encode(self.signing_key).decode()
 
 
 class DeliveryState(models.TextChoices):

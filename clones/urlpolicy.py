@@ -97,26 +97,60 @@ class _Target:
     host: str  # ASCII: a lower-case name in its xn-- form, or an IP address
     is_address: bool  # the URL names an IP address rather than a host name
     port: int  # as written, or the scheme's default
-    addresses: list[IPAddress]  # checked, unless CLONES_ALLOW_PRIVATE_NETWORKS is on
+    addresses: list[IPAddress]  # checked, unless the reach allows every private network
 
 
-# What a refusal of a private or local host says the policy is for: clone URLs by default;
-# webhooks (clones.webhooks) pass their own words.
-PUBLIC_GIT_SERVERS = "only public git servers can be cloned"
+@dataclass(frozen=True)
+class Reach:
+    """Which private or local hosts one kind of URL may reach beyond public servers, by the
+    settings that say so (read afresh at each check), and how a refusal of any other ends."""
+
+    # How a refusal of a private or local host ends: what the policy is for.
+    public_only: str
+    # The setting listing the private hosts allowed: names, addresses and networks.
+    hosts_setting: str
+    # A setting that, when on, allows every private network; None: no such setting applies.
+    networks_setting: str | None = None
+
+    def any_private(self) -> bool:
+        return bool(self.networks_setting and getattr(settings, self.networks_setting))
+
+    def allowed(self) -> tuple[set[str], list[IPNetwork]]:
+        """The hosts setting as (host names, networks); an IP entry is a /32 or /128."""
+        names, networks = set(), []
+        for entry in getattr(settings, self.hosts_setting):
+            entry = entry.strip().lower()
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                if re.fullmatch(r"[0-9.]+|.*[:/].*", entry):
+                    raise ImproperlyConfigured(
+                        f"{self.hosts_setting}: {entry!r} is not a valid address or network"
+                    ) from None
+                names.add(entry)
+        return names, networks
 
 
-def check_url(url: str, public_only: str = PUBLIC_GIT_SERVERS) -> str:
+# Clone URLs: git servers. Webhooks (clones.webhooks) have a reach of their own.
+GIT_SERVERS = Reach(
+    "only public git servers can be cloned",
+    hosts_setting="CLONES_ALLOWED_PRIVATE_HOSTS",
+    networks_setting="CLONES_ALLOW_PRIVATE_NETWORKS",
+)
+
+
+def check_url(url: str, reach: Reach = GIT_SERVERS) -> str:
     """Return the URL to keep, or raise ValidationError saying why not: stripped of surrounding
     spaces, and with a host written in other than ASCII in its normal form (_readable_host), so
     that what is stored, shown and given to git is what was checked."""
-    return _check(url, public_only).url
+    return _check(url, reach).url
 
 
-def pin(url: str, public_only: str = PUBLIC_GIT_SERVERS) -> PinnedURL:
+def pin(url: str, reach: Reach = GIT_SERVERS) -> PinnedURL:
     """Run every check of check_url again, resolving the host afresh (the worker calls this right
     before cloning, so a DNS change since submission is caught), and return how git must connect
     to exactly the checked addresses."""
-    target = _check(url, public_only)
+    target = _check(url, reach)
     where = {"scheme": target.parts.scheme, "host": target.host, "port": target.port}
     if target.is_address:
         return PinnedURL(target.url, None, **where, addresses=tuple(target.addresses))
@@ -133,19 +167,19 @@ def pin(url: str, public_only: str = PUBLIC_GIT_SERVERS) -> PinnedURL:
     return PinnedURL(url, resolve, **where, addresses=tuple(target.addresses))
 
 
-def _check(url: str, public_only: str) -> _Target:
+def _check(url: str, reach: Reach) -> _Target:
     url = url.strip()
     parts = _parts(url)
     port = _port(parts)
-    host, is_address = _host(parts, public_only)
+    host, is_address = _host(parts, reach)
     if not parts.netloc.isascii():
         url = _with_host(url, parts, _readable_host(host, is_address))
         parts = _split(url)
     addresses = [ipaddress.ip_address(host)] if is_address else resolve(host, port)
     if not addresses:
         raise ValidationError(f"The host {parts.hostname} could not be found.")
-    if not settings.CLONES_ALLOW_PRIVATE_NETWORKS:
-        _refuse_private(parts.hostname, is_address, addresses, public_only)
+    if not reach.any_private():
+        _refuse_private(parts.hostname, is_address, addresses, reach)
     return _Target(url, parts, host, is_address, port, addresses)
 
 
@@ -235,7 +269,7 @@ def _port(parts: SplitResult) -> int:
     return port
 
 
-def _host(parts: SplitResult, public_only: str) -> tuple[str, bool]:
+def _host(parts: SplitResult, reach: Reach) -> tuple[str, bool]:
     """(ASCII host, whether it is an IP address), refusing names that are not valid or local."""
     if "[" in parts.netloc or "]" in parts.netloc:
         # urlsplit has checked the address, but lets through IPvFuture, zones ("%25eth0") and
@@ -255,8 +289,8 @@ def _host(parts: SplitResult, public_only: str) -> tuple[str, bool]:
             ) from None
     if not all(HOST_LABEL.fullmatch(label) for label in name.split(".")) or len(name) > 253:
         raise _invalid_name(parts.hostname)
-    if not (settings.CLONES_ALLOW_PRIVATE_NETWORKS or parts.hostname in _allowed_private()[0]):
-        _refuse_local_name(parts.hostname, name, public_only)
+    if not (reach.any_private() or parts.hostname in reach.allowed()[0]):
+        _refuse_local_name(parts.hostname, name, reach.public_only)
     return name, False
 
 
@@ -304,25 +338,23 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     return list(dict.fromkeys(addresses))
 
 
-def _refuse_private(
-    host: str, is_address: bool, addresses: list[IPAddress], public_only: str
-) -> None:
-    names, networks = _allowed_private()
+def _refuse_private(host: str, is_address: bool, addresses: list[IPAddress], reach: Reach) -> None:
+    names, networks = reach.allowed()
     if host in names:
         return
     for address in addresses:
-        if _is_public(address) or any(_contains(network, address) for network in networks):
+        if is_public(address) or any(_contains(network, address) for network in networks):
             continue
         what = f"{address} is" if is_address else f"{host} resolves to {address},"
-        raise ValidationError(f"{what} a private or reserved address; {public_only}.")
+        raise ValidationError(f"{what} a private or reserved address; {reach.public_only}.")
 
 
-def _is_public(address: IPAddress) -> bool:
+def is_public(address: IPAddress) -> bool:
     """Outside every blocked network and global, and so is any IPv4 address inside it."""
     blocked = any(_contains(network, address) for network in BLOCKED_NETWORKS)
     if blocked or not address.is_global:
         return False
-    return all(_is_public(inner) for inner in _embedded_ipv4(address))
+    return all(is_public(inner) for inner in _embedded_ipv4(address))
 
 
 def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
@@ -344,22 +376,6 @@ def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
 
 def _contains(network: IPNetwork, address: IPAddress) -> bool:
     return network.version == address.version and address in network
-
-
-def _allowed_private() -> tuple[set[str], list[IPNetwork]]:
-    """CLONES_ALLOWED_PRIVATE_HOSTS as (host names, networks); an IP entry is a /32 or /128."""
-    names, networks = set(), []
-    for entry in settings.CLONES_ALLOWED_PRIVATE_HOSTS:
-        entry = entry.strip().lower()
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            if re.fullmatch(r"[0-9.]+|.*[:/].*", entry):
-                raise ImproperlyConfigured(
-                    f"CLONES_ALLOWED_PRIVATE_HOSTS: {entry!r} is not a valid address or network"
-                ) from None
-            names.add(entry)
-    return names, networks
 
 
 def _url_host(address: IPAddress) -> str:

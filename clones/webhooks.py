@@ -1,30 +1,38 @@
-"""Webhooks: a job's end POSTed as signed JSON to the URL its owner gave, tried again on failure.
+"""Webhooks: a job's end POSTed as JSON to the URL its owner gave, signed as Standard Webhooks
+sign (https://www.standardwebhooks.com), tried again on failure.
 
-Under the clone URLs' policy: the URL is checked when the job is submitted (check_url, in the
-form) and again right before each attempt (urlpolicy.pin, resolving the host afresh), and the
-request goes only to the addresses just checked (clones.pinnedhttp): no redirect followed, no
-proxy, TIMEOUT_SECONDS for the connection and for each wait for the answer, one read of at most
-MAX_ANSWER_BYTES of the answer, and CLONES_WEBHOOK_TIMEOUT for the whole attempt: a socket
-timeout bounds each wait, not a receiver that trickles its answer a byte at a time, so each
-attempt's task carries django-q2's own timeout (an alarm in its worker process), and a worker
-shared with clones is never held longer. A URL the policy forbids by then fails the delivery
-at once.
+Under the clone URLs' policy, with a reach of its own (RECEIVERS): private hosts only where
+CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS lets them in, whatever git servers are allowed. The URL is
+checked when the job is submitted (check_url, in the form) and again right before each attempt
+(urlpolicy.pin, resolving the host afresh; a URL the policy forbids by then fails the delivery
+at once), and the request goes only to the addresses just checked (clones.pinnedhttp): no
+redirect followed, no proxy, TIMEOUT_SECONDS for the connection and for each wait for the
+answer, one read of at most MAX_ANSWER_BYTES of the answer, and CLONES_WEBHOOK_TIMEOUT for the
+whole attempt: a socket timeout bounds each wait, not a receiver that trickles its answer a
+byte at a time, so each attempt's task carries django-q2's own timeout (an alarm in its worker
+process). Attempts go to a queue of their own (QUEUE), which only the webhook cluster of
+`manage.py worker` serves: a slow receiver holds one of its CLONES_WEBHOOK_WORKERS, never a
+worker a clone needs.
 
 A 2xx answer delivers it; any other answer, a timeout or a refused connection is tried again
 after CLONES_WEBHOOK_BACKOFF_SECONDS, doubling (a one-off django-q2 schedule), up to
 CLONES_WEBHOOK_RETRIES times. Each attempt is claimed with a conditional UPDATE on the delivery's
 attempt count, so a task delivered twice, or the recovery sweep's second task for a lost one,
-never sends the same attempt twice.
+never sends the same attempt twice. An owner has at most CLONES_MAX_PENDING_WEBHOOKS_PER_USER
+deliveries pending: a job that ends past that is not told, and its page says why.
 """
 
+import base64
 import hashlib
 import hmac
 import json
 import logging
 import re
 import ssl
+import time
 from datetime import timedelta
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import urllib3
 from django.conf import settings
@@ -37,22 +45,28 @@ from django_q.exceptions import TimeoutException
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from . import pinnedhttp, urlpolicy
+from . import pinnedhttp, stopping, urlpolicy
 from .models import CloneJob, DeliveryState, Profile, WebhookDelivery, storable
 
 logger = logging.getLogger(__name__)
 
 EVENT = "clone.finished"
 DELIVER_TASK = "clones.webhooks.deliver"
-SIGNATURE_HEADER = "X-Cloneshelf-Signature"
+# django-q2's queue (its "cluster") for attempts: manage.py worker serves it with a cluster of
+# its own, never with the clones' workers.
+QUEUE = "cloneshelf-webhooks"
 # Of the schemes the URL policy knows, the ones a webhook can be POSTed over.
 SCHEMES = ("https", "http")
 TIMEOUT_SECONDS = 10
 MAX_ANSWER_BYTES = 4096  # enough for an error message; a receiver's page is not kept
 SHOWN_ANSWER_CHARS = 200
 MAX_BACKOFF_SECONDS = 3600
-# How urlpolicy's refusals of a private or local host end, for a webhook.
-PUBLIC_RECEIVERS = "webhooks are only sent to public servers"
+# Public receivers, and the private ones the operator allowed for webhooks alone: the git
+# servers' allowances do not reach them, as the receiver's answer is shown to the job's owner.
+RECEIVERS = urlpolicy.Reach(
+    "webhooks are only sent to public servers",
+    hosts_setting="CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS",
+)
 
 
 def check_url(url: str) -> str:
@@ -77,7 +91,7 @@ def _under_policy(check, url: str):
         raise ValidationError(f"{scheme}:// URLs cannot receive webhooks; use {use}.")
     if scheme not in schemes or not rest.startswith("//"):
         raise ValidationError(f"Enter a full {use} URL, such as https://example.com/hooks/clones.")
-    return check(url, public_only=PUBLIC_RECEIVERS)
+    return check(url, RECEIVERS)
 
 
 def payload(job: CloneJob) -> dict:
@@ -110,33 +124,56 @@ def job_links(job: CloneJob) -> dict[str, str | None]:
     return {"job": site + job.get_absolute_url(), "download": download and site + download}
 
 
-def signature(secret: str, body: bytes) -> str:
-    """The signature header's value: HMAC-SHA256 of the exact body with the owner's secret."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signature(key: bytes, delivery_id: str, timestamp: int, body: bytes) -> str:
+    """webhook-signature's value, as Standard Webhooks sign: "v1," and the base64 HMAC-SHA256,
+    with the owner's key, of the delivery's id, the attempt's time and the exact body, joined by
+    dots. The time is signed so that a receiver can refuse an old request replayed."""
+    signed = f"{delivery_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
 def start(job: CloneJob) -> WebhookDelivery:
-    """Queue the first attempt to tell the job's webhook URL that the job has ended. A job run
-    again (the admin's retry) ends again: its earlier delivery makes way, and a task still due
-    for that one finds nothing to claim."""
+    """Queue the first attempt to tell the job's webhook URL that the job has ended, unless its
+    owner has too many pending already. A job run again (the admin's retry) ends again: its
+    earlier delivery makes way, and a task still due for that one finds nothing to claim."""
     with transaction.atomic():
         WebhookDelivery.objects.filter(job=job).delete()
+        pending = WebhookDelivery.objects.filter(
+            job__owner_id=job.owner_id, state=DeliveryState.PENDING
+        ).count()
+        if pending >= settings.CLONES_MAX_PENDING_WEBHOOKS_PER_USER:
+            return WebhookDelivery.objects.create(
+                job=job,
+                url=job.webhook_url,
+                state=DeliveryState.FAILED,
+                error=f"{pending} of your webhooks were already waiting to be delivered, the "
+                "most this site holds for one account.",
+            )
         delivery = WebhookDelivery.objects.create(
             job=job, url=job.webhook_url, next_attempt_at=timezone.now()
         )
     # Lost if the broker loses it: the recovery sweep gives the delivery another (lost()).
-    async_task(DELIVER_TASK, str(delivery.pk), 1, q_options=_bounded())
+    _queue(delivery.pk, 1)
     return delivery
 
 
-def _bounded() -> dict:
-    """django-q2's options for an attempt's task: stopped after CLONES_WEBHOOK_TIMEOUT."""
-    return {"timeout": settings.CLONES_WEBHOOK_TIMEOUT}
+def _queue(delivery_id: UUID | str, attempt: int) -> None:
+    async_task(DELIVER_TASK, str(delivery_id), attempt, q_options=_task_options())
+
+
+def _task_options() -> dict:
+    """django-q2's options for an attempt's task: on the webhooks' own queue, stopped after
+    CLONES_WEBHOOK_TIMEOUT."""
+    return {"cluster": QUEUE, "timeout": settings.CLONES_WEBHOOK_TIMEOUT}
 
 
 def deliver(delivery_id: str, attempt: int) -> None:
     """django-q2 task: make attempt number `attempt` of a delivery, unless it was made already
     or the delivery is over."""
+    if stopping.seconds_since_requested() is not None:
+        # Fetched as the worker began to stop: left, unclaimed, to the next worker.
+        _queue(delivery_id, attempt)
+        return
     if not _claim(delivery_id, attempt):
         logger.info(
             "webhook delivery %s: attempt %d is not due; nothing to do", delivery_id, attempt
@@ -153,7 +190,7 @@ def deliver(delivery_id: str, attempt: int) -> None:
         error = f"The webhook URL is not allowed any more: {refused.messages[0]}"
         _give_up(delivery, attempt, None, error)
         return
-    status, error = _post(pinned, *_request(delivery))
+    status, error = _post(pinned, *_request(delivery, int(time.time())))
     if status is not None and 200 <= status < 300:
         _this_attempt(delivery, attempt).update(
             state=DeliveryState.DELIVERED,
@@ -195,16 +232,18 @@ def backoff_seconds(attempt: int) -> int:
     return min(settings.CLONES_WEBHOOK_BACKOFF_SECONDS * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
 
 
-def _request(delivery: WebhookDelivery) -> tuple[bytes, dict[str, str]]:
-    """The body and headers of the POST, signed with the owner's secret (made on first use)."""
+def _request(delivery: WebhookDelivery, timestamp: int) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of the POST made at `timestamp` (Unix seconds), signed with the
+    owner's key (made on first use). webhook-id is the delivery's, the same on every attempt."""
     body = json.dumps(payload(delivery.job), cls=DjangoJSONEncoder).encode()
     profile, _ = Profile.objects.get_or_create(user=delivery.job.owner)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "cloneshelf-webhook",
         "X-Cloneshelf-Event": EVENT,
-        "X-Cloneshelf-Delivery": str(delivery.pk),
-        SIGNATURE_HEADER: signature(profile.webhook_secret, body),
+        "webhook-id": str(delivery.pk),
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature(profile.signing_key, str(delivery.pk), timestamp, body),
     }
     return body, headers
 
@@ -231,7 +270,10 @@ def _post(
         return None, f"{where} did not finish answering within {seconds} s."
     if 200 <= response.status < 300:
         return response.status, ""
-    return response.status, _unwelcome(response.status, answer)
+    # What a private receiver says is not for the job's owner to read (they could aim a
+    # webhook at any allowed internal service): its status is all that is kept.
+    public = all(urlpolicy.is_public(address) for address in pinned.addresses)
+    return response.status, _unwelcome(response.status, answer if public else b"")
 
 
 def _unwelcome(status: int, answer: bytes) -> str:
@@ -271,7 +313,8 @@ def _try_later(delivery: WebhookDelivery, attempt: int, status: int | None, erro
                 name=f"cloneshelf: webhook {delivery.pk} attempt {attempt + 1}",
                 schedule_type=Schedule.ONCE,
                 next_run=due,
-                q_options=_bounded(),
+                # The clones' cluster runs the schedules; the task goes to QUEUE.
+                q_options=_task_options(),
             )
 
 
@@ -308,5 +351,5 @@ def send_again(delivery: WebhookDelivery) -> bool:
     if not unchanged.update(next_attempt_at=timezone.now()):
         return False
     # A duplicate of a task that was only late claims nothing: one of the two makes the attempt.
-    async_task(DELIVER_TASK, str(delivery.pk), delivery.attempts + 1, q_options=_bounded())
+    _queue(delivery.pk, delivery.attempts + 1)
     return True

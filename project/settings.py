@@ -357,6 +357,16 @@ CLONES_WEBHOOK_RETRIES = env_int("CLONES_WEBHOOK_RETRIES", 5)
 CLONES_WEBHOOK_BACKOFF_SECONDS = env_int("CLONES_WEBHOOK_BACKOFF_SECONDS", 30)
 # The most one attempt may take, however slowly the receiver answers (clones.webhooks).
 CLONES_WEBHOOK_TIMEOUT = env_int("CLONES_WEBHOOK_TIMEOUT", 30)
+# Attempts run in a cluster of their own that `manage.py worker` starts beside the clones' (on
+# the queue clones.webhooks.QUEUE), so a slow receiver never holds a worker that a clone needs.
+CLONES_WEBHOOK_WORKERS = env_int("CLONES_WEBHOOK_WORKERS", 2)
+# A job that ends while its owner has this many deliveries pending is not told (its delivery
+# fails at once, saying why): one user's slow receiver holds at most this many in the queue.
+CLONES_MAX_PENDING_WEBHOOKS_PER_USER = env_int("CLONES_MAX_PENDING_WEBHOOKS_PER_USER", 10)
+# Private receivers an operator trusts (host names, addresses, CIDR networks), as
+# CLONES_ALLOWED_PRIVATE_HOSTS for git servers: the git servers' allowances never apply to
+# webhooks, whose answers a job's owner sees.
+CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS = env_list("CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS", "")
 
 
 def smtp_mailers() -> dict:

@@ -491,13 +491,13 @@ def test_the_profile_page_revokes_only_ones_own_tokens(owner_client, owner, othe
 
 def test_the_profile_page_shows_the_webhook_secret_and_makes_a_new_one(owner_client, owner):
     page = owner_client.get(reverse("clones:profile")).content.decode()
-    secret = Profile.objects.get(user=owner).webhook_secret
-    assert secret in page
-    assert "X-Cloneshelf-Signature: sha256=" in page
+    secret = Profile.objects.get(user=owner).signing_secret
+    assert secret.startswith("whsec_") and secret in page
+    assert "<code>webhook-signature</code>" in page
 
     owner_client.post(reverse("clones:webhook-secret"))
 
-    assert Profile.objects.get(user=owner).webhook_secret != secret
+    assert Profile.objects.get(user=owner).signing_secret != secret
 
 
 def test_the_profile_page_needs_a_login(client):

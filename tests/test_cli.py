@@ -13,11 +13,11 @@ from .conftest import PROJECT_DIR
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 
 
-def run_clone_command(*args: str) -> subprocess.CompletedProcess:
+def run_clone_command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", "clone", *args],
         cwd=PROJECT_DIR,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(env or {})},
         capture_output=True,
         text=True,
         timeout=180,
@@ -64,11 +64,16 @@ def test_bad_input_is_refused_with_the_form_s_message_and_no_job(owner, transact
 def test_a_webhook_url_is_kept_or_refused_as_the_form_does(owner, transactional_db):
     url = "http://127.0.0.1/a.git"
 
+    hook = "http://127.0.0.1/hook"
     refused = run_clone_command(url, "--user", "owner", "--webhook-url", "file:///hook")
-    kept = run_clone_command(url, "--user", "owner", "--webhook-url", "http://127.0.0.1/hook")
+    private = run_clone_command(url, "--user", "owner", "--webhook-url", hook)
+    allowed = {"CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS": "127.0.0.1"}
+    kept = run_clone_command(url, "--user", "owner", "--webhook-url", hook, env=allowed)
 
     assert refused.returncode == 1
     assert "webhook_url: file:// URLs cannot receive webhooks" in refused.stderr
+    assert private.returncode == 1
+    assert "webhooks are only sent to public servers" in private.stderr
     assert kept.returncode == 0, kept.stderr
     assert CloneJob.objects.get().webhook_url == "http://127.0.0.1/hook"
 

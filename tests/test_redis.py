@@ -10,11 +10,12 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from clones import jobs
-from clones.models import Status
+from clones.models import Status, WebhookDelivery
 
 from .gitservers import GitHTTPServer
 from .helpers import containers_of, refreshed, wait_for_job, wait_until
 from .services import redis_env
+from .test_webhooks import Receiver
 
 pytestmark = pytest.mark.database
 
@@ -31,6 +32,22 @@ def test_jobs_run_through_redis(redis, owner_in_db, start_worker, new_repo, git_
     submitted = [jobs.submit(owner_in_db, git_http.url(repo.name)) for _ in range(2)]
 
     assert [wait_for_job(job).status for job in submitted] == [Status.DONE] * 2
+
+
+def test_webhooks_go_through_redis_on_a_queue_of_their_own(
+    redis, owner_in_db, start_worker, new_repo, git_http
+):
+    hook = Receiver()
+    repo = new_repo()
+    start_worker(env=redis_env(redis, CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS="127.0.0.1"))
+
+    job = wait_for_job(jobs.submit(owner_in_db, git_http.url(repo.name), webhook_url=hook.url()))
+    wait_until(lambda: hook.received, 30, what="the webhook")
+
+    hook.stop()
+    assert job.status == Status.DONE, job.error
+    assert [received.json["job_id"] for received in hook.received] == [str(job.id)]
+    assert WebhookDelivery.objects.get(job=job).state == "delivered"
 
 
 def test_a_worker_killed_with_the_task_in_hand_still_gets_its_job_done(

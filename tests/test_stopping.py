@@ -78,10 +78,10 @@ def stop(worker: subprocess.Popen, send, within: float) -> float:
 
 
 def wait_until_running(log: Path) -> None:
-    def running() -> bool:
-        return log.exists() and "] running." in log.read_text(errors="replace")
+    def running() -> bool:  # both clusters: the clones' and the webhooks'
+        return log.exists() and log.read_text(errors="replace").count("] running.") == 2
 
-    wait_until(running, timeout=30, what="the cluster to run")
+    wait_until(running, timeout=30, what="the clusters to run")
 
 
 def report(how: str, state: str, took: list[float]) -> None:
@@ -130,14 +130,18 @@ def test_a_worker_told_to_stop_as_its_cluster_starts_exits_cleanly(start_worker)
     report("SIGTERM to the group", "starting", took)
 
 
-def test_a_worker_whose_sentinel_dies_exits_with_an_error(start_worker, tmp_path):
+@pytest.mark.parametrize("cluster", ["clones", "webhooks"])
+def test_a_worker_whose_sentinel_dies_exits_with_an_error(cluster, start_worker, tmp_path):
     worker = start_worker(env=ONE_WORKER)
     wait_until_running(tmp_path / "worker-0.log")
-    (sentinel,) = psutil.Process(worker.pid).children()
+    # Forked one after the other, the clones' first: their process ids say which is which.
+    sentinels = sorted(psutil.Process(worker.pid).children(), key=lambda process: process.pid)
+    dying = sentinels[["clones", "webhooks"].index(cluster)]
 
-    sentinel.kill()  # as the OOM killer might
+    dying.kill()  # as the OOM killer might
 
     assert worker.wait(timeout=IDLE_EXIT_SECONDS) == 1
+    assert not any(sentinel.is_running() for sentinel in sentinels)  # the other one stopped
 
 
 def hang_past_the_timeout(pid_file: str) -> None:

@@ -1,5 +1,6 @@
 """Webhooks and emails when a job ends: to a real receiver and a real mail server on 127.0.0.1,
-admitted by CLONES_ALLOWED_PRIVATE_HOSTS with private networks otherwise refused, as deployed.
+admitted by CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS with private networks otherwise refused, as
+deployed. Signatures are checked with the standardwebhooks package, as a receiver would.
 
 Most tests run the queued notification tasks here, in this process, from the broker's queue
 (so that the resolver can be stubbed); the retry and the end-to-end test leave them to a real
@@ -10,17 +11,18 @@ import ast
 import contextlib
 import email
 import email.policy
-import hashlib
-import hmac
 import itertools
 import json
+import re
 import ssl
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage, Message
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -30,8 +32,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_q.models import OrmQ, Schedule
+from standardwebhooks import Webhook, WebhookVerificationError
 
-from clones import jobs, recovery, tokens, webhooks
+from clones import jobs, recovery, stopping, tokens, webhooks
 from clones.models import (
     LOST_AFTER_BEATS,
     CloneJob,
@@ -51,7 +54,11 @@ pytestmark = [pytest.mark.database, pytest.mark.django_db(transaction=True)]
 
 SITE = "https://cloneshelf.example.org"
 TOKEN = "glpat-never-told-1234"
-POLICY_ENV = {"CLONES_ALLOW_PRIVATE_NETWORKS": "0", "CLONES_ALLOWED_PRIVATE_HOSTS": "127.0.0.1"}
+POLICY_ENV = {
+    "CLONES_ALLOW_PRIVATE_NETWORKS": "0",
+    "CLONES_ALLOWED_PRIVATE_HOSTS": "127.0.0.1",  # the git servers'
+    "CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS": "127.0.0.1",  # the receivers'
+}
 
 
 @dataclass
@@ -114,6 +121,7 @@ def receiver():
 def allowlisted(production_policy):
     """No private networks, but the receiver's (and the git servers') address is allowed."""
     production_policy.CLONES_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"]
+    production_policy.CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"]
     return production_policy
 
 
@@ -183,14 +191,18 @@ def run_deliveries() -> None:
     run_queued_tasks(webhooks.DELIVER_TASK)
 
 
-def signed_by(secret: str, received: Received) -> bool:
-    """How a receiver checks a webhook (README, "Webhooks")."""
-    expected = "sha256=" + hmac.new(secret.encode(), received.body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, received.headers["X-Cloneshelf-Signature"])
+def signed_by(user, received: Received) -> bool:
+    """Whether a Standard Webhooks library, given the secret on the user's profile page, takes
+    the request as theirs."""
+    try:
+        Webhook(secret_of(user)).verify(received.body, dict(received.headers))
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 def secret_of(user) -> str:
-    return Profile.objects.get(user=user).webhook_secret
+    return Profile.objects.get(user=user).signing_secret
 
 
 def running(job: CloneJob) -> CloneJob:
@@ -223,11 +235,11 @@ def test_a_job_that_ends_posts_its_summary_once_signed_with_the_owners_secret(
     job.refresh_from_db()
     delivery = job.delivery
     assert (delivery.state, delivery.attempts, delivery.response_status) == ("delivered", 1, 200)
-    assert signed_by(secret_of(owner), received)
+    assert signed_by(owner, received)
     assert received.headers["Content-Type"] == "application/json"
     assert received.headers["User-Agent"] == "cloneshelf-webhook"
     assert received.headers["X-Cloneshelf-Event"] == "clone.finished"
-    assert received.headers["X-Cloneshelf-Delivery"] == str(delivery.id)
+    assert received.headers["webhook-id"] == str(delivery.id)
     told = received.json
     assert {key: told[key] for key in ["event", "job_id", "status", "url", "ref", "error"]} == {
         "event": "clone.finished",
@@ -252,6 +264,8 @@ def test_a_job_that_ends_posts_its_summary_once_signed_with_the_owners_secret(
     else:
         assert told["links"]["download"] is None
     assert TOKEN.encode() not in received.body
+    profile = Profile.objects.get(user=owner)
+    assert profile.webhook_secret.encode() not in received.body
     assert secret_of(owner).encode() not in received.body
 
 
@@ -339,6 +353,60 @@ def test_an_expiry_is_not_told(owner, allowlisted, receiver, snapshot):
     assert len(hook.received) == 1
 
 
+# The signature: Standard Webhooks.
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SNIPPET_MARK = "<!-- tests/test_webhooks.py runs this snippet with a real delivery -->"
+
+
+def readme_snippet() -> dict:
+    """What the README's verification snippet defines, once run."""
+    text = README.read_text()
+    after = text[text.index(SNIPPET_MARK) + len(SNIPPET_MARK) :]
+    code = re.match(r"\s*```python\n(.*?)```", after, re.DOTALL)[1]
+    defined: dict = {}
+    exec(code, defined)
+    return defined
+
+
+class SixMinutesLater(datetime):
+    """The receiver's clock, six minutes on: past the five the verification allows."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.now(tz) + timedelta(minutes=6)
+
+
+def test_a_delivery_passes_the_readmes_check_and_nothing_changed_or_replayed_does(
+    owner, other_user, allowlisted, receiver, monkeypatch
+):
+    hook = receiver()
+    jobs.cancel(queued_job(owner, hook.url()), by="owner")
+    run_deliveries()
+    [received] = hook.received
+    headers = dict(received.headers)
+    clone_finished = readme_snippet()["clone_finished"]
+
+    assert clone_finished(received.body, headers, secret_of(owner)) == received.json
+    assert headers["webhook-id"] == str(WebhookDelivery.objects.get().id)
+    assert abs(int(headers["webhook-timestamp"]) - received.at.timestamp()) < 5
+
+    def refused(body: bytes = received.body, secret: str = secret_of(owner), **changed) -> str:
+        with pytest.raises(WebhookVerificationError) as refusal:
+            clone_finished(body, {**headers, **changed}, secret)
+        return str(refusal.value)
+
+    signature_fails = "No matching signature found"
+    assert refused(body=received.body.replace(b"cancelled", b"done")) == signature_fails
+    assert refused(**{"webhook-id": str(uuid.uuid4())}) == signature_fails
+    earlier = str(int(headers["webhook-timestamp"]) - 1)
+    assert refused(**{"webhook-timestamp": earlier}) == signature_fails
+    Profile.objects.get_or_create(user=other_user)
+    assert refused(secret=secret_of(other_user)) == signature_fails
+    monkeypatch.setattr("standardwebhooks.webhooks.datetime", SixMinutesLater)
+    assert refused() == "Message timestamp too old"  # the same request, sent again later
+
+
 # Retries.
 
 
@@ -359,7 +427,9 @@ def test_a_failed_attempt_is_retried_after_its_backoff_by_a_real_worker(
     assert abs((retry.next_run - first.at).total_seconds() - 60) < 5
     assert (delivery.state, delivery.attempts, delivery.response_status) == ("pending", 1, 500)
     assert delivery.next_attempt_at == retry.next_run
-    assert delivery.error == "The receiver answered HTTP 500: thank you ✓"
+    assert (
+        delivery.error == "The receiver answered HTTP 500."
+    )  # a private receiver's words: not shown
 
     run_schedule_now(retry.name)  # as the worker's scheduler does when it is due
     wait_until(lambda: WebhookDelivery.objects.get(pk=delivery.pk).state == "delivered", 30)
@@ -367,9 +437,10 @@ def test_a_failed_attempt_is_retried_after_its_backoff_by_a_real_worker(
     delivery.refresh_from_db()
     assert (delivery.attempts, delivery.response_status, delivery.error) == (2, 200, "")
     _, second = hook.received
-    assert second.headers["X-Cloneshelf-Delivery"] == str(delivery.id)
+    assert second.headers["webhook-id"] == first.headers["webhook-id"] == str(delivery.id)
     assert second.body == first.body
-    assert signed_by(secret_of(owner), second)
+    assert abs(int(second.headers["webhook-timestamp"]) - second.at.timestamp()) < 5  # its own
+    assert signed_by(owner, second)
 
 
 class TricklingReceiver(_RawServer):
@@ -407,6 +478,86 @@ def test_a_receiver_that_trickles_its_answer_is_cut_off_and_retried(
     assert (delivery.state, delivery.attempts) == ("pending", 1)
     assert delivery.error == f"127.0.0.1:{slow.port} did not finish answering within 3 s."
     assert Schedule.objects.filter(name__endswith="attempt 2").exists()
+
+
+# Deliveries never take a clone's worker, and an owner's pending ones are bounded.
+
+
+def test_a_trickling_receiver_for_50_jobs_does_not_delay_a_clone_queued_behind_them(
+    owner, owner_client, allowlisted, start_worker, new_repo, git_http, tmp_path
+):
+    """Each attempt holds its worker for a whole CLONES_WEBHOOK_TIMEOUT (3 s here): in the
+    clones' two workers, the 50 attempts ahead would hold the clone back for over a minute."""
+    attempt_seconds = 3
+    allowlisted.CLONES_WEBHOOK_TIMEOUT = attempt_seconds  # set where the tasks are queued
+    allowlisted.CLONES_MAX_PENDING_WEBHOOKS_PER_USER = 50
+    slow = TricklingReceiver()
+    repo = new_repo()
+    start_worker(env={**POLICY_ENV, "CLONES_WEBHOOK_TIMEOUT": str(attempt_seconds)})
+    log = tmp_path / "worker-0.log"
+    wait_until(lambda: log.read_text().count("] running.") == 2, 60, what="both clusters")
+    try:
+        for _ in range(50):
+            jobs.cancel(queued_job(owner, slow.url()), by="owner")
+        wait_until(lambda: WebhookDelivery.objects.filter(attempts=1).exists(), 30)
+
+        job = wait_for_job(submit(owner_client, git_http.url(repo.name)))
+        waiting = WebhookDelivery.objects.filter(attempts=0).count()
+    finally:
+        slow.stop()
+    assert job.status == Status.DONE, job.error
+    assert job.started_at - job.created_at < timedelta(seconds=attempt_seconds)
+    assert waiting > 40  # most were still queued ahead of it when it was done
+
+
+def test_an_attempt_fetched_as_its_worker_stops_goes_back_to_its_queue(
+    owner, allowlisted, receiver, monkeypatch, tmp_path
+):
+    hook = receiver()
+    jobs.cancel(queued_job(owner, hook.url()), by="owner")
+    [queued] = OrmQ.objects.all()
+    assert queued.key == webhooks.QUEUE
+    stop = tmp_path / "stop"
+    stop.touch()
+    monkeypatch.setenv(stopping.ENVIRONMENT_VARIABLE, str(stop))  # as the worker announces it
+
+    queued.delete()
+    webhooks.deliver(*queued.task["args"])
+
+    [again] = OrmQ.objects.all()
+    assert (again.key, again.task["args"]) == (webhooks.QUEUE, queued.task["args"])
+    assert WebhookDelivery.objects.get().attempts == 0 and not hook.received
+    monkeypatch.delenv(stopping.ENVIRONMENT_VARIABLE)  # the next worker
+    run_deliveries()
+    assert WebhookDelivery.objects.get().state == "delivered" and len(hook.received) == 1
+
+
+def test_an_owner_with_too_many_deliveries_pending_is_not_told_of_more(
+    owner, other_user, allowlisted, receiver
+):
+    allowlisted.CLONES_MAX_PENDING_WEBHOOKS_PER_USER = 2
+    hook = receiver()
+    first, second, third = (queued_job(owner, hook.url()) for _ in range(3))
+    for job in (first, second, third):
+        jobs.cancel(job, by="owner")
+    others = queued_job(other_user, hook.url())
+    jobs.cancel(others, by="other")  # another owner's are counted apart
+
+    refused = WebhookDelivery.objects.get(job=third)
+    assert (refused.state, refused.attempts, refused.next_attempt_at) == ("failed", 0, None)
+    page = render_to_string("clones/_webhook.html", {"job": CloneJob.objects.get(pk=third.pk)})
+    assert (
+        "Not sent: 2 of your webhooks were already waiting to be delivered, the most this site "
+        "holds for one account." in " ".join(page.split())
+    )
+    run_deliveries()
+    told = sorted(received.json["job_id"] for received in hook.received)
+    assert told == sorted(str(job.id) for job in (first, second, others))
+
+    fourth = queued_job(owner, hook.url())  # once those are delivered, the next is told
+    jobs.cancel(fourth, by="owner")
+    run_deliveries()
+    assert WebhookDelivery.objects.get(job=fourth).state == "delivered"
 
 
 def test_backoff_doubles_and_the_last_failure_is_final(owner, allowlisted, receiver, settings):
@@ -591,6 +742,47 @@ def test_the_webhook_goes_to_the_address_checked_at_send_time(
     assert not Schedule.objects.filter(func=webhooks.DELIVER_TASK).exists()  # no retry
 
 
+def test_the_git_servers_allowances_do_not_reach_webhooks(
+    owner_client, owner, production_policy, dns, receiver
+):
+    production_policy.CLONES_ALLOW_PRIVATE_NETWORKS = True
+    production_policy.CLONES_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"]
+    hook = receiver()
+    refusal = (
+        "127.0.0.1 is a private or reserved address; webhooks are only sent to public servers."
+    )
+
+    response = owner_client.post(
+        reverse("clones:new"), {"url": "https://127.0.0.1/a.git", "webhook_url": hook.url()}
+    )
+    assert response.context["form"].errors["webhook_url"] == [refusal]
+    job = queued_job(owner, hook.url())  # asked for while the webhooks' allowance had it
+    jobs.cancel(job, by="owner")
+    run_deliveries()
+
+    assert not hook.received
+    delivery = WebhookDelivery.objects.get(job=job)
+    assert (delivery.state, delivery.error) == (
+        "failed",
+        f"The webhook URL is not allowed any more: {refusal}",
+    )
+
+
+def test_a_private_receivers_answer_is_not_shown_only_its_status(owner, allowlisted, receiver):
+    hook = receiver(500)  # its answer's text: "thank you ✓"
+    job = queued_job(owner, hook.url())
+    jobs.cancel(job, by="owner")
+    run_deliveries()
+
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.response_status, delivery.error) == (500, "The receiver answered HTTP 500.")
+    page = render_to_string("clones/_webhook.html", {"job": CloneJob.objects.get(pk=job.pk)})
+    assert "Attempt 1 failed: The receiver answered HTTP 500. Trying again" in " ".join(
+        page.split()
+    )
+    assert "thank you" not in page
+
+
 def test_a_receiver_whose_certificate_does_not_verify_gets_nothing(
     owner, allowlisted, dns, receiver, tmp_path
 ):
@@ -693,7 +885,7 @@ def test_a_real_clone_tells_its_webhook_and_its_owner(
     wait_until(lambda: hook.received and mail_server.handler.messages, 30, what="notifications")
 
     [received] = hook.received
-    assert signed_by(secret_of(owner), received)
+    assert signed_by(owner, received)
     told = received.json
     assert (told["status"], told["commit"], told["archive_sha256"]) == (
         "done",
