@@ -144,6 +144,9 @@ def _checkout_plan(job: CloneJob, resolved: refs.Resolved, url: str) -> Plan:
         ]
     commit_time = ["log", "-1", "--format=%ct", f"--output={_container_path(COMMIT_TIME)}"]
     commands += [
+        # git wrote the URL it was given, pinned (for git://, to an address) and as this job
+        # spelled it: the archive, shared, names the repository as its key does.
+        ["-C", checkout, "remote", "set-url", "origin", urlpolicy.origin_url(job.url)],
         # The index git wrote holds this checkout's inode numbers and times; read afresh from
         # HEAD's tree it holds none, so that every archive of the commit is the same. git
         # compares the files' contents once, on the first `git status` after unpacking.
@@ -232,6 +235,15 @@ def ref_in_archive(history: str, resolved: refs.Resolved) -> str:
     if history == History.FULL and resolved.ref.startswith("refs/tags/"):
         return ANY_TAG
     return resolved.ref
+
+
+def url_in_archive(history: str, url: str) -> str:
+    """The spelling of the repository's URL that a `history` archive's bytes depend on, for
+    the snapshots' key: a checkout's .git names its origin (_checkout_plan); the others name
+    none, and every spelling of the repository shares them."""
+    if history in (History.FULL, History.SHALLOW):
+        return urlpolicy.origin_url(url)
+    return urlpolicy.normalized_url(url)
 
 
 def _pin(url: str) -> urlpolicy.PinnedURL:

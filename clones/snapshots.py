@@ -10,17 +10,15 @@ the deletion of the same snapshot, or two workers building it, can never both wi
 import enum
 import hashlib
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db.models import Exists, F, Max, OuterRef
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from . import archives, cloning, refs
+from . import archives, cloning, refs, urlpolicy
 from .models import ACTIVE_STATUSES, CloneJob, Snapshot, SnapshotState, Status
 
-DEFAULT_PORTS = {"https": 443, "http": 80, "git": 9418}
 # A snapshot that turns from ready to deleted (or the reverse) between our read and our UPDATE
 # sends us round again; more than this many times in a row is not a race any more.
 MAX_TAKE_ROUNDS = 5
@@ -32,27 +30,13 @@ class Role(enum.Enum):
     BUILD = "it builds its snapshot"
 
 
-def normalized_url(url: str) -> str:
-    """The URL as the snapshots' key sees it: https://Example.com:443/team/widget.git/ and
-    https://example.com/team/widget name the same repository. The path keeps its case: most
-    servers tell `Widget` from `widget`."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"  # an IPv6 address
-    if parts.port and parts.port != DEFAULT_PORTS.get(scheme):
-        host = f"{host}:{parts.port}"
-    path = parts.path.rstrip("/").removesuffix(".git").rstrip("/")
-    return urlunsplit((scheme, host, path, parts.query, ""))
-
-
 def key(
     url: str, commit: str, history: str, depth: int | None, archive_format: str, ref: str
 ) -> str:
     """What a snapshot's bytes depend on, in 64 characters (a URL may have 2,048); `ref` is the
     part of the ref they do (cloning.ref_in_archive)."""
-    what = [normalized_url(url), commit, history, str(depth or ""), archive_format, ref]
+    where = cloning.url_in_archive(history, url)
+    what = [where, commit, history, str(depth or ""), archive_format, ref]
     return hashlib.sha256("\n".join(what).encode()).hexdigest()
 
 
@@ -97,7 +81,7 @@ def _building(job: CloneJob) -> dict:
 
 def _what(job: CloneJob, commit: str, ref: str) -> dict:
     return {
-        "url": normalized_url(job.url),
+        "url": urlpolicy.normalized_url(job.url),
         "commit": commit,
         "history": job.history,
         "depth": job.depth,

@@ -9,7 +9,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass, field
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import idna
 from django.conf import settings
@@ -410,3 +410,25 @@ def check_ref(ref: str) -> str:
     ):
         raise ValidationError(f"'{ref}' is not a valid branch or tag name.")
     return ref
+
+
+def origin_url(url: str) -> str:
+    """The URL as a checkout's .git names its origin, whoever asked: scheme and host in lower
+    case, no default port, no trailing slash, no user name, and the host as written, not the
+    address git was pinned to. The path keeps its case: most servers tell `Widget` from
+    `widget`."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    if parts.port and parts.port != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{parts.port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), parts.query, ""))
+
+
+def normalized_url(url: str) -> str:
+    """One spelling of each repository's URL: https://Example.com:443/team/widget.git/ and
+    https://example.com/team/widget name the same one (the snapshots' key)."""
+    parts = urlsplit(origin_url(url))
+    return parts._replace(path=parts.path.removesuffix(".git").rstrip("/")).geturl()

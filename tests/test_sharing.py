@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from clones import archives, cloning, jobs, recovery, snapshots
+from clones import archives, cloning, jobs, recovery, snapshots, urlpolicy
 from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
 from clones.refs import Resolved
 from clones.snapshots import Role
@@ -50,11 +50,28 @@ def finish_building(snapshot: Snapshot, builder: CloneJob) -> None:
         "https://example.com/team/widget.git/",
     ],
 )
-def test_spellings_of_one_repository_share_a_key(spelling):
-    assert snapshots.normalized_url(spelling) == "https://example.com/team/widget"
-    assert snapshots.key(spelling, COMMIT, "full", None, "tar", "") == snapshots.key(
-        URL, COMMIT, "full", None, "tar", ""
+@pytest.mark.parametrize("history", ["files", "bundle"])
+def test_spellings_of_one_repository_share_an_archive_that_names_no_origin(spelling, history):
+    assert urlpolicy.normalized_url(spelling) == "https://example.com/team/widget"
+    assert snapshots.key(spelling, COMMIT, history, None, "tar", "") == snapshots.key(
+        URL, COMMIT, history, None, "tar", ""
     )
+
+
+@pytest.mark.parametrize("history", ["full", "shallow"])
+def test_a_checkout_which_names_its_origin_is_shared_by_the_spellings_of_that_origin(history):
+    """Case, default port and trailing slash change nothing of .git/config's origin; .git does."""
+
+    def key(url: str) -> str:
+        return snapshots.key(url, COMMIT, history, 1, "tar", "refs/heads/main")
+
+    assert urlpolicy.origin_url("HTTPS://Example.COM:443/team/widget.git/") == (
+        "https://example.com/team/widget.git"
+    )
+    assert key("HTTPS://Example.COM:443/team/widget.git/") == key(
+        "https://example.com/team/widget.git"
+    )
+    assert key("https://example.com/team/widget") != key("https://example.com/team/widget.git")
 
 
 def test_other_commits_options_paths_or_refs_do_not_share_a_key():

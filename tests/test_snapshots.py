@@ -77,7 +77,7 @@ def test_identical_submissions_at_once_start_one_clone_and_a_repeat_none(
     assert clone_containers_since(since) == 1
 
     since = datetime.now(UTC)
-    repeat = wait_for_job(submit(owner_client, url.removesuffix(".git") + "/"))  # same repository
+    repeat = wait_for_job(submit(owner_client, url + "/"))  # the same origin in .git/config
 
     assert repeat.status == Status.DONE
     assert repeat.snapshot_id == together[0].snapshot_id
@@ -150,6 +150,27 @@ def test_a_full_clone_of_a_commit_no_branch_points_at_opens_with_the_standard_to
     checkout = tmp_path / job.top_level
     assert_is_clean_checkout(checkout, commit)
     assert "origin/feature" in git("branch", "--remotes", cwd=checkout)  # a full clone
+
+
+@pytest.mark.parametrize("history", ["full", "shallow"])
+def test_a_checkouts_origin_is_the_repository_not_one_spelling_of_it_or_its_address(
+    history, owner_client, start_worker, new_repo, git_daemon, tmp_path
+):
+    repo = new_repo()
+    # git:// is pinned to the address the host name resolved to, which git would record.
+    spelled = git_daemon.url(repo.name).replace("127.0.0.1", "LocalHost")
+    start_worker()
+
+    first = wait_for_job(submit(owner_client, spelled, history=history))
+    second = wait_for_job(submit(owner_client, spelled.lower(), history=history))
+
+    assert first.status == second.status == Status.DONE, first.error or second.error
+    assert second.snapshot_id == first.snapshot_id  # one repository, one archive
+    archive = tmp_path / first.download_filename
+    archive.write_bytes(archive_bytes(first))
+    unpack(archive, tmp_path)
+    origin = git("remote", "get-url", "origin", cwd=tmp_path / first.top_level)
+    assert origin == git_daemon.url(repo.name).replace("127.0.0.1", "localhost")
 
 
 @pytest.mark.parametrize("archive_format", FORMATS)
