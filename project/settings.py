@@ -162,10 +162,12 @@ if not (CLONES_SENDFILE_PREFIX.startswith("/") and CLONES_SENDFILE_PREFIX.endswi
     )
 
 
-def database_config() -> dict:
-    url = env_str("DATABASE_URL", "")
+def database_config(url: str) -> dict:
+    """The database at `url`; SQLite in the data directory if it is empty."""
     if url:
-        config = dj_database_url.parse(url, conn_max_age=60)
+        # Connections are kept a minute, and checked before a task or request first uses one:
+        # a connection the server closed meanwhile (a restart) is replaced, not handed out.
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     else:
         # SQLite creates its file but not the directory; a first run starts with neither.
         CLONES_DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -182,7 +184,7 @@ def database_config() -> dict:
     return config
 
 
-DATABASES = {"default": database_config()}
+DATABASES = {"default": database_config(env_str("DATABASE_URL", ""))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Archives: files under MEDIA_ROOT, or objects in an S3-compatible bucket (django-storages;
