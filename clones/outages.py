@@ -2,8 +2,9 @@
 
 django-q2 counts a task that raised as done and failed (ack_failures) and never runs it again,
 so a task that met an unreachable database waits here until it answers, then goes on. Django
-keeps a connection that failed until something closes it: outside a request, nothing does, so
-every query on it fails, long after the server is back. Waiting closes it first.
+keeps a connection that failed until something closes it: between requests or tasks it is
+checked, but within a task (or a thread of one) every query on it fails, long after the server
+is back. Waiting closes it first.
 """
 
 import functools

@@ -353,7 +353,8 @@ CLONES_STOP_GRACE = env_int("CLONES_STOP_GRACE", 60)
 # A task may spend CLONES_CLONE_TIMEOUT in git, plus an image pull and packing the archive.
 # django-q2 kills a task at "timeout" and hands an unacknowledged one to another worker at
 # "retry", so: clone timeout < task timeout < retry. The CloneJob row, not django-q2, records
-# whether a clone worked; a failed task is acknowledged and never retried blindly.
+# whether a clone worked; a failed task is acknowledged and never retried blindly. A task that
+# finds the database unreachable waits for it instead of failing (clones.outages).
 CLONES_TASK_TIMEOUT = CLONES_CLONE_TIMEOUT + env_int("CLONES_TASK_OVERHEAD", 600)
 # The queue: in the database (django-q2's ORM broker) unless a Redis URL is given.
 CLONES_REDIS_URL = env_str("CLONES_REDIS_URL", "")
