@@ -40,7 +40,9 @@ def _beat(job: CloneJob, stop: threading.Event) -> None:
                     pk=job.pk, status=Status.RUNNING, started_at=job.started_at
                 ).update(heartbeat_at=timezone.now())
             except DatabaseError:
-                # A busy database: the next beat tries again, well before the job looks lost.
+                # A busy or restarting database: the next beat tries again, well before the job
+                # looks lost, on a new connection (Django would keep handing out the failed one).
                 logger.warning("could not record the heartbeat of job %s", job.id, exc_info=True)
+                connection.close()
     finally:
         connection.close()  # this thread's own connection

@@ -24,6 +24,7 @@ from .models import (
     Snapshot,
     SnapshotState,
     Status,
+    lost_after_seconds,
     lost_its_worker,
     storable,
 )
@@ -305,22 +306,25 @@ def wait(job: CloneJob, reason: str, give_up_error: str) -> bool:
     return _queue_again(job, reason, delay, waits=F("waits") + 1, **_uncounted(job))
 
 
-def hand_back(job: CloneJob) -> bool:
-    """Give a job back to the queue because its worker is stopping; an attempt it had begun
-    does not count."""
-    return _queue_again(job, "Queued again: its worker was stopped.", delay=0, **_uncounted(job))
+def hand_back(job: CloneJob, phase: str = "Queued again: its worker was stopped.") -> bool:
+    """Give a job back to the queue, to run at once, because its attempt was cut short by no
+    fault of the clone (its worker is stopping, or lost the database); the attempt does not
+    count."""
+    return _queue_again(job, phase, delay=0, **_uncounted(job))
 
 
 def recover(job: CloneJob) -> bool:
-    """A job whose worker died (it stopped beating): queue it once more, or fail it after its
-    second attempt."""
+    """A job whose worker fell silent (it stopped beating: killed, or its machine died): queue
+    it once more, or fail it after its second attempt. Only this counts attempts: one cut short
+    by an unreachable database or engine is handed back uncounted by its worker."""
     # Asked again in the UPDATE itself: a worker that beat since it was found is alive.
     still_lost = lost_its_worker()
+    # What the sweep saw, and no more: the heartbeat stopped, not why.
+    silent = f"gave no sign of life for over {lost_after_seconds()} s"
     if job.attempts >= MAX_ATTEMPTS:
-        error = "The worker stopped during the clone, twice; it was not tried again."
+        error = f"Its worker {silent} during the clone, twice; it was not tried again."
         return _finish(job, Status.FAILED, still_lost, error=error, finished_at=timezone.now())
-    phase = "Queued again: the worker stopped during the clone."
-    return _queue_again(job, phase, delay=0, only_if=still_lost)
+    return _queue_again(job, f"Queued again: its worker {silent}.", delay=0, only_if=still_lost)
 
 
 def cancel(job: CloneJob, by) -> bool:

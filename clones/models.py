@@ -70,10 +70,14 @@ def storable(text: str) -> str:
     return text.replace("\x00", "")
 
 
+def lost_after_seconds() -> int:
+    return settings.CLONES_HEARTBEAT_SECONDS * LOST_AFTER_BEATS
+
+
 def lost_its_worker() -> models.Q:
     """Running, but their worker has not said it is alive for LOST_AFTER_BEATS heartbeats: it
     was killed, or its machine died (clones.heartbeat)."""
-    silent_for = timedelta(seconds=settings.CLONES_HEARTBEAT_SECONDS * LOST_AFTER_BEATS)
+    silent_for = timedelta(seconds=lost_after_seconds())
     return models.Q(status=Status.RUNNING, heartbeat_at__lt=timezone.now() - silent_for)
 
 

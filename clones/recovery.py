@@ -23,6 +23,9 @@ STALE_AFTER_SECONDS = 60
 
 
 def recover() -> None:
+    # Not outages.ridden_out: a sweep that met an unreachable database must not run again the
+    # moment it answers, before live workers have beaten again: they would look lost. The
+    # schedule's next run, a minute on, takes its place.
     report_engine()
     for job in CloneJob.objects.lost():
         # Only the state changes here, conditionally: two sweeps at once recover a job once.

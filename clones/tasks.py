@@ -6,7 +6,19 @@ import time
 from django.conf import settings
 from django_q.exceptions import TimeoutException
 
-from . import archives, cloning, engine, heartbeat, jobs, paths, refs, snapshots, stopping, tokens
+from . import (
+    archives,
+    cloning,
+    engine,
+    heartbeat,
+    jobs,
+    outages,
+    paths,
+    refs,
+    snapshots,
+    stopping,
+    tokens,
+)
 from .models import CloneJob, Snapshot, Status
 
 logger = logging.getLogger(__name__)
@@ -16,6 +28,7 @@ EXPIRY_MAX_PER_RUN = 5000  # the next run goes on from there
 PHASE_WRITE_SECONDS = 1.0
 INTERNAL_ERROR = "The clone failed because of an internal error; staff can see why."
 WAITING_FOR_ENGINE = "Waiting for the Docker engine to be reachable."
+DATABASE_LOST = "Queued again: the database was unreachable during the clone."
 PACKING = "Packing the archive"
 REF_LOOKUP_SECONDS = 20
 
@@ -28,6 +41,7 @@ class WorkerStopping(Exception):
     """This worker was told to stop, and the clone outlasted CLONES_STOP_GRACE."""
 
 
+@outages.ridden_out  # a claim the database did not answer is tried again once it does
 def run_clone_job(job_id: str) -> None:
     job = _claim(job_id)
     if job is not None:
@@ -64,6 +78,12 @@ def _run(job: CloneJob) -> None:
         # Not the snapshot's: the engine's or the storage's words, which may name this job's
         # container or files. Jobs waiting for it try for themselves.
         _fail(job, str(exc), getattr(exc, "output", ""))
+    except outages.UNREACHABLE:
+        # Neither the clone's failure nor its worker's death: once the database answers (the
+        # heartbeat goes on meanwhile), the job goes back to the queue, its attempt uncounted.
+        logger.warning("job %s lost the database during its attempt", job.id, exc_info=True)
+        outages.wait_for_database()
+        jobs.hand_back(job, DATABASE_LOST)
     except TimeoutException:
         # django-q2 stops an over-long task by raising SystemExit inside it: record why first.
         # A limit on every clone: the jobs waiting for the same one would meet it too.
@@ -208,6 +228,7 @@ def _throttled(record, interval: float = PHASE_WRITE_SECONDS):
     return throttled
 
 
+@outages.ridden_out
 def expire_archives() -> int:
     """Mark done jobs past their expiry date expired, then delete the snapshots no unexpired
     job needs any more (scheduled). Returns the number of jobs expired."""

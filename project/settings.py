@@ -183,10 +183,12 @@ if not (CLONES_SENDFILE_PREFIX.startswith("/") and CLONES_SENDFILE_PREFIX.endswi
     )
 
 
-def database_config() -> dict:
-    url = env_str("DATABASE_URL", "")
+def database_config(url: str) -> dict:
+    """The database at `url`; SQLite in the data directory if it is empty."""
     if url:
-        config = dj_database_url.parse(url, conn_max_age=60)
+        # Connections are kept a minute, and checked before a task or request first uses one:
+        # a connection the server closed meanwhile (a restart) is replaced, not handed out.
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     else:
         # SQLite creates its file but not the directory; a first run starts with neither.
         CLONES_DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -203,7 +205,7 @@ def database_config() -> dict:
     return config
 
 
-DATABASES = {"default": database_config()}
+DATABASES = {"default": database_config(env_str("DATABASE_URL", ""))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Archives: files under MEDIA_ROOT, or objects in an S3-compatible bucket (django-storages;
@@ -404,7 +406,8 @@ CLONES_STOP_GRACE = env_int("CLONES_STOP_GRACE", 60)
 # A task may spend CLONES_CLONE_TIMEOUT in git, plus an image pull and packing the archive.
 # django-q2 kills a task at "timeout" and hands an unacknowledged one to another worker at
 # "retry", so: clone timeout < task timeout < retry. The CloneJob row, not django-q2, records
-# whether a clone worked; a failed task is acknowledged and never retried blindly.
+# whether a clone worked; a failed task is acknowledged and never retried blindly. A task that
+# finds the database unreachable waits for it instead of failing (clones.outages).
 CLONES_TASK_TIMEOUT = CLONES_CLONE_TIMEOUT + env_int("CLONES_TASK_OVERHEAD", 600)
 # The queue: in the database (django-q2's ORM broker) unless a Redis URL is given.
 CLONES_REDIS_URL = env_str("CLONES_REDIS_URL", "")

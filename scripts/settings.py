@@ -12,5 +12,5 @@ LOGGING = {
 }
 
 # Connections kept between requests, as production's DATABASE_URL gets them (project.settings):
-# the tests' own database settings open one per request, which is not what a load would meet.
+# the tests' SQLite settings open one per request, which is not what a load would meet.
 DATABASES["default"]["CONN_MAX_AGE"] = 60  # noqa: F405

@@ -1,10 +1,15 @@
-"""The servers beside git that the scaling-out tests need, each a real one on 127.0.0.1: Redis
-(Debian's redis-server) and an S3 emulator (moto's server, from PyPI). Fixtures here are
-imported by the test modules that use them."""
+"""The servers beside git that the tests need, each a real one on 127.0.0.1: Redis (Debian's
+redis-server), an S3 emulator (moto's server, from PyPI), and PostgreSQL clusters of a test's own
+(Debian's, as .ci/postgres.sh installs it). Fixtures here are imported by the test modules that
+use them."""
 
+import glob
+import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.request
+from pathlib import Path
 
 import boto3
 import pytest
@@ -69,6 +74,50 @@ def redis(tmp_path, settings, monkeypatch):
 
 def redis_env(server: RedisServer, **more: str) -> dict[str, str]:
     return {"CLONES_REDIS_URL": server.url, **more}
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster that a test may stop and restart at will (never the suite's
+    shared one): trust authentication for the postgres user, nothing synced to disk."""
+
+    def __init__(self):
+        self.bin = Path(max(glob.glob("/usr/lib/postgresql/*/bin"), key=_version))
+        # Not under pytest's tmp_path: the postgres user, which initdb insists on, cannot enter it.
+        self.directory = Path(tempfile.mkdtemp(prefix="cloneshelf-test-pg-"))
+        shutil.chown(self.directory, "postgres", "postgres")
+        self.port = free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_postgres("initdb", "-D", "data", "-U", "postgres", "--auth=trust")
+        self.start()
+
+    def _as_postgres(self, program: str, *args: str) -> None:
+        command = ["runuser", "-u", "postgres", "--", str(self.bin / program), *args]
+        subprocess.run(command, cwd=self.directory, check=True, stdout=subprocess.DEVNULL)
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._as_postgres("pg_ctl", "-D", "data", "-l", "log", "-w", *args)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._pg_ctl("-o", options, "start")
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "stop")  # as a restart does: every connection is cut
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory)
+
+
+def _version(bin_directory: str) -> int:
+    return int(Path(bin_directory).parent.name)
+
+
+@pytest.fixture
+def postgres():
+    server = PostgresServer()
+    yield server
+    server.remove()
 
 
 BUCKET = "cloneshelf-archives"

@@ -29,17 +29,17 @@ for name, value in {
 }.items():
     os.environ.setdefault(name, value)
 
-import dj_database_url  # noqa: E402
-
 from project.settings import *  # noqa: E402, F403
 
 # One database that the test process and the workers it starts share (pytest-django would
 # otherwise use an in-memory SQLite database that no other process can see): a file, or with
 # CLONESHELF_TEST_DATABASE_URL (.ci/postgres.sh starts one) a PostgreSQL database named after
-# this run, which pytest-django creates and drops.
+# this run, which pytest-django creates and drops, connected to as in production (connections
+# kept, and checked before use).
+POSTGRES_DATABASE_NAME = "cloneshelf_" + TEST_ROOT.name.replace("-", "_")
 if os.environ.get("CLONESHELF_TEST_DATABASE_URL"):
-    DATABASES["default"] = dj_database_url.parse(os.environ["CLONESHELF_TEST_DATABASE_URL"])  # noqa: F405
-    DATABASES["default"]["NAME"] = "cloneshelf_" + TEST_ROOT.name.replace("-", "_")  # noqa: F405
+    DATABASES["default"] = database_config(os.environ["CLONESHELF_TEST_DATABASE_URL"])  # noqa: F405
+    DATABASES["default"]["NAME"] = POSTGRES_DATABASE_NAME  # noqa: F405
 else:
     DATABASES["default"]["NAME"] = TEST_ROOT / "db.sqlite3"  # noqa: F405
 DATABASES["default"]["TEST"] = {"NAME": DATABASES["default"]["NAME"]}  # noqa: F405

@@ -3,9 +3,11 @@ a disk that fills up, cancellations and a worker told to stop. Every job ends do
 archive) or failed/cancelled with a reason, and nothing is left behind."""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -14,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.scheduler import scheduler
 
-from clones import engine, paths
+from clones import engine, jobs, paths, snapshots
 from clones.models import CloneJob, Status
 from clones.signals import RECOVERY_SCHEDULE_NAME
 
@@ -91,8 +93,8 @@ def a_big_clone_under_way(client, start_worker, served_root, git_http, name: str
     return repo, worker, job
 
 
-def test_a_worker_killed_mid_clone_of_a_big_checkout_is_recovered_after_a_restart(
-    owner_client, start_worker, served_root, git_http
+def test_a_worker_killed_mid_clone_of_a_big_checkout_is_recovered_after_a_restart_byte_for_byte(
+    owner_client, start_worker, served_root, git_http, tmp_path
 ):
     repo, first, job = a_big_clone_under_way(
         owner_client, start_worker, served_root, git_http, "wide-restart"
@@ -106,6 +108,32 @@ def test_a_worker_killed_mid_clone_of_a_big_checkout_is_recovered_after_a_restar
     sweep_until_requeued(job)
 
     assert_done_and_clean(job, repo)
+    assert_same_as_an_uninterrupted_build(owner_client, job, tmp_path)
+
+
+def assert_same_as_an_uninterrupted_build(client, job, directory) -> None:
+    """A second job of the same commit, with the same options, built in one go after `job`'s
+    snapshot was deleted (or it would share it), gives the very same archive."""
+    retried = directory / "retried.tar"
+    shutil.copy(job.archive.path, retried)
+    jobs.expire(job)
+    job.refresh_from_db()
+    snapshots.release(job.snapshot)
+    assert snapshots.delete(job.snapshot)
+
+    again = wait_for_job(submit(client, job.url))
+
+    assert again.status == Status.DONE and again.attempts == 1, again.error
+    assert again.snapshot.builder_id == again.id  # built anew, not shared
+    assert tar_listing(retried) == tar_listing(Path(again.archive.path))  # says what differs
+    assert (again.archive_size, again.archive_sha256) == (job.archive_size, job.archive_sha256)
+
+
+def tar_listing(archive: Path) -> list[str]:
+    return subprocess.run(
+        ["tar", "--list", "--verbose", "--file", archive],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
 
 
 def test_a_dead_workers_job_is_taken_over_by_another_within_the_heartbeat_window(

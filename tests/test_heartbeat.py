@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from clones import jobs
@@ -54,3 +55,21 @@ def test_a_job_taken_from_under_the_attempt_does_not_look_alive(running):
         time.sleep(0.3)
 
     assert heartbeat_of(running) == long_ago
+
+
+def test_it_beats_again_after_the_database_dropped_its_connection(running):
+    if connection.vendor != "postgresql":
+        pytest.skip("drops a connection as a restart would: PostgreSQL's pg_terminate_backend")
+
+    with beating(running):
+        time.sleep(0.2)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        dropped_at = timezone.now()
+        time.sleep(0.5)
+        beat_since = heartbeat_of(running)
+
+    assert beat_since > dropped_at
