@@ -13,8 +13,9 @@ from django.views.decorators.http import require_safe
 from django_q import admin as django_q_admin
 from django_q.models import Failure, Success
 
-from . import apitokens, downloads, jobs
+from . import jobs
 from .models import ApiToken, CloneJob, Snapshot, Status, WebhookDelivery
+from .web import apitokens, downloads
 
 
 @admin.register(CloneJob)
@@ -188,7 +189,8 @@ CloneJobAdmin.inlines = [WebhookDeliveryInline]
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin):
-    """Webhooks sent when jobs ended (clones.webhooks): their state, attempts and last error."""
+    """Webhooks sent when jobs ended (clones.notify.webhooks): their state, attempts and last
+    error."""
 
     list_display = ["job", "url", "state", "attempts", "response_status", "next_attempt_at"]
     list_filter = ["state"]

@@ -7,7 +7,7 @@ class ClonesConfig(AppConfig):
     verbose_name = "Clones"
 
     def ready(self) -> None:
-        from . import signals
+        from .ops import schedules as signals
 
         post_migrate.connect(signals.ensure_schedules, sender=self)
         post_delete.connect(signals.delete_archive_file, sender="clones.CloneJob")

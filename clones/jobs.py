@@ -17,7 +17,6 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from . import archives, notifications, snapshots, tokens
 from .models import (
     CloneJob,
     RefusedSubmission,
@@ -28,6 +27,9 @@ from .models import (
     lost_its_worker,
     storable,
 )
+from .notify import email as notifications
+from .pipeline import archives, snapshots
+from .safety import tokens
 
 RUN_TASK = "clones.tasks.run_clone_job"
 MAX_WAIT_SECONDS = 600
@@ -53,8 +55,8 @@ class Refused(Exception):
 
 def submit(owner, url: str, ref: str = "", token: str = "", **options) -> CloneJob:
     """Record a request and queue it. `url`, `ref` and the `options` (history, depth,
-    archive_format) must have passed clones.forms already; `token`, if any, is kept for the
-    clone only (clones.tokens)."""
+    archive_format) must have passed clones.web.forms already; `token`, if any, is kept for the
+    clone only (clones.safety.tokens)."""
     with transaction.atomic():
         check_limits(owner)
         job = CloneJob.objects.create(
@@ -399,7 +401,7 @@ def _unchanged(job: CloneJob):
 
 def expire(job: CloneJob) -> bool:
     """Mark a done job expired; the history row stays. Its snapshot's file is deleted once no
-    other job needs it (clones.snapshots)."""
+    other job needs it (clones.pipeline.snapshots)."""
     if job.snapshot_id is None:
         # Its own file (its snapshot row was deleted by hand). File first: should the row
         # update fail, the job is still done and expired again later.

@@ -76,7 +76,7 @@ def lost_after_seconds() -> int:
 
 def lost_its_worker() -> models.Q:
     """Running, but their worker has not said it is alive for LOST_AFTER_BEATS heartbeats: it
-    was killed, or its machine died (clones.heartbeat)."""
+    was killed, or its machine died (clones.ops.heartbeat)."""
     silent_for = timedelta(seconds=lost_after_seconds())
     return models.Q(status=Status.RUNNING, heartbeat_at__lt=timezone.now() - silent_for)
 
@@ -182,7 +182,7 @@ class CloneJob(models.Model):
             models.Index(fields=["owner", "-created_at"]),
             # The expiry sweep: done jobs by expiry date.
             models.Index(fields=["status", "expires_at"]),
-            # The staff dashboard (clones.dashboard): the last 30 days' jobs by day and status
+            # The staff dashboard (clones.web.dashboard): the last 30 days' jobs by day and status
             # and their clone times, read from the index alone, and the latest failures without
             # sorting them all.
             models.Index(fields=["created_at", "status", "started_at", "finished_at"]),
@@ -243,7 +243,7 @@ class CloneJob(models.Model):
 
 class Snapshot(models.Model):
     """One archive of one commit of one repository, made once, for every job that asks for the
-    same thing (clones.snapshots): `key` says what that is."""
+    same thing (clones.pipeline.snapshots): `key` says what that is."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # sha256 of what its bytes depend on: the normalized URL, commit, options and `ref`; null for
@@ -320,8 +320,8 @@ class RefusedSubmission(models.Model):
 
 
 class ApiToken(models.Model):
-    """A Bearer token for the JSON API (clones.api). Only its sha256 is kept: the token itself is
-    shown once, when it is made."""
+    """A Bearer token for the JSON API (clones.web.api). Only its sha256 is kept: the token itself
+    is shown once, when it is made."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(

@@ -6,20 +6,11 @@ import time
 from django.conf import settings
 from django_q.exceptions import TimeoutException
 
-from . import (
-    archives,
-    cloning,
-    engine,
-    heartbeat,
-    jobs,
-    outages,
-    paths,
-    refs,
-    snapshots,
-    stopping,
-    tokens,
-)
+from . import jobs, stopping
 from .models import CloneJob, Snapshot, Status
+from .ops import heartbeat, outages
+from .pipeline import archives, cloning, engine, paths, refs, snapshots
+from .safety import tokens
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import dashboard, profile, views
+from .web import dashboard, profile, views
 
 app_name = "clones"
 

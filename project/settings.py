@@ -81,7 +81,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_q",
-    "ninja",  # only for the docs page's Swagger UI files (no CDN): clones/api.py
+    "ninja",  # only for the docs page's Swagger UI files (no CDN): clones/web/api.py
     "axes",  # locks logins out after failures (below)
     "clones",
 ]
@@ -135,7 +135,8 @@ TEMPLATES = [
 
 # --- Data: the volume shared by the worker and the Docker engine -----------------------------
 # The app and the engine may see the same volume at different paths (docker-in-docker): bind
-# mounts are resolved on the engine's filesystem, so clones.paths translates between the two.
+# mounts are resolved on the engine's filesystem, so clones.pipeline.paths translates between the
+# two.
 CLONES_DATA_DIR = Path(env_str("CLONES_DATA_DIR", str(BASE_DIR / "data"))).resolve()
 
 
@@ -165,7 +166,7 @@ CLONES_ENGINE_DATA_DIR = Path(env_str("CLONES_ENGINE_DATA_DIR", str(CLONES_DATA_
 MEDIA_ROOT = CLONES_DATA_DIR / "archives"
 MEDIA_URL = "/media/"  # never served: archives go out through the download view only
 # Who sends an archive's bytes: "" (Django streams them, with ranges and conditional requests),
-# or a front server told which file by a header (clones.downloads): "nginx" (X-Accel-Redirect to
+# or a front server told which file by a header (clones.web.downloads): "nginx" (X-Accel-Redirect to
 # CLONES_SENDFILE_PREFIX + the archive's name, an `internal` location aliasing MEDIA_ROOT) or
 # "apache" (mod_xsendfile: X-Sendfile with the file's path).
 CLONES_SENDFILE = env_str("CLONES_SENDFILE", "").strip().lower()
@@ -256,7 +257,7 @@ AXES_FAILURE_LIMIT = CLONES_LOGIN_FAILURES
 AXES_COOLOFF_TIME = timedelta(minutes=CLONES_LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True  # failures "in a row": a login that works starts the count again
-AXES_LOCKOUT_CALLABLE = "clones.views.locked_out"
+AXES_LOCKOUT_CALLABLE = "clones.web.views.locked_out"
 AXES_DISABLE_ACCESS_LOG = True  # failures only: no record of every successful login
 AXES_VERBOSE = False  # no banner in the log of every process and command at start
 LOGIN_URL = "login"
@@ -302,9 +303,9 @@ def env_ports(name: str, default: str) -> dict[str, set[int] | None]:
 
 CLONES_ALLOWED_PORTS = env_ports("CLONES_ALLOWED_PORTS", "https:443,http:80,git:9418")
 CLONES_CLONE_TIMEOUT = env_int("CLONES_CLONE_TIMEOUT", 600)
-# How git checks the objects a server sends (clones.cloning.fsck_config): "strict" refuses every
-# fsck finding, "standard" lets the legacy oddities of old histories through as warnings, "off"
-# checks nothing.
+# How git checks the objects a server sends (clones.pipeline.cloning.fsck_config): "strict" refuses
+# every fsck finding, "standard" lets the legacy oddities of old histories through as warnings,
+# "off" checks nothing.
 CLONES_FSCK = env_choice("CLONES_FSCK", "standard", ["strict", "standard", "off"])
 CLONES_ARCHIVE_TTL_HOURS = env_int("CLONES_ARCHIVE_TTL_HOURS", 168)
 CLONES_EXPIRY_INTERVAL_MINUTES = env_int("CLONES_EXPIRY_INTERVAL_MINUTES", 10)
@@ -345,7 +346,7 @@ CLONES_MAX_REFUSED_PER_HOUR = env_int("CLONES_MAX_REFUSED_PER_HOUR", 20)
 CLONES_WAIT_SECONDS = env_int("CLONES_WAIT_SECONDS", 30)
 CLONES_WAIT_RETRIES = env_int("CLONES_WAIT_RETRIES", 8)
 
-# --- Notifications: when a job ends, its webhook (clones.webhooks) and an email to its owner -----
+# --- Notifications: when a job ends, its webhook (clones.notify.webhooks) and an email to its owner
 # The site's own address, for absolute links in webhooks and emails; empty: links are paths.
 CLONES_SITE_URL = env_str("CLONES_SITE_URL", "").strip().rstrip("/")
 if CLONES_SITE_URL and not CLONES_SITE_URL.startswith(("https://", "http://")):
@@ -357,10 +358,11 @@ if CLONES_SITE_URL and not CLONES_SITE_URL.startswith(("https://", "http://")):
 # (up to an hour), CLONES_WEBHOOK_RETRIES times.
 CLONES_WEBHOOK_RETRIES = env_int("CLONES_WEBHOOK_RETRIES", 5)
 CLONES_WEBHOOK_BACKOFF_SECONDS = env_int("CLONES_WEBHOOK_BACKOFF_SECONDS", 30)
-# The most one attempt may take, however slowly the receiver answers (clones.webhooks).
+# The most one attempt may take, however slowly the receiver answers (clones.notify.webhooks).
 CLONES_WEBHOOK_TIMEOUT = env_int("CLONES_WEBHOOK_TIMEOUT", 30)
 # Attempts run in a cluster of their own that `manage.py worker` starts beside the clones' (on
-# the queue clones.webhooks.QUEUE), so a slow receiver never holds a worker that a clone needs.
+# the queue clones.notify.webhooks.QUEUE), so a slow receiver never holds a worker that a clone
+# needs.
 CLONES_WEBHOOK_WORKERS = env_int("CLONES_WEBHOOK_WORKERS", 2)
 # A job that ends while its owner has this many deliveries pending is not told (its delivery
 # fails at once, saying why): one user's slow receiver holds at most this many in the queue.
@@ -386,7 +388,7 @@ def smtp_mailers() -> dict:
     return {"default": {"BACKEND": smtp, "OPTIONS": options}}
 
 
-# Email goes out only when EMAIL_HOST names a mail server (clones.notifications asks whether
+# Email goes out only when EMAIL_HOST names a mail server (clones.notify.email asks whether
 # there is a default mailer). Without one, MAILERS stays undefined: an empty one is a warning.
 if env_str("EMAIL_HOST", ""):
     MAILERS = smtp_mailers()
@@ -407,7 +409,7 @@ CLONES_STOP_GRACE = env_int("CLONES_STOP_GRACE", 60)
 # django-q2 kills a task at "timeout" and hands an unacknowledged one to another worker at
 # "retry", so: clone timeout < task timeout < retry. The CloneJob row, not django-q2, records
 # whether a clone worked; a failed task is acknowledged and never retried blindly. A task that
-# finds the database unreachable waits for it instead of failing (clones.outages).
+# finds the database unreachable waits for it instead of failing (clones.ops.outages).
 CLONES_TASK_TIMEOUT = CLONES_CLONE_TIMEOUT + env_int("CLONES_TASK_OVERHEAD", 600)
 # The queue: in the database (django-q2's ORM broker) unless a Redis URL is given.
 CLONES_REDIS_URL = env_str("CLONES_REDIS_URL", "")

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from clones import api, health
+from clones.ops import health
+from clones.web import api
 
 # Of django.contrib.auth's pages, logging in and out, and changing one's password (which asks
 # for the current one). No password reset by email: accounts come only from an admin, who sets

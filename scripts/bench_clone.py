@@ -78,10 +78,11 @@ ROOT = harness.setup_django("cloneshelf-bench-", SETTINGS)
 from django.conf import settings  # noqa: E402
 from django.core.files.storage import default_storage  # noqa: E402
 
-from clones import archives, cloning, engine, jobs, paths, refs  # noqa: E402
+from clones import jobs  # noqa: E402
 from clones.models import CloneJob, Status  # noqa: E402
-from tests.gitservers import GitDaemon  # noqa: E402
-from tests.repos import GIT_ENV, git, make_tiny_repo  # noqa: E402
+from clones.pipeline import archives, cloning, engine, paths, refs  # noqa: E402
+from tests.support.gitservers import GitDaemon  # noqa: E402
+from tests.support.repos import GIT_ENV, git, make_tiny_repo  # noqa: E402
 
 CACHE = Path("/tmp/cloneshelf-bench-cache")
 GENERATOR = "text-v1"  # change when the generator changes: a new cache key

@@ -13,7 +13,7 @@ about 81% done (expired once older than the archive TTL; 5% of them waited for a
 job and have no start), 12% failed with a reason and some of git's output, 5% cancelled, a
 few queued and running now; clone times log-normal around 20 s; a snapshot for most successful
 jobs, ready while their archive lives. Then ANALYZE (autovacuum's and the planner's view of a
-database in use), and times each figure of clones.dashboard and GET /dashboard/ as a logged-in
+database in use), and times each figure of clones.web.dashboard and GET /dashboard/ as a logged-in
 staff member: the median of RUNS runs after one warm-up, with its number of queries.
 `--explain` prints each query's plan; `--without-indexes` drops the indexes that migration
 0009_dashboard_indexes adds before timing, to see what they are for. A script, not a test: it
@@ -43,8 +43,9 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import reverse  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from clones import dashboard, health  # noqa: E402
 from clones.models import CloneJob, Snapshot, SnapshotState, Status  # noqa: E402
+from clones.ops import health  # noqa: E402
+from clones.web import dashboard  # noqa: E402
 
 USERS = 500
 BATCH = 5000

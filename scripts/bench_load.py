@@ -59,12 +59,13 @@ from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from clones import apitokens, jobs  # noqa: E402
+from clones import jobs  # noqa: E402
 from clones.models import CloneJob, Status  # noqa: E402
-from tests.engines import Engine  # noqa: E402
-from tests.gitservers import GitDaemon, free_port, wait_for_port  # noqa: E402
-from tests.helpers import web_server_command  # noqa: E402
-from tests.repos import ServedRepo, git, make_repo  # noqa: E402
+from clones.web import apitokens  # noqa: E402
+from tests.support.engines import Engine  # noqa: E402
+from tests.support.gitservers import GitDaemon, free_port, wait_for_port  # noqa: E402
+from tests.support.helpers import web_server_command  # noqa: E402
+from tests.support.repos import ServedRepo, git, make_repo  # noqa: E402
 
 PASSWORD = "load-bench-pw"
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')

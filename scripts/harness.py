@@ -76,7 +76,7 @@ def s3_bucket(bucket: str = "cloneshelf-bench"):
     from django.conf import settings
     from django.test.signals import setting_changed
 
-    from tests.gitservers import free_port, wait_for_port
+    from tests.support.gitservers import free_port, wait_for_port
 
     port = free_port()
     server = subprocess.Popen(
@@ -121,8 +121,8 @@ def create_users(names: list[str], password: str | None = None) -> list:
 
 @contextlib.contextmanager
 def private_engine():
-    """A dockerd of this run's own (tests/engines.py) with the git image copied over from the
-    test engine; while it lasts DOCKER_HOST points at it, here and in every process started.
+    """A dockerd of this run's own (tests/support/engines.py) with the git image copied over from
+    the test engine; while it lasts DOCKER_HOST points at it, here and in every process started.
 
     Not the shared test engine: a worker's recovery sweep removes every clone container that its
     own database does not know as running, so workers of two databases on one engine remove each
@@ -130,7 +130,7 @@ def private_engine():
     """
     from django.conf import settings
 
-    from tests.engines import Engine
+    from tests.support.engines import Engine
 
     engine = Engine(settings.CLONES_GIT_IMAGE)
     os.environ["DOCKER_HOST"] = engine.host

@@ -22,8 +22,8 @@ from django.conf import settings  # noqa: E402
 
 from clones import jobs  # noqa: E402
 from clones.models import CloneJob, Status  # noqa: E402
-from tests.gitservers import GitHTTPServer  # noqa: E402
-from tests.repos import make_repo  # noqa: E402
+from tests.support.gitservers import GitHTTPServer  # noqa: E402
+from tests.support.repos import make_repo  # noqa: E402
 
 
 def wait_for(condition, timeout: float = 600) -> float:

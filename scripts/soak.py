@@ -7,7 +7,7 @@ random; then comes a drain, and a count of everything left behind.
                                      [--drain-timeout 180] [--seed N] [--keep]
 
 Run as root with the test engine up (`bash .ci/engine.sh`): the clones run on a Docker engine of
-the run's own (tests/engines.py, through scripts/harness.py), which this script kills. Small
+the run's own (tests/support/engines.py, through scripts/harness.py), which this script kills. Small
 repositories are served by `git daemon` and, slowly (1 s per request), over smart HTTP, so that
 kills also land in the middle of clones.
 
@@ -19,15 +19,15 @@ printed with the jobs that were running at that moment.
 
 Timeouts are short (SETTINGS below, for this process and the workers), so that recovery happens
 within the run: a task may take 40 s, a job running for 50 s has lost its worker. The recovery
-sweep is the django-q2 schedule clones.signals.RECOVERY_SCHEDULE_NAME, every minute, and
+sweep is the django-q2 schedule clones.ops.schedules.RECOVERY_SCHEDULE_NAME, every minute, and
 django-q2's own scheduler runs only every 30 s in each cluster; this script also calls
 django_q.scheduler.scheduler() every 10 s, which queues schedules that are due, among them the
 one-off "cloneshelf: retry <id>" of jobs waiting for the engine.
 
 Then the drain: no more submissions or kills; the engine up, one cluster (the others stopped
 with SIGTERM). It lasts until no job is queued or running and a recovery sweep has finished that
-was queued (made due at once, as tests/helpers.py:run_schedule_now does) more than
-clones.recovery.STALE_AFTER_SECONDS after the drain began, that is after the last kill: the
+was queued (made due at once, as tests/support/helpers.py:run_schedule_now does) more than
+clones.ops.recovery.STALE_AFTER_SECONDS after the drain began, that is after the last kill: the
 sweep leaves younger leftovers alone. The sweep is made due every 30 s meanwhile, which also
 recovers jobs whose worker was killed. At most DRAIN_TIMEOUT seconds.
 
@@ -73,13 +73,14 @@ from django.utils import timezone  # noqa: E402
 from django_q.models import Schedule, Task  # noqa: E402
 from django_q.scheduler import scheduler  # noqa: E402
 
-from clones import jobs, paths  # noqa: E402
-from clones.engine import JOB_LABEL  # noqa: E402
+from clones import jobs  # noqa: E402
 from clones.models import CloneJob, Status  # noqa: E402
-from clones.recovery import STALE_AFTER_SECONDS  # noqa: E402
-from clones.signals import RECOVERY_SCHEDULE_NAME  # noqa: E402
-from tests.gitservers import GitDaemon, GitHTTPServer  # noqa: E402
-from tests.repos import make_repo  # noqa: E402
+from clones.ops.recovery import STALE_AFTER_SECONDS  # noqa: E402
+from clones.ops.schedules import RECOVERY_SCHEDULE_NAME  # noqa: E402
+from clones.pipeline import paths  # noqa: E402
+from clones.pipeline.engine import JOB_LABEL  # noqa: E402
+from tests.support.gitservers import GitDaemon, GitHTTPServer  # noqa: E402
+from tests.support.repos import make_repo  # noqa: E402
 
 UUID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 HEX = re.compile(r"[0-9a-f]{8}(?:-?[0-9a-f]{4}){3}-?[0-9a-f]{12,}")  # job and container ids

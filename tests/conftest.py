@@ -13,12 +13,12 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from clones import urlpolicy
 from clones.models import Snapshot, SnapshotState
+from clones.safety import urlpolicy
 
-from .gitservers import GitDaemon, GitHTTPServer
-from .repos import make_repo
-from .services import bucket, redis, s3_endpoint  # noqa: F401 - fixtures for every module
+from .support.gitservers import GitDaemon, GitHTTPServer
+from .support.repos import make_repo
+from .support.services import bucket, redis, s3_endpoint  # noqa: F401 - fixtures for every module
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

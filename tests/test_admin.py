@@ -9,10 +9,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Failure, OrmQ
 
-from clones import apitokens
 from clones.models import ApiToken, CloneJob, Status
+from clones.web import apitokens
 
-from .helpers import wait_for_job
+from .support.helpers import wait_for_job
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 

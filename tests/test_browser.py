@@ -18,8 +18,8 @@ from clones import jobs
 from clones.models import CloneJob, Status
 
 from .conftest import PROJECT_DIR
-from .gitservers import StallingServer, free_port, wait_for_port
-from .helpers import make_done_job, refreshed, web_server_command
+from .support.gitservers import StallingServer, free_port, wait_for_port
+from .support.helpers import make_done_job, refreshed, web_server_command
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's: no browser can be downloaded here
 SCREENSHOTS = Path(os.environ.get("CLONESHELF_SCREENSHOTS", PROJECT_DIR / "screenshots"))

@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import connection
 
-from clones import jobs, snapshots
+from clones import jobs
 from clones.models import CloneJob, Status
-from clones.refs import Resolved
+from clones.pipeline import snapshots
+from clones.pipeline.refs import Resolved
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db(transaction=True)]
 

@@ -1,5 +1,5 @@
-"""Real-world histories (tests/corpus.py) through the whole pipeline: form, worker, container on
-the test engine, archive, download.
+"""Real-world histories (tests/support/corpus.py) through the whole pipeline: form, worker,
+container on the test engine, archive, download.
 
 The yardstick is plain `git clone` of the same URL on this machine, with no configuration and
 no fsck: whatever it checks out, the archive must hold, byte for byte; a history it cannot take
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from clones.cloning import shorten
 from clones.models import Status
+from clones.pipeline.cloning import shorten
 
-from . import corpus
-from .helpers import assert_left_nothing_behind, download, submit, wait_for_job
-from .repos import GIT_ENV, ServedRepo
+from .support import corpus
+from .support.helpers import assert_left_nothing_behind, download, submit, wait_for_job
+from .support.repos import GIT_ENV, ServedRepo
 
 Builder = Callable[[Path, str], ServedRepo]
 

@@ -1,8 +1,8 @@
 """PostgreSQL restarted under a real worker, between jobs and during a clone: every job ends done
 within a minute of the database's return, and the outage costs none of its attempts.
 
-The database is a cluster of the test's own (tests.services.PostgresServer), which the worker
-uses in place of the suite's; this test process reads it with psycopg and submits through
+The database is a cluster of the test's own (tests.support.services.PostgresServer), which the
+worker uses in place of the suite's; this test process reads it with psycopg and submits through
 `manage.py clone`, as its own Django connection is the suite's database."""
 
 import os
@@ -16,9 +16,9 @@ import pytest
 from django.conf import settings
 
 from .conftest import PROJECT_DIR
-from .gitservers import GitHTTPServer
-from .helpers import containers_of, wait_until
-from .services import postgres  # noqa: F401 - the fixture
+from .support.gitservers import GitHTTPServer
+from .support.helpers import containers_of, wait_until
+from .support.services import postgres  # noqa: F401 - the fixture
 
 OUTAGE_SECONDS = 3
 DONE_WITHIN_SECONDS = 60  # of the database's return

@@ -2,8 +2,8 @@
 
 compose.yaml runs the engine as `docker:dind` with client-certificate TLS, and mounts the one
 data volume at /data in the worker and at /var/lib/cloneshelf in the engine. Here the engine is
-a dockerd in a container of the shared test engine (the image: tests/dind_image.py), listening
-on 127.0.0.1 with --tlsverify. The test's data directory is bind-mounted into it at
+a dockerd in a container of the shared test engine (the image: tests/support/dind_image.py),
+listening on 127.0.0.1 with --tlsverify. The test's data directory is bind-mounted into it at
 /var/lib/cloneshelf, and its own path does not exist in there: a clone lands where the worker
 reads it only if the worker hands the engine the engine's path (CLONES_ENGINE_DATA_DIR).
 """
@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from clones import engine
 from clones.models import Status
+from clones.pipeline import engine
 
-from .dind_image import ensure_image
-from .engines import ContainedEngine, engine_events, remove_abandoned_engines
-from .gitservers import free_port
-from .helpers import assert_is_clean_checkout, download, submit, wait_for_job
-from .test_engine_tls import make_certificates
+from .pipeline.test_engine import make_certificates
+from .support.dind_image import ensure_image
+from .support.engines import ContainedEngine, engine_events, remove_abandoned_engines
+from .support.gitservers import free_port
+from .support.helpers import assert_is_clean_checkout, download, submit, wait_for_job
 
 ENGINE_DATA_DIR = "/var/lib/cloneshelf"  # the data volume as the engine sees it, as in compose
 

@@ -12,10 +12,10 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from clones.models import CloneJob, Status
-from clones.signals import EXPIRY_SCHEDULE_NAME
+from clones.ops.schedules import EXPIRY_SCHEDULE_NAME
 from clones.tasks import expire_archives
 
-from .helpers import run_schedule_now, submit, wait_for_job
+from .support.helpers import run_schedule_now, submit, wait_for_job
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 

@@ -16,13 +16,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.scheduler import scheduler
 
-from clones import engine, jobs, paths, snapshots
+from clones import jobs
 from clones.models import CloneJob, Status
-from clones.signals import RECOVERY_SCHEDULE_NAME
+from clones.ops.schedules import RECOVERY_SCHEDULE_NAME
+from clones.pipeline import engine, paths, snapshots
 
-from .engines import Engine
-from .gitservers import GitHTTPServer, StallingServer
-from .helpers import (
+from .support.engines import Engine
+from .support.gitservers import GitHTTPServer, StallingServer
+from .support.helpers import (
     assert_handed_back,
     assert_left_nothing_behind,
     containers_of,
@@ -33,7 +34,7 @@ from .helpers import (
     wait_for_job,
     wait_until,
 )
-from .repos import make_wide_repo, remove_object
+from .support.repos import make_wide_repo, remove_object
 
 # Short enough for a test: a job whose worker has not beaten for 4 s has lost it.
 QUICK_RECOVERY = {"CLONES_HEARTBEAT_SECONDS": "1"}

@@ -11,12 +11,13 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from clones import engine, paths, tokens
 from clones.models import Status
+from clones.pipeline import engine, paths
+from clones.safety import tokens
 
-from .gitservers import CanaryServer, GitHTTPServer, RedirectServer, StallingServer
-from .helpers import assert_left_nothing_behind, download, submit, wait_for_job
-from .repos import git
+from .support.gitservers import CanaryServer, GitHTTPServer, RedirectServer, StallingServer
+from .support.helpers import assert_left_nothing_behind, download, submit, wait_for_job
+from .support.repos import git
 
 
 def container_of(job, timeout: float = 30) -> dict:

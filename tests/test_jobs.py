@@ -7,8 +7,9 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from clones import jobs, recovery
+from clones import jobs
 from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
+from clones.ops import recovery
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db]
 

@@ -9,8 +9,9 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from clones import apitokens, urlpolicy
 from clones.models import CloneJob, RefusedSubmission, Status
+from clones.safety import urlpolicy
+from clones.web import apitokens
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 

@@ -9,11 +9,11 @@ import pytest
 from django.core.files.storage import default_storage
 from django.test import Client
 
-from clones import paths
 from clones.models import CloneJob, Status
+from clones.pipeline import paths
 
-from .helpers import submit, wait_until
-from .repos import make_tiny_repo
+from .support.helpers import submit, wait_until
+from .support.repos import make_tiny_repo
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 

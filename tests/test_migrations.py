@@ -8,10 +8,10 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from clones import snapshots
 from clones.models import CloneJob, Snapshot
-from clones.refs import Resolved
-from clones.snapshots import Role
+from clones.pipeline import snapshots
+from clones.pipeline.refs import Resolved
+from clones.pipeline.snapshots import Role
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 

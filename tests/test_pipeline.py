@@ -8,8 +8,8 @@ import pytest
 
 from clones.models import Status
 
-from .gitservers import StallingServer, free_port
-from .helpers import (
+from .support.gitservers import StallingServer, free_port
+from .support.helpers import (
     assert_is_clean_checkout,
     assert_left_nothing_behind,
     download,

@@ -5,8 +5,8 @@ import time
 
 from clones.models import Status
 
-from .gitservers import GitHTTPServer
-from .helpers import submit
+from .support.gitservers import GitHTTPServer
+from .support.helpers import submit
 
 
 def test_a_clone_from_a_slow_server_shows_growing_percentages_before_it_is_done(

@@ -12,10 +12,10 @@ from django.contrib.auth import get_user_model
 from clones import jobs
 from clones.models import Status, WebhookDelivery
 
-from .gitservers import GitHTTPServer
-from .helpers import containers_of, refreshed, wait_for_job, wait_until
-from .services import redis_env
-from .test_webhooks import Receiver
+from .notify.test_webhooks import Receiver
+from .support.gitservers import GitHTTPServer
+from .support.helpers import containers_of, refreshed, wait_for_job, wait_until
+from .support.services import redis_env
 
 pytestmark = pytest.mark.database
 

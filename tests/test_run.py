@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 
 from .conftest import PROJECT_DIR
-from .gitservers import free_port
-from .helpers import wait_until
+from .support.gitservers import free_port
+from .support.helpers import wait_until
 
 
 def healthz(port: int) -> int | None:

@@ -12,8 +12,8 @@ from django.urls import reverse
 from clones import tasks
 from clones.models import CloneJob, Status
 
-from .helpers import submit, wait_for_job
-from .services import BUCKET, s3_worker_env
+from .support.helpers import submit, wait_for_job
+from .support.services import BUCKET, s3_worker_env
 
 pytestmark = pytest.mark.database
 

@@ -14,14 +14,15 @@ import docker
 import pytest
 from django.db import connection
 
-from clones import engine as clone_engine
-from clones import jobs, recovery
+from clones import jobs
 from clones.models import CloneJob, Status
+from clones.ops import recovery
+from clones.pipeline import engine as clone_engine
 
-from .engines import Engine
-from .helpers import wait_until
-from .repos import make_tiny_repo
-from .services import BUCKET, redis_env, s3_worker_env
+from .support.engines import Engine
+from .support.helpers import wait_until
+from .support.repos import make_tiny_repo
+from .support.services import BUCKET, redis_env, s3_worker_env
 
 pytestmark = pytest.mark.database
 

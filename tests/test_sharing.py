@@ -6,10 +6,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from clones import archives, cloning, jobs, recovery, snapshots, urlpolicy
+from clones import jobs
 from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
-from clones.refs import Resolved
-from clones.snapshots import Role
+from clones.ops import recovery
+from clones.pipeline import archives, cloning, snapshots
+from clones.pipeline.refs import Resolved
+from clones.pipeline.snapshots import Role
+from clones.safety import urlpolicy
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db]
 
@@ -90,8 +93,9 @@ def test_other_commits_options_paths_or_refs_do_not_share_a_key():
     assert len({base, *others}) == len(others) + 1
 
 
-# What the archives of each history hold of the ref, as tried with git (tests/test_snapshots.py
-# compares the real archives): files nothing; full the branch, or only that it is a tag.
+# What the archives of each history hold of the ref, as tried with git
+# (tests/pipeline/test_snapshots.py compares the real archives): files nothing; full the branch, or
+# only that it is a tag.
 @pytest.mark.parametrize(
     ("history", "ref", "in_archive"),
     [

@@ -17,8 +17,8 @@ from django_q.tasks import async_task
 
 from clones.models import CloneJob, Status
 
-from .gitservers import StallingServer
-from .helpers import assert_handed_back, containers_of, refreshed, submit, wait_until
+from .support.gitservers import StallingServer
+from .support.helpers import assert_handed_back, containers_of, refreshed, submit, wait_until
 
 # Five rounds of each way of stopping, eight kinds in all: forty stops a run, enough to catch a
 # race that fails one stop in ten, while keeping CI's whole run well under 20 minutes.

@@ -9,10 +9,11 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.tasks import async_task, fetch
 
-from clones import cloning, tasks
+from clones import tasks
 from clones.models import CloneJob, Status
+from clones.pipeline import cloning
 
-from .helpers import submit, wait_for_job
+from .support.helpers import submit, wait_for_job
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 

@@ -3,10 +3,10 @@ for, is tried again later, and fails with the reason once it has waited long eno
 
 import pytest
 
-from clones import paths
 from clones.models import Status
+from clones.pipeline import paths
 
-from .helpers import refreshed, run_schedule_now, submit, wait_for_job, wait_until
+from .support.helpers import refreshed, run_schedule_now, submit, wait_for_job, wait_until
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 

@@ -28,8 +28,8 @@ from django.test import Client
 from django.urls import reverse
 
 from .conftest import PROJECT_DIR
-from .gitservers import free_port
-from .helpers import make_done_job, wait_until, web_server_command
+from .support.gitservers import free_port
+from .support.helpers import make_done_job, wait_until, web_server_command
 
 ARCHIVE_BYTES = 64 * 2**20
 TIMEOUT = 3  # seconds; gunicorn's default is 30

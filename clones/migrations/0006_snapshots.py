@@ -7,7 +7,7 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
-from clones.urlpolicy import normalized_url
+from clones.safety.urlpolicy import normalized_url
 
 
 def key_then(url: str, commit: str) -> str:

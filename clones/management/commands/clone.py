@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from clones import jobs
-from clones.forms import FORMATS, CloneRequestForm
 from clones.models import ArchiveFormat, CloneJob, History, Status
+from clones.web.forms import FORMATS, CloneRequestForm
 
 WAIT_POLL_SECONDS = 1.0
 # The command's options that are the web form's fields, checked by the form as they are there.

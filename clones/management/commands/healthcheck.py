@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from clones import health
+from clones.ops import health
 
 
 class Command(BaseCommand):

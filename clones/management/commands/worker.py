@@ -1,8 +1,8 @@
 """`manage.py worker`: the django-q2 clusters, which stop gracefully on SIGTERM and SIGINT.
 
 Two clusters, on one broker: the clones' (Q_CLUSTER's workers, its queue, and the schedules),
-and beside it the webhooks' (CLONES_WEBHOOK_WORKERS workers on clones.webhooks.QUEUE alone), so
-that a receiver slow to answer holds a worker of its own cluster only, never one a clone needs.
+and beside it the webhooks' (CLONES_WEBHOOK_WORKERS workers on clones.notify.webhooks.QUEUE alone),
+so that a receiver slow to answer holds a worker of its own cluster only, never one a clone needs.
 
 django-q2's own Cluster stops from inside its signal handler, and the processes it forks die of
 a SIGTERM (django-q2 issue 346). A SIGTERM to the whole process group, as systemd and
@@ -27,7 +27,9 @@ from django_q.brokers import get_broker
 from django_q.cluster import Sentinel, get_mp_context
 from django_q.conf import Conf
 
-from clones import recovery, stopping, webhooks
+from clones import stopping
+from clones.notify import webhooks
+from clones.ops import recovery
 
 logger = logging.getLogger(__name__)
 

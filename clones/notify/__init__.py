@@ -1,0 +1,1 @@
+"""Telling a job's owner that it ended: webhooks and email."""

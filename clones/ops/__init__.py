@@ -1,0 +1,1 @@
+"""Keeping the service alive: recovery, health, heartbeats."""

@@ -1,0 +1,69 @@
+"""The profile page (/profile/): one's API tokens for the JSON API (made, listed, revoked) and the
+secret that signs one's webhooks."""
+
+from uuid import UUID
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST, require_safe
+
+from ..models import ApiToken, Profile, new_webhook_secret
+from . import apitokens
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(
+        label="Name",
+        max_length=ApiToken._meta.get_field("name").max_length,
+        required=False,
+        help_text="What the token is for, such as “CI” or “backup script”: it tells your "
+        "tokens apart.",
+    )
+
+
+@login_required
+@require_safe
+@never_cache  # it shows the webhook secret
+def profile(request: HttpRequest) -> HttpResponse:
+    return _render(request, TokenForm())
+
+
+@login_required
+@require_POST
+@never_cache  # the new token is shown once, and never from a cache
+def new_token(request: HttpRequest) -> HttpResponse:
+    form = TokenForm(request.POST)
+    if not form.is_valid():
+        return _render(request, form, status=400)
+    # Shown in this answer, not after a redirect: nothing but this page ever holds the token.
+    made, token = apitokens.make(request.user, form.cleaned_data["name"])
+    return _render(request, TokenForm(), new_token=token, made=made)
+
+
+@login_required
+@require_POST
+def revoke_token(request: HttpRequest, token_id: UUID) -> HttpResponse:
+    apitokens.revoke(request.user, token_id)  # another's token: nothing happens, nothing is told
+    return redirect("clones:profile")
+
+
+@login_required
+@require_POST
+def new_secret(request: HttpRequest) -> HttpResponse:
+    Profile.objects.update_or_create(
+        user=request.user, defaults={"webhook_secret": new_webhook_secret()}
+    )
+    return redirect("clones:profile")
+
+
+def _render(request: HttpRequest, form: TokenForm, status: int = 200, **shown) -> HttpResponse:
+    context = {
+        "form": form,
+        "tokens": ApiToken.objects.filter(owner=request.user),
+        "profile": Profile.objects.get_or_create(user=request.user)[0],
+        **shown,
+    }
+    return render(request, "clones/profile.html", context, status=status)
