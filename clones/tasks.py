@@ -6,7 +6,7 @@ import time
 from django.conf import settings
 from django_q.exceptions import TimeoutException
 
-from . import jobs, stopping
+from . import jobs, stopping, units
 from .models import CloneJob, Snapshot, Status
 from .ops import heartbeat, outages
 from .pipeline import archives, cloning, engine, paths, refs, snapshots
@@ -157,7 +157,7 @@ def _reason_to_wait() -> tuple[str, str] | None:
         return WAITING_FOR_ENGINE, str(exc)
     free, needed = paths.free_bytes(), settings.CLONES_MIN_FREE_BYTES
     if free < needed:
-        space = f"{paths.human_size(free)} free, {paths.human_size(needed)} needed"
+        space = f"{units.human_size(free)} free, {units.human_size(needed)} needed"
         return (
             f"Waiting for free disk space on the server ({space}).",
             f"Not enough free disk space on the server to clone ({space}).",

@@ -14,8 +14,8 @@ from django.core.mail import DEFAULT_MAILER_ALIAS, mailers, send_mail
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from .. import units
 from ..models import CloneJob, Status
-from ..pipeline import paths
 from . import webhooks
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def email_body(job: CloneJob) -> str:
     if job.can_download:
         lines += [
             f"Commit: {job.commit}",
-            f"Archive: {job.download_filename}, {paths.human_size(job.archive_size)}",
+            f"Archive: {job.download_filename}, {units.human_size(job.archive_size)}",
             f"sha256: {job.archive_sha256}",
             f"Kept until: {timezone.localtime(job.expires_at):%Y-%m-%d %H:%M %Z}",
             f"Download: {links['download']}",

@@ -9,7 +9,6 @@ checks for the worker's container, which has no HTTP server.
 import os
 import shutil
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -18,13 +17,12 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.db.models import Count, Min, Q
 from django.http import HttpRequest, JsonResponse
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_q.models import Schedule
 
+from .. import units
 from ..models import CloneJob, Status, WorkerReport
-from ..pipeline import paths
 from .schedules import RECOVERY_SCHEDULE_NAME
 
 # django-q2's scheduler runs every 30 s in each cluster, busy or not, so a live one is never
@@ -53,8 +51,8 @@ def check_storage() -> Check:
     free, needed = shutil.disk_usage(directory).free, settings.CLONES_MIN_FREE_BYTES
     if free < needed:
         error = (
-            f"{paths.human_size(free)} free, less than CLONES_MIN_FREE_BYTES "
-            f"({paths.human_size(needed)}): jobs wait instead of starting."
+            f"{units.human_size(free)} free, less than CLONES_MIN_FREE_BYTES "
+            f"({units.human_size(needed)}): jobs wait instead of starting."
         )
         return {"ok": False, "free_bytes": free, "error": error}
     return {"ok": True, "free_bytes": free}
@@ -77,7 +75,7 @@ def check_queue() -> Check:
         oldest=Min("created_at", filter=queued),
     )
     oldest = counts.pop("oldest")
-    age = None if oldest is None else _seconds_since(oldest)
+    age = None if oldest is None else round(units.seconds_since(oldest))
     return {"ok": True, **counts, "oldest_queued_seconds": age}
 
 
@@ -89,7 +87,7 @@ def check_worker() -> Check:
     )
     if next_run is None:
         return {"ok": False, "error": "The recovery schedule is missing (migrate creates it)."}
-    overdue = max(0, _seconds_since(next_run))
+    overdue = round(units.seconds_since(next_run))
     if overdue > HEARTBEAT_GRACE_SECONDS:
         error = f"The recovery sweep is {overdue} s overdue: no worker is running its scheduler."
         return {"ok": False, "overdue_seconds": overdue, "error": error}
@@ -104,7 +102,7 @@ def check_engine() -> Check:
     last = WorkerReport.objects.filter(pk=1).first()
     if last is None:
         return {"ok": True, "state": "unknown", "reported_seconds_ago": None}
-    age = _seconds_since(last.reported_at)
+    age = round(units.seconds_since(last.reported_at))
     if not last.engine_ok:
         return {
             "ok": False,
@@ -160,7 +158,3 @@ def _run(check: Callable[[], Check]) -> Check:
     except Exception as exc:
         # With the database gone, every check but storage ends here; each still answers.
         return {"ok": False, "error": str(exc) or type(exc).__name__}
-
-
-def _seconds_since(moment: datetime) -> int:
-    return round((timezone.now() - moment).total_seconds())

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from .. import units
 from ..models import CloneJob, History
 from ..safety import urlpolicy
 from . import engine, paths, refs
@@ -376,7 +377,7 @@ def run(
     if result.exit_code != 0:
         check_size(job_dir)
         if result.out_of_memory:
-            memory = paths.human_size(settings.CLONES_CONTAINER_MEMORY)
+            memory = units.human_size(settings.CLONES_CONTAINER_MEMORY)
             message = f"git ran out of memory ({memory}) cloning this repository."
             raise CloneFailed(message, shared=True)
         if _hit_file_size_limit(result):
@@ -391,7 +392,7 @@ def _hit_file_size_limit(result: engine.ContainerResult) -> bool:
 
 
 def _too_large(git_output: str = "") -> CloneFailed:
-    limit = paths.human_size(settings.CLONES_MAX_REPO_BYTES)
+    limit = units.human_size(settings.CLONES_MAX_REPO_BYTES)
     message = f"The repository is larger than {limit}, the most this service clones."
     return CloneFailed(message, git_output, shared=True)
 

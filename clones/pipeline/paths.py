@@ -148,13 +148,3 @@ def usage(path: Path) -> tuple[int, int]:
 
 def free_bytes() -> int:
     return shutil.disk_usage(settings.CLONES_DATA_DIR).free
-
-
-def human_size(size: int) -> str:
-    """1536 -> "1.5 KiB", 2**31 -> "2 GiB"."""
-    scaled = float(size)
-    for unit in ["bytes", "KiB", "MiB", "GiB"]:
-        if scaled < 1024:
-            return f"{round(scaled, 1):g} {unit}"
-        scaled /= 1024
-    return f"{round(scaled, 1):g} TiB"

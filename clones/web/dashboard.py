@@ -37,6 +37,7 @@ from django_q.conf import Conf
 from django_q.status import Stat
 from redis import RedisError
 
+from .. import units
 from ..models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
 from ..ops import health
 from ..pipeline import paths
@@ -129,11 +130,11 @@ class DayDurations:
 
     @property
     def median_text(self) -> str:
-        return human_duration(self.median)
+        return units.human_duration(self.median)
 
     @property
     def p95_text(self) -> str:
-        return human_duration(self.p95)
+        return units.human_duration(self.p95)
 
 
 @dataclass(frozen=True)
@@ -179,14 +180,14 @@ def running_jobs() -> list[RunningJob]:
     )
     jobs = []
     for row in rows:
-        beat_age = seconds_since(row["heartbeat_at"], now)
+        beat_age = units.seconds_since(row["heartbeat_at"], now)
         jobs.append(
             RunningJob(
                 id=row["id"],
                 url=row["url"],
                 owner=row["owner__username"],
-                running_for=human_age(seconds_since(row["started_at"], now)),
-                heartbeat_age=human_age(beat_age),
+                running_for=units.human_age(units.seconds_since(row["started_at"], now)),
+                heartbeat_age=units.human_age(beat_age),
                 # As the recovery sweep sees it (CloneJob.objects.lost()).
                 silent=beat_age is not None and beat_age > silent_after,
                 admin_url=job_change_url(row["id"]),
@@ -216,7 +217,7 @@ def clusters() -> Clusters:
             host=stat.host,
             status=stat.status,
             workers=len(stat.workers),
-            reported_age=human_age(seconds_since(stat.timestamp, now)),
+            reported_age=units.human_age(units.seconds_since(stat.timestamp, now)),
         )
         for stat in stats
     ]
@@ -436,34 +437,6 @@ def links_for(user) -> list[tuple[str, str]]:
     return [(label, url) for label, url, needed in admin_links() if user.has_perm(needed)]
 
 
-def seconds_since(moment: datetime | None, now: datetime) -> float | None:
-    return None if moment is None else max(0.0, (now - moment).total_seconds())
-
-
-def human_age(seconds: float | None) -> str:
-    """How long ago, to the second: a tenth of a second tells nothing here."""
-    return human_duration(None if seconds is None else round(seconds))
-
-
-def human_duration(seconds: float | None) -> str:
-    """4.25 -> "4.2 s", 4 -> "4 s", 125 -> "2 min 5 s", 7260 -> "2 h 1 min", 90000 -> "1 d 1 h"."""
-    if seconds is None:
-        return "—"
-    if seconds < 10 and not float(seconds).is_integer():
-        return f"{seconds:.1f} s"
-    whole = round(seconds)
-    for size, name, part, part_name in [
-        (86400, "d", 3600, "h"),
-        (3600, "h", 60, "min"),
-        (60, "min", 1, "s"),
-    ]:
-        if whole >= size:
-            major, rest = divmod(whole, size)
-            minor = rest // part
-            return f"{major} {name} {minor} {part_name}" if minor else f"{major} {name}"
-    return f"{whole} s"
-
-
 # --- Charts --------------------------------------------------------------------------------------
 
 # Both charts count a job on the day it was submitted.
@@ -507,7 +480,7 @@ def worker_late(worker: dict) -> str | None:
     """How late the recovery sweep is, if later than one pass of django-q2's scheduler (every
     30 s): up to that it is on time."""
     overdue = worker.get("overdue_seconds") or 0
-    return human_age(overdue) if overdue > 30 else None
+    return units.human_age(overdue) if overdue > 30 else None
 
 
 def figures() -> dict:
@@ -520,13 +493,13 @@ def figures() -> dict:
         "now": timezone.now(),
         "statuses": jobs_by_status(),
         "queue": queue,
-        "oldest_queued_age": human_age(queue["oldest_queued_seconds"]),
+        "oldest_queued_age": units.human_age(queue["oldest_queued_seconds"]),
         "running": running_jobs(),
         "worker": worker,
         "worker_late": worker_late(worker),
         "clusters": clusters(),
         "engine": engine,
-        "engine_reported_age": human_age(engine.get("reported_seconds_ago")),
+        "engine_reported_age": units.human_age(engine.get("reported_seconds_ago")),
         "storage": storage(),
         "days": days,
         "jobs_in_window": sum(day.total for day in days),

@@ -408,11 +408,3 @@ def test_percentiles_interpolate_as_postgresql_does():
     assert dashboard.percentile([5.0], 0.95) == 5
     assert dashboard.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert dashboard.percentile([10.0, 20.0, 30.0, 40.0, 100.0], 0.95) == pytest.approx(88)
-
-
-@pytest.mark.parametrize(
-    ("seconds", "shown"),
-    [(None, "—"), (4.25, "4.2 s"), (59.6, "1 min"), (125, "2 min 5 s"), (7260, "2 h 1 min")],
-)
-def test_durations_in_words(seconds, shown):
-    assert dashboard.human_duration(seconds) == shown
