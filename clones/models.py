@@ -42,6 +42,11 @@ class ArchiveFormat(models.TextChoices):
     BUNDLE = "bundle", "bundle"
 
 
+# What cloneshelf packs itself (clones.pipeline.archives), and what a person picks: every format
+# but the bundle, which git writes.
+PACKED_FORMATS = tuple(format.value for format in ArchiveFormat if format != ArchiveFormat.BUNDLE)
+
+
 class SnapshotState(models.TextChoices):
     # A job (its builder) is cloning it; identical jobs wait for it.
     BUILDING = "building", "Building"

@@ -26,11 +26,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files import File
 from django.core.files.storage import default_storage
 
+from ..models import PACKED_FORMATS
 from . import paths
 
 logger = logging.getLogger(__name__)
-
-FORMATS = ("tar", "tar.gz", "zip")
 
 _CHUNK = 1 << 20
 # zipfile refuses plain (32-bit) sizes from 2 GiB on. The size is only written after the data
@@ -166,8 +165,8 @@ def pack(
     Streamed, never held in memory. Symlinks are stored as symlinks, never followed, so nothing
     outside `source` is read. Returns the size and the sha256.
     """
-    if archive_format not in FORMATS:
-        raise ValueError(f"Unknown archive format {archive_format!r}; one of {FORMATS}.")
+    if archive_format not in PACKED_FORMATS:
+        raise ValueError(f"Unknown archive format {archive_format!r}; one of {PACKED_FORMATS}.")
     progress = _Progress(source, on_progress)
     entries = _entries(source, top_level)
     with staging.open("wb") as file:

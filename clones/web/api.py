@@ -25,7 +25,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
 from .. import jobs
-from ..models import ArchiveFormat, CloneJob, History
+from ..models import PACKED_FORMATS, ArchiveFormat, CloneJob, History
 from ..models import Status as JobStatus
 from . import apitokens, downloads
 from .forms import MAX_DEPTH, CloneRequestForm
@@ -99,7 +99,7 @@ class CloneRequest(Schema):
     depth: int | None = Field(
         None, ge=1, le=MAX_DEPTH, description="Commits to keep, for a shallow clone only."
     )
-    archive_format: Literal["tar", "tar.gz", "zip"] | None = Field(
+    archive_format: Literal[PACKED_FORMATS] | None = Field(
         None, description="`tar` when none; a bundle is always its own format."
     )
     token: str | None = Field(

@@ -5,15 +5,13 @@ from django import forms
 from django.forms.utils import ErrorDict
 
 from .. import jobs
-from ..models import ArchiveFormat, History
+from ..models import PACKED_FORMATS, ArchiveFormat, History
 from ..notify import webhooks
 from ..safety import urlpolicy
 
 MAX_DEPTH = 1_000_000
 # What a person picks; a bundle is its own format.
-FORMATS = [
-    (value, label) for value, label in ArchiveFormat.choices if value != ArchiveFormat.BUNDLE
-]
+FORMATS = [(value, label) for value, label in ArchiveFormat.choices if value in PACKED_FORMATS]
 
 # The fields whose checks may resolve a host name: a submission refused for one of them counts
 # towards CLONES_MAX_REFUSED_PER_HOUR (jobs.check_refusals).
