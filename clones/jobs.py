@@ -187,9 +187,7 @@ def claim(job_id) -> CloneJob | None:
 
 def is_still_running(job: CloneJob) -> bool:
     """False once the job was cancelled, or recovered from under this worker."""
-    return CloneJob.objects.filter(
-        pk=job.pk, status=Status.RUNNING, started_at=job.started_at
-    ).exists()
+    return CloneJob.objects.attempt(job).exists()
 
 
 def record_phase(job: CloneJob, phase: str, progress: int | None = None) -> None:

@@ -107,6 +107,11 @@ class CloneJobQuerySet(models.QuerySet):
     def active(self) -> "CloneJobQuerySet":
         return self.filter(status__in=ACTIVE_STATUSES)
 
+    def attempt(self, job: "CloneJob") -> "CloneJobQuerySet":
+        """The job's row while this attempt of it runs: none once it was cancelled, or recovered
+        from under its worker (a new attempt has a new started_at)."""
+        return self.filter(pk=job.pk, status=Status.RUNNING, started_at=job.started_at)
+
 
 class CloneJob(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from ..models import CloneJob, Status
+from ..models import CloneJob
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,7 @@ def _beat(job: CloneJob, stop: threading.Event) -> None:
         while not stop.wait(settings.CLONES_HEARTBEAT_SECONDS):
             try:
                 # Only this attempt's: a job recovered from under us must not look alive.
-                CloneJob.objects.filter(
-                    pk=job.pk, status=Status.RUNNING, started_at=job.started_at
-                ).update(heartbeat_at=timezone.now())
+                CloneJob.objects.attempt(job).update(heartbeat_at=timezone.now())
             except DatabaseError:
                 # A busy or restarting database: the next beat tries again, well before the job
                 # looks lost, on a new connection (Django would keep handing out the failed one).
