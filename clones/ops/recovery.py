@@ -10,13 +10,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from .. import jobs
 from ..models import CloneJob, Snapshot, Status, WorkerReport
 from ..notify import webhooks
-from ..pipeline import engine, paths, snapshots
+from ..pipeline import archives, engine, paths, snapshots
 from ..safety import tokens
 
 logger = logging.getLogger(__name__)
@@ -116,19 +115,17 @@ def _reap_job_dirs() -> int:
 def _reap_archives() -> int:
     """Storage files no job or snapshot points at: written by an attempt that died before it
     finished, or a deleted snapshot's file that could not be deleted then."""
-    names = default_storage.listdir("")[1] if default_storage.exists("") else []
+    names = archives.stored_names()
     kept = {
         *CloneJob.objects.exclude(archive="").values_list("archive", flat=True),
         *Snapshot.objects.exclude(archive="").values_list("archive", flat=True),
     }
     stale_before = timezone.now() - timedelta(seconds=STALE_AFTER_SECONDS)
     orphans = [
-        name
-        for name in names
-        if name not in kept and default_storage.get_modified_time(name) < stale_before
+        name for name in names if name not in kept and archives.last_modified(name) < stale_before
     ]
     for name in orphans:
-        default_storage.delete(name)
+        archives.delete(name)
     return len(orphans)
 
 

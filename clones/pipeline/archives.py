@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -367,3 +368,12 @@ def _reason(exc: Exception) -> str:
 def delete(name: str) -> None:
     if name:
         default_storage.delete(name)
+
+
+def stored_names() -> list[str]:
+    """Every file in storage (for the recovery sweep's reaping of orphans)."""
+    return default_storage.listdir("")[1] if default_storage.exists("") else []
+
+
+def last_modified(name: str) -> datetime:
+    return default_storage.get_modified_time(name)
