@@ -192,7 +192,7 @@ class CloneJob(models.Model):
             models.Index(fields=["owner", "-created_at"]),
             # The expiry sweep: done jobs by expiry date.
             models.Index(fields=["status", "expires_at"]),
-            # The staff dashboard (clones.web.dashboard): the last 30 days' jobs by day and status
+            # The staff dashboard (clones.web.figures): the last 30 days' jobs by day and status
             # and their clone times, read from the index alone, and the latest failures without
             # sorting them all.
             models.Index(fields=["created_at", "status", "started_at", "finished_at"]),

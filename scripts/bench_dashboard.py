@@ -13,7 +13,7 @@ about 81% done (expired once older than the archive TTL; 5% of them waited for a
 job and have no start), 12% failed with a reason and some of git's output, 5% cancelled, a
 few queued and running now; clone times log-normal around 20 s; a snapshot for most successful
 jobs, ready while their archive lives. Then ANALYZE (autovacuum's and the planner's view of a
-database in use), and times each figure of clones.web.dashboard and GET /dashboard/ as a logged-in
+database in use), and times each figure of clones.web.figures and GET /dashboard/ as a logged-in
 staff member: the median of RUNS runs after one warm-up, with its number of queries.
 `--explain` prints each query's plan; `--without-indexes` drops the indexes that migration
 0009_dashboard_indexes adds before timing, to see what they are for. A script, not a test: it
@@ -45,7 +45,7 @@ from django.utils import timezone  # noqa: E402
 
 from clones.models import CloneJob, Snapshot, SnapshotState, Status  # noqa: E402
 from clones.ops import health  # noqa: E402
-from clones.web import dashboard  # noqa: E402
+from clones.web import dashboard, figures  # noqa: E402
 
 USERS = 500
 BATCH = 5000
@@ -161,20 +161,20 @@ def drop_dashboard_indexes() -> None:
 
 
 def figures_to_time() -> dict[str, Callable[[], object]]:
-    starts = dashboard.day_starts()
+    starts = figures.day_starts()
     return {
-        "jobs by status": dashboard.jobs_by_status,
+        "jobs by status": figures.jobs_by_status,
         "queue (health.check_queue)": health.check_queue,
-        "running jobs": dashboard.running_jobs,
+        "running jobs": figures.running_jobs,
         "worker (health.check_worker)": health.check_worker,
-        "clusters (django-q2 Stat)": dashboard.clusters,
+        "clusters (django-q2 Stat)": figures.clusters,
         "engine (health.check_engine)": health.check_engine,
-        "storage": dashboard.storage,
-        "jobs per day, 30 days": lambda: dashboard.jobs_per_day(starts),
-        "clone time per day, 30 days": lambda: dashboard.durations_per_day(starts),
-        "recent failures": dashboard.recent_failures,
-        "busiest repositories": lambda: dashboard.busiest_repositories(starts[0]),
-        "all figures (figures())": dashboard.figures,
+        "storage": figures.storage,
+        "jobs per day, 30 days": lambda: figures.jobs_per_day(starts),
+        "clone time per day, 30 days": lambda: figures.durations_per_day(starts),
+        "recent failures": figures.recent_failures,
+        "busiest repositories": lambda: figures.busiest_repositories(starts[0]),
+        "all figures (dashboard.context())": dashboard.context,
     }
 
 

@@ -1,441 +1,25 @@
-"""The staff dashboard at /dashboard/: what the service is doing now and did in the last 30 days.
-
-The figures are plain queries returning plain data, one query each (or none), however many
-jobs there are: counts are grouped in the database, and the only rows that reach Python are the
-clone times of the last 30 days' successful jobs, as numbers the database computed, for the
-percentiles (SQLite has no percentile function). Days are the site's time zone's, told apart by
-nested CASEs of plain comparisons that both databases evaluate natively (Django's TruncDate
-calls back into Python for every row on SQLite), and the last 30 days are read from an index
-of their own (migration 0009). scripts/bench_dashboard.py times every figure at 100,000 jobs
-(README, "Staff dashboard").
+"""The staff dashboard at /dashboard/: the page and its charts, from the figures
+(clones.web.figures), health's checks (clones.ops.health) and the admin links the user may open
+(clones.web.adminlinks).
 
 Nothing is cached: staff open this page when something is wrong, and then a queue depth or an
 engine state from a minute ago would mislead; at 100,000 jobs the whole page takes about
 130 ms on SQLite and 100 ms on PostgreSQL.
 """
 
-import math
-from collections import defaultdict
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from urllib.parse import urlencode
-from uuid import UUID
-
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.cache import caches
-from django.core.cache.backends.locmem import LocMemCache
-from django.db import connection
-from django.db.models import Case, Count, FloatField, Func, IntegerField, Q, Sum, Value, When
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.views.decorators.cache import never_cache
-from django_q.conf import Conf
-from django_q.status import Stat
-from redis import RedisError
 
 from .. import units
-from ..models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
+from ..models import Status
 from ..ops import health
-from ..pipeline import paths
-from . import charts
-
-WINDOW_DAYS = 30
-RECENT_FAILURES = 10
-BUSIEST_REPOSITORIES = 10
-# Everything on the page is about jobs, and most of it links to their admin pages: the page
-# needs what those pages need, not a permission of its own that could be granted without it.
-JOBS_PERMISSION = "clones.view_clonejob"
-# More running jobs than this is no longer a list anyone reads; the count is shown above it.
-RUNNING_SHOWN = 50
-
-# What became of the jobs of a day. An expired job was done: its archive was made, and deleted
-# after its time, so it counts as done, and its duration counts too.
-SUCCEEDED = (Status.DONE, Status.EXPIRED)
-OUTCOMES = {
-    "done": SUCCEEDED,
-    "failed": (Status.FAILED,),
-    "cancelled": (Status.CANCELLED,),
-    "active": (Status.QUEUED, Status.RUNNING),
-}
-
-
-@dataclass(frozen=True)
-class StatusCount:
-    status: str
-    label: str
-    jobs: int
-    admin_url: str
-
-
-@dataclass(frozen=True)
-class RunningJob:
-    id: UUID
-    url: str
-    owner: str
-    running_for: str
-    heartbeat_age: str  # how long ago its worker last said it is alive
-    silent: bool  # its worker missed LOST_AFTER_BEATS heartbeats: the next sweep takes it back
-    admin_url: str
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """One django-q2 cluster, as it last reported itself."""
-
-    host: str
-    status: str
-    workers: int
-    reported_age: str
-
-
-@dataclass(frozen=True)
-class Clusters:
-    reports: list[Cluster]
-    unseen_because: str = ""  # why django-q2's reports cannot be read here, if they cannot
-
-
-@dataclass(frozen=True)
-class Storage:
-    archives: int
-    archive_bytes: int
-    free_bytes: int | None  # on CLONES_DATA_DIR; None if it cannot be read
-    admin_url: str
-
-
-@dataclass(frozen=True)
-class DayJobs:
-    day: date
-    done: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    active: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.done + self.failed + self.cancelled + self.active
-
-
-@dataclass(frozen=True)
-class DayDurations:
-    """Seconds from start to finish of a day's successful jobs (None: there were none)."""
-
-    day: date
-    jobs: int
-    median: float | None
-    p95: float | None
-
-    @property
-    def median_text(self) -> str:
-        return units.human_duration(self.median)
-
-    @property
-    def p95_text(self) -> str:
-        return units.human_duration(self.p95)
-
-
-@dataclass(frozen=True)
-class Failure:
-    id: UUID
-    url: str
-    ref: str
-    owner: str
-    error: str
-    finished_at: datetime
-    admin_url: str
-    owner_admin_url: str
-
-
-@dataclass(frozen=True)
-class BusyRepository:
-    url: str
-    jobs: int
-    failures: int
-    admin_url: str
-
-
-# --- Now -----------------------------------------------------------------------------------------
-
-
-def jobs_by_status() -> list[StatusCount]:
-    """Every job there is, by status, zeros included, in the order of the lifecycle."""
-    rows = CloneJob.objects.order_by().values("status").annotate(jobs=Count("*"))
-    counts = {row["status"]: row["jobs"] for row in rows}
-    return [
-        StatusCount(status, label, counts.get(status, 0), job_changelist(status__exact=status))
-        for status, label in Status.choices
-    ]
-
-
-def running_jobs() -> list[RunningJob]:
-    now = timezone.now()
-    silent_after = settings.CLONES_HEARTBEAT_SECONDS * LOST_AFTER_BEATS
-    rows = (
-        CloneJob.objects.filter(status=Status.RUNNING)
-        .order_by("started_at")
-        .values("id", "url", "owner__username", "started_at", "heartbeat_at")[:RUNNING_SHOWN]
-    )
-    jobs = []
-    for row in rows:
-        beat_age = units.seconds_since(row["heartbeat_at"], now)
-        jobs.append(
-            RunningJob(
-                id=row["id"],
-                url=row["url"],
-                owner=row["owner__username"],
-                running_for=units.human_age(units.seconds_since(row["started_at"], now)),
-                heartbeat_age=units.human_age(beat_age),
-                # As the recovery sweep sees it (CloneJob.objects.lost()).
-                silent=beat_age is not None and beat_age > silent_after,
-                admin_url=job_change_url(row["id"]),
-            )
-        )
-    return jobs
-
-
-def clusters() -> Clusters:
-    """django-q2's own reports of the clusters that run, where this process can see them: with
-    the ORM broker they are kept in Django's cache, which is each process's own memory unless
-    CACHES names a shared one (Redis keeps them in Redis). Each report lives 3 seconds,
-    refreshed while its cluster runs."""
-    if not settings.CLONES_REDIS_URL and isinstance(caches[Conf.CACHE], LocMemCache):
-        return Clusters(
-            [],
-            "Cluster details need the Redis queue: with the queue in the "
-            "database, each process keeps them to itself.",
-        )
-    try:
-        stats = Stat.get_all()
-    except (RedisError, OSError) as exc:
-        return Clusters([], f"Cluster details could not be read: {exc}")
-    now = timezone.now()
-    reports = [
-        Cluster(
-            host=stat.host,
-            status=stat.status,
-            workers=len(stat.workers),
-            reported_age=units.human_age(units.seconds_since(stat.timestamp, now)),
-        )
-        for stat in stats
-    ]
-    return Clusters(reports)
-
-
-def storage() -> Storage:
-    totals = Snapshot.objects.filter(state=SnapshotState.READY).aggregate(
-        archives=Count("*"), archive_bytes=Sum("archive_size")
-    )
-    try:
-        free = paths.free_bytes()
-    except OSError:
-        free = None
-    return Storage(
-        archives=totals["archives"],
-        archive_bytes=totals["archive_bytes"] or 0,
-        free_bytes=free,
-        admin_url=admin_url("admin:clones_snapshot_changelist", state__exact=SnapshotState.READY),
-    )
-
-
-# --- The last 30 days ----------------------------------------------------------------------------
-
-
-def day_starts(days: int = WINDOW_DAYS) -> list[datetime]:
-    """Midnight in the site's time zone of each of the last `days` days, today's last."""
-    today, zone = timezone.localdate(), timezone.get_current_timezone()
-    return [
-        datetime.combine(today - timedelta(days=back), time.min, tzinfo=zone)
-        for back in range(days - 1, -1, -1)
-    ]
-
-
-def day_index(
-    field: str, starts: list[datetime], first: int = 0, last: int | None = None
-) -> Case | Value:
-    """Which of `starts`' days `field` falls on (0 for the first), computed by the database as
-    nested CASEs that halve the days at each level: five comparisons a row for 30 days, where
-    one WHEN a day took fifteen on average (twice the time on SQLite at 100,000 jobs)."""
-    last = len(starts) - 1 if last is None else last
-    if first == last:
-        return Value(first)
-    middle = (first + last + 1) // 2
-    later = When(**{f"{field}__gte": starts[middle]}, then=day_index(field, starts, middle, last))
-    earlier = day_index(field, starts, first, middle - 1)
-    return Case(later, default=earlier, output_field=IntegerField())
-
-
-class SecondsBetween(Func):
-    """From `start` to `end` in seconds, as a float the database computes: no datetime of a row
-    is parsed in Python. For SQLite and PostgreSQL, the databases cloneshelf runs on."""
-
-    output_field = FloatField()
-
-    def __init__(self, start: str, end: str):
-        super().__init__(end, start)
-
-    def as_sqlite(self, compiler, connection, **extra):
-        template = "ROUND((julianday(%(expressions)s)) * 86400.0, 3)"
-        return self.as_sql(
-            compiler, connection, template=template, arg_joiner=") - julianday(", **extra
-        )
-
-    def as_postgresql(self, compiler, connection, **extra):
-        template = "EXTRACT(EPOCH FROM %(expressions)s)::double precision"
-        return self.as_sql(compiler, connection, template=template, arg_joiner=" - ", **extra)
-
-
-def jobs_per_day(starts: list[datetime]) -> list[DayJobs]:
-    """The jobs submitted on each day, by what became of them."""
-    # Grouped by day alone: grouped by status too, SQLite walks a status index through every
-    # job, not the last 30 days' range of the created_at index.
-    outcomes = {
-        outcome: Count("status", filter=Q(status__in=statuses))
-        for outcome, statuses in OUTCOMES.items()
-    }
-    rows = (
-        CloneJob.objects.filter(created_at__gte=starts[0])
-        .annotate(day=day_index("created_at", starts))
-        .order_by()
-        .values("day")
-        .annotate(**outcomes)
-    )
-    by_day = {row.pop("day"): row for row in rows}
-    return [DayJobs(start.date(), **by_day.get(index, {})) for index, start in enumerate(starts)]
-
-
-def durations_per_day(starts: list[datetime]) -> tuple[list[DayDurations], DayDurations]:
-    """Median and 95th percentile of the clone time of each day's successful jobs, by the day
-    they were submitted, and of all of them together (its `day` is the first day). Jobs that
-    only waited for an identical one have no start and are left out."""
-    query = (
-        CloneJob.objects.filter(
-            status__in=SUCCEEDED,
-            created_at__gte=starts[0],
-            started_at__isnull=False,
-            finished_at__isnull=False,
-        )
-        .annotate(
-            day=day_index("created_at", starts), seconds=SecondsBetween("started_at", "finished_at")
-        )
-        .order_by()
-        .values_list("day", "seconds")
-    )
-    # The ORM writes the query; its rows are read as the driver gives them (an int and a
-    # float): Django's converters, called for every value, took as long as the query itself.
-    with connection.cursor() as cursor:
-        cursor.execute(*query.query.sql_with_params())
-        rows = cursor.fetchall()
-    by_day: dict[int, list[float]] = defaultdict(list)
-    for day, seconds in rows:
-        by_day[day].append(seconds)
-    days = [summarise(start.date(), by_day[index]) for index, start in enumerate(starts)]
-    every = [seconds for durations in by_day.values() for seconds in durations]
-    return days, summarise(starts[0].date(), every)
-
-
-def summarise(day: date, durations: list[float]) -> DayDurations:
-    if not durations:
-        return DayDurations(day, 0, None, None)
-    ordered = sorted(durations)
-    return DayDurations(day, len(ordered), percentile(ordered, 0.5), percentile(ordered, 0.95))
-
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    """Interpolated between the nearest ranks, as PostgreSQL's percentile_cont."""
-    position = (len(ordered) - 1) * fraction
-    below = math.floor(position)
-    above = min(below + 1, len(ordered) - 1)
-    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
-
-
-def recent_failures(limit: int = RECENT_FAILURES) -> list[Failure]:
-    # Every failed job has finished_at; asking for it keeps PostgreSQL, which sorts NULLs first
-    # in descending order, from putting one that had not at the top.
-    rows = (
-        CloneJob.objects.filter(status=Status.FAILED, finished_at__isnull=False)
-        .order_by("-finished_at")
-        .values("id", "url", "ref", "owner_id", "owner__username", "error", "finished_at")[:limit]
-    )
-    return [
-        Failure(
-            id=row["id"],
-            url=row["url"],
-            ref=row["ref"],
-            owner=row["owner__username"],
-            error=row["error"],
-            finished_at=row["finished_at"],
-            admin_url=job_change_url(row["id"]),
-            owner_admin_url=reverse("admin:auth_user_change", args=[row["owner_id"]]),
-        )
-        for row in rows
-    ]
-
-
-def busiest_repositories(
-    since: datetime, limit: int = BUSIEST_REPOSITORIES
-) -> list[BusyRepository]:
-    """The URLs asked for most since `since`, as submitted (not normalized)."""
-    rows = (
-        CloneJob.objects.filter(created_at__gte=since)
-        .values("url")
-        .annotate(jobs=Count("*"), failures=Count("pk", filter=Q(status=Status.FAILED)))
-        .order_by("-jobs", "url")[:limit]
-    )
-    return [
-        BusyRepository(row["url"], row["jobs"], row["failures"], job_changelist(url=row["url"]))
-        for row in rows
-    ]
-
-
-# --- Links into the admin ------------------------------------------------------------------------
-
-
-def admin_url(name: str, **filters: str) -> str:
-    url = reverse(name)
-    return f"{url}?{urlencode(filters)}" if filters else url
-
-
-def job_changelist(**filters: str) -> str:
-    return admin_url("admin:clones_clonejob_changelist", **filters)
-
-
-def job_change_url(job_id: UUID) -> str:
-    return reverse("admin:clones_clonejob_change", args=[job_id])
-
-
-def admin_links() -> list[tuple[str, str, str]]:
-    """(label, address, the permission its admin page needs to be opened)."""
-    return [
-        ("All jobs", job_changelist(), JOBS_PERMISSION),
-        ("Failed jobs", job_changelist(status__exact=Status.FAILED), JOBS_PERMISSION),
-        ("Queued jobs", job_changelist(status__exact=Status.QUEUED), JOBS_PERMISSION),
-        ("Running jobs", job_changelist(status__exact=Status.RUNNING), JOBS_PERMISSION),
-        (
-            "Ready archives (snapshots)",
-            admin_url("admin:clones_snapshot_changelist", state__exact=SnapshotState.READY),
-            "clones.view_snapshot",
-        ),
-        (
-            "Schedules (expiry and recovery)",
-            admin_url("admin:django_q_schedule_changelist"),
-            "django_q.view_schedule",
-        ),
-        (
-            "Failed tasks of the queue",
-            admin_url("admin:django_q_failure_changelist"),
-            "django_q.view_failure",
-        ),
-        ("Users", admin_url("admin:auth_user_changelist"), "auth.view_user"),
-    ]
-
-
-def links_for(user) -> list[tuple[str, str]]:
-    """The admin links whose pages `user` may open."""
-    return [(label, url) for label, url, needed in admin_links() if user.has_perm(needed)]
-
+from . import charts, figures
+from .adminlinks import JOBS_PERMISSION, job_changelist, links_for
+from .figures import DayDurations, DayJobs
 
 # --- Charts --------------------------------------------------------------------------------------
 
@@ -483,30 +67,30 @@ def worker_late(worker: dict) -> str | None:
     return units.human_age(overdue) if overdue > 30 else None
 
 
-def figures() -> dict:
+def context() -> dict:
     """Everything the page shows, as plain data."""
-    starts = day_starts()
-    days = jobs_per_day(starts)
-    durations, overall = durations_per_day(starts)
+    starts = figures.day_starts()
+    days = figures.jobs_per_day(starts)
+    durations, overall = figures.durations_per_day(starts)
     queue, worker, engine = health.check_queue(), health.check_worker(), health.check_engine()
     return {
         "now": timezone.now(),
-        "statuses": jobs_by_status(),
+        "statuses": figures.jobs_by_status(),
         "queue": queue,
         "oldest_queued_age": units.human_age(queue["oldest_queued_seconds"]),
-        "running": running_jobs(),
+        "running": figures.running_jobs(),
         "worker": worker,
         "worker_late": worker_late(worker),
-        "clusters": clusters(),
+        "clusters": figures.clusters(),
         "engine": engine,
         "engine_reported_age": units.human_age(engine.get("reported_seconds_ago")),
-        "storage": storage(),
+        "storage": figures.storage(),
         "days": days,
         "jobs_in_window": sum(day.total for day in days),
         "durations": durations,
         "overall_duration": overall,
-        "failures": recent_failures(),
-        "busiest": busiest_repositories(starts[0]),
+        "failures": figures.recent_failures(),
+        "busiest": figures.busiest_repositories(starts[0]),
         "queued_url": job_changelist(status__exact=Status.QUEUED),
         "running_url": job_changelist(status__exact=Status.RUNNING),
     }
@@ -520,11 +104,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     the ones inside its sections)."""
     if not (request.user.is_staff and request.user.has_perm(JOBS_PERMISSION)):
         raise Http404
-    context = figures()
-    context["admin_links"] = links_for(request.user)
+    page = context()
+    page["admin_links"] = links_for(request.user)
     # No chart for no data: the page says so in words instead.
-    if context["jobs_in_window"]:
-        context["jobs_chart"] = jobs_chart(context["days"])
-    if context["overall_duration"].jobs:
-        context["durations_chart"] = durations_chart(context["durations"])
-    return render(request, "clones/dashboard.html", context)
+    if page["jobs_in_window"]:
+        page["jobs_chart"] = jobs_chart(page["days"])
+    if page["overall_duration"].jobs:
+        page["durations_chart"] = durations_chart(page["durations"])
+    return render(request, "clones/dashboard.html", page)

@@ -64,6 +64,16 @@ def make_done_job(owner, content: bytes, name: str = "archive.tar") -> CloneJob:
     )
 
 
+def make_job(owner, url="https://example.com/team/app.git", ago=timedelta(hours=1), **fields):
+    """A job submitted `ago` before now, in any state, made without a worker; `seconds` (if
+    given) from its start to its finish."""
+    seconds = fields.pop("seconds", None)
+    created = timezone.now() - ago
+    if seconds is not None:
+        fields.update(started_at=created, finished_at=created + timedelta(seconds=seconds))
+    return CloneJob.objects.create(owner=owner, url=url, created_at=created, **fields)
+
+
 def download(client, job: CloneJob, into: Path) -> Path:
     """Fetch the archive through the view, check it, extract it; the extracted directory."""
     response = client.get(reverse("clones:download", args=[job.id]))

@@ -1,5 +1,6 @@
-"""The staff dashboard: who may see it, its figures against crafted jobs, its charts as
-well-formed SVG, the empty state, and a number of queries that does not grow with the jobs."""
+"""The staff dashboard's page: who may see it, what it shows of crafted jobs (the figures' own
+queries: test_figures.py), its charts as well-formed SVG, the empty state, and a number of
+queries that does not grow with the jobs."""
 
 import re
 import xml.etree.ElementTree as ET
@@ -18,22 +19,15 @@ from redis import RedisError
 
 from clones.models import CloneJob, Snapshot, SnapshotState, Status, WorkerReport
 from clones.ops.schedules import RECOVERY_SCHEDULE_NAME
-from clones.web import charts, dashboard
+from clones.web import charts
+
+from ..support.helpers import make_job
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 
 DASHBOARD = reverse("clones:dashboard")
 SVG = re.compile(r"<svg\b.*?</svg>", re.DOTALL)
 SVG_NS = "{http://www.w3.org/2000/svg}"
-
-
-def make_job(owner, url="https://example.com/team/app.git", ago=timedelta(hours=1), **fields):
-    """A job submitted `ago` before now; `seconds` (if given) from its start to its finish."""
-    seconds = fields.pop("seconds", None)
-    created = timezone.now() - ago
-    if seconds is not None:
-        fields.update(started_at=created, finished_at=created + timedelta(seconds=seconds))
-    return CloneJob.objects.create(owner=owner, url=url, created_at=created, **fields)
 
 
 @pytest.fixture
@@ -193,24 +187,6 @@ def test_django_q2_cluster_reports_where_they_can_be_read(staff_client, settings
     assert "Cluster details could not be read: Connection refused." in page_of(staff_client)
 
 
-def test_storage_used_by_ready_archives(staff_client):
-    for state, size in [
-        (SnapshotState.READY, 1000),
-        (SnapshotState.READY, 2048),
-        (SnapshotState.DELETED, 10**9),
-        (SnapshotState.BUILDING, None),
-    ]:
-        Snapshot.objects.create(
-            url="https://example.com/a", commit="a" * 40, history="full", archive_format="tar",
-            state=state, archive_size=size,
-        )  # fmt: skip
-
-    storage = staff_client.get(DASHBOARD).context["storage"]
-
-    assert (storage.archives, storage.archive_bytes) == (2, 3048)
-    assert storage.free_bytes > 0
-
-
 def test_median_and_95th_percentile_of_successful_jobs(staff_client, owner):
     for seconds in [10, 20, 30, 40, 100]:
         make_job(owner, status=Status.DONE, seconds=seconds)
@@ -229,43 +205,6 @@ def test_median_and_95th_percentile_of_successful_jobs(staff_client, owner):
     assert (today.jobs, today.median, today.p95) == (5, 30, pytest.approx(88))
     assert days[-3].median == days[-3].p95 == pytest.approx(50)
     assert "median 35 s, 95th percentile 1 min 28 s" in response.content.decode()
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="percentile_cont is PostgreSQL's")
-def test_the_percentiles_are_postgresql_own(staff_client, owner):
-    for seconds in [1.5, 3, 7, 7, 12.25, 60, 61, 400]:
-        make_job(owner, status=Status.DONE, seconds=seconds)
-
-    overall = staff_client.get(DASHBOARD).context["overall_duration"]
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
-            "(ORDER BY EXTRACT(EPOCH FROM finished_at - started_at)) FROM clones_clonejob"
-        )
-        median, p95 = cursor.fetchone()[0]
-    assert (overall.median, overall.p95) == (pytest.approx(median), pytest.approx(p95))
-
-
-def test_jobs_per_day_by_outcome_in_the_site_time_zone(staff_client, owner, settings):
-    settings.TIME_ZONE = "Pacific/Auckland"  # far from UTC: its days start at another hour
-    starts = dashboard.day_starts()
-    yesterday_late = starts[-1] - timedelta(minutes=1)
-    make_job(owner, status=Status.DONE, ago=timezone.now() - yesterday_late)
-    make_job(owner, status=Status.EXPIRED, ago=timezone.now() - yesterday_late)  # was done
-    make_job(owner, status=Status.FAILED, ago=timezone.now() - starts[-1])
-    make_job(owner, status=Status.QUEUED, ago=timedelta(0))
-    make_job(owner, status=Status.CANCELLED, ago=timezone.now() - starts[0])
-    make_job(owner, status=Status.DONE, ago=timezone.now() - starts[0] + timedelta(seconds=1))
-
-    response = staff_client.get(DASHBOARD)
-
-    days = response.context["days"]
-    assert len(days) == 30 and days[-1].day == timezone.localdate()
-    assert (days[-2].done, days[-2].total) == (2, 2)
-    assert (days[-1].failed, days[-1].active, days[-1].total) == (1, 1, 2)
-    assert (days[0].cancelled, days[0].total) == (1, 1)
-    assert response.context["jobs_in_window"] == 5
 
 
 def test_recent_failures_newest_first_with_their_reasons(staff_client, owner):
@@ -290,22 +229,6 @@ def test_recent_failures_newest_first_with_their_reasons(staff_client, owner):
     job = CloneJob.objects.get(url__endswith="broken-11.git")
     assert reverse("admin:clones_clonejob_change", args=[job.id]) in page
     assert reverse("admin:auth_user_change", args=[owner.id]) in page
-
-
-def test_busiest_repositories_of_the_last_30_days(staff_client, owner):
-    for url, jobs, failed in [("https://a.example/x", 3, 1), ("https://b.example/y", 5, 0)]:
-        for number in range(jobs):
-            make_job(owner, url=url, status=Status.FAILED if number < failed else Status.DONE)
-    for _ in range(9):
-        make_job(owner, url="https://old.example/z", ago=timedelta(days=45))
-
-    busiest = staff_client.get(DASHBOARD).context["busiest"]
-
-    assert [(r.url, r.jobs, r.failures) for r in busiest] == [
-        ("https://b.example/y", 5, 0),
-        ("https://a.example/x", 3, 1),
-    ]
-    assert busiest[0].admin_url.endswith("?url=https%3A%2F%2Fb.example%2Fy")
 
 
 def test_both_charts_are_well_formed_accessible_svg(staff_client, owner):
@@ -402,9 +325,3 @@ def test_the_axis_ends_on_a_round_number():
     assert charts.nice_top(37, charts.JOBS) == 40
     assert charts.nice_top(130, charts.JOBS) == 200
     assert charts.nice_top(150, charts.Unit("minutes", 60)) == 240  # 4 minutes
-
-
-def test_percentiles_interpolate_as_postgresql_does():
-    assert dashboard.percentile([5.0], 0.95) == 5
-    assert dashboard.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
-    assert dashboard.percentile([10.0, 20.0, 30.0, 40.0, 100.0], 0.95) == pytest.approx(88)
