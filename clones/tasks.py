@@ -9,7 +9,7 @@ from django_q.exceptions import TimeoutException
 from . import jobs, stopping
 from .models import CloneJob, Snapshot, Status
 from .ops import heartbeat, outages
-from .pipeline import archives, cloning, engine, paths, refs, snapshots
+from .pipeline import archives, cloning, engine, gitwords, paths, refs, snapshots
 from .safety import tokens
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def _run(job: CloneJob) -> None:
     except engine.EngineUnreachable as exc:
         # The engine went away mid-clone: wait for it, as a new job would.
         jobs.wait(job, WAITING_FOR_ENGINE, str(exc))
-    except cloning.CloneFailed as exc:
+    except gitwords.CloneFailed as exc:
         _fail(job, str(exc), exc.output, exc.shared)
     except (engine.EngineError, archives.ArchiveFailed) as exc:
         # Not the snapshot's: the engine's or the storage's words, which may name this job's
@@ -170,7 +170,7 @@ def _clone_and_archive(
 ) -> archives.Archive:
     engine.remove_job_containers(str(job.id))  # left by an attempt whose worker died
     job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
-    on_git_output = _throttled(lambda line: jobs.record_phase(job, *cloning.read_progress(line)))
+    on_git_output = _throttled(lambda line: jobs.record_phase(job, *gitwords.read_progress(line)))
     built = cloning.build(
         job,
         resolved,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from clones.pipeline import refs
-from clones.pipeline.cloning import CloneFailed
+from clones.pipeline import gitwords, refs
+from clones.pipeline.gitwords import CloneFailed
 from clones.safety import urlpolicy
 
 from ..support import corpus
@@ -154,7 +154,7 @@ def test_a_ref_that_is_not_there(remote, new_repo):
 def test_an_empty_repository(remote, served_root):
     repo = corpus.empty(served_root, f"empty-{remote.protocol}")
 
-    assert failure(remote.url(repo.name)) == refs.EMPTY_REPOSITORY
+    assert failure(remote.url(repo.name)) == gitwords.EMPTY_REPOSITORY
     assert failure(remote.url(repo.name), "main") == "The repository has no branch or tag 'main'."
 
 
@@ -164,7 +164,7 @@ def test_head_naming_a_deleted_branch(remote, served_root):
     message = failure(remote.url(repo.name))
 
     if remote.protocol == 2:  # ls-refs lists the unborn HEAD with its branch
-        assert message == refs.DEFAULT_BRANCH_MISSING.format(branch="main")
+        assert message == gitwords.DEFAULT_BRANCH_MISSING.format(branch="main")
         assert message == (
             "The repository's default branch, 'main', does not exist; give one of its branches "
             "or tags."
