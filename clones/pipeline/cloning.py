@@ -46,6 +46,7 @@ class Built:
 
 def build(
     job: CloneJob,
+    pinned: urlpolicy.PinnedURL,
     resolved: refs.Resolved,
     job_dir: Path,
     timeout: int,
@@ -54,9 +55,8 @@ def build(
     keep_going: Callable[[], None] = lambda: None,
 ) -> Built:
     """Clone the job's repository at `resolved.commit` as its options say, in one container,
-    within `timeout` seconds. `keep_going` is called about once a second while git runs and
-    may raise to stop it."""
-    pinned = gitwords.pinned(job.url)
+    within `timeout` seconds, from the addresses `pinned` checked for the ref lookup. `keep_going`
+    is called about once a second while git runs and may raise to stop it."""
     config = git_config(pinned, with_credentials=bool(token))
     plan = PLANS[job.history](job, resolved, pinned.url)
     commands = [[*config, *command] for command in plan.commands]

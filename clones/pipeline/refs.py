@@ -8,9 +8,10 @@ This is as safe as running git in the container:
   never an object or a pack. dulwich parses them in pure Python, so no memory-unsafe parser
   meets the server's bytes in the worker; a malformed line is an exception, and every exception
   becomes CloneFailed.
-- It connects only where the clone would: urlpolicy.pin checks the URL and resolves its host
-  once, and every connection goes to one of the addresses it checked, with no DNS lookup after
-  it. For https the Host header, TLS SNI and the certificate check still name the URL's host.
+- It connects only where the clone does: urlpolicy.pin checks the URL and resolves its host
+  once for the job (gitwords.pinned, in clones.tasks), and every connection of the lookup and
+  of the clone goes to one of the addresses it checked, with no DNS lookup after it. For https
+  the Host header, TLS SNI and the certificate check still name the URL's host.
 - Redirects are not followed, no proxy is taken from the environment, and no credentials are
   sent but the job's own token: no git config, credential helper or .netrc is read.
 - It is bounded: MAX_ADVERTISEMENT_BYTES read, and `timeout` seconds: every read of the
@@ -69,13 +70,15 @@ class Resolved:
     ref: str
 
 
-def resolve(url: str, ref: str = "", token: str = "", timeout: float = 20) -> Resolved:
+def resolve(
+    url: str, pinned: urlpolicy.PinnedURL, ref: str = "", token: str = "", timeout: float = 20
+) -> Resolved:
     """The commit `ref` names at `url`, chosen as `git clone --branch` would (a branch before a
-    tag of the same name; the default branch for ""), or a full SHA as it is.
-    Raises gitwords.CloneFailed with a message for the person who asked."""
+    tag of the same name; the default branch for ""), or a full SHA as it is. Asked of the
+    addresses `pinned` (gitwords.pinned(url)) checked; `url` as the person gave it, for the
+    messages. Raises gitwords.CloneFailed with a message for the person who asked."""
     ref = ref.strip()
     sha = ref.lower() if gitwords.FULL_SHA.fullmatch(ref.lower()) else ""
-    pinned = gitwords.pinned(url)
     try:
         # A full SHA needs no lookup, but the request is made all the same: a snapshot is shared
         # with whoever may read the repository, and only the server can say who may.
