@@ -57,8 +57,7 @@ def pinned(url: str) -> urlpolicy.PinnedURL:
 def display_host(url: str) -> str:
     """The host as the person wrote it, with the port if they gave one."""
     parts = urlsplit(url)
-    host = parts.hostname or url
-    host = f"[{host}]" if ":" in host else host
+    host = urlpolicy.bracketed(parts.hostname or url)
     return f"{host}:{parts.port}" if parts.port else host
 
 
