@@ -284,7 +284,7 @@ def building(job: CloneJob, snapshot: Snapshot) -> None:
 def mark_failed(job: CloneJob, error: str, git_output: str = "", shared: bool = False) -> bool:
     """End the job with `error`, which, like `git_output`, may quote git or a server.
     `shared`: the failure is its snapshot's, and fails the jobs waiting for it too
-    (cloning.CloneFailed); otherwise they go back to the queue."""
+    (gitwords.CloneFailed); otherwise they go back to the queue."""
     return _finish(
         job,
         Status.FAILED,

@@ -9,8 +9,8 @@ from django_q.exceptions import TimeoutException
 from . import jobs, stopping, units
 from .models import CloneJob, Snapshot, Status
 from .ops import heartbeat, outages
-from .pipeline import archives, cloning, engine, paths, refs, snapshots
-from .safety import tokens
+from .pipeline import archives, cloning, engine, gitwords, paths, refs, snapshots
+from .safety import tokens, urlpolicy
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _run(job: CloneJob) -> None:
     except engine.EngineUnreachable as exc:
         # The engine went away mid-clone: wait for it, as a new job would.
         jobs.wait(job, WAITING_FOR_ENGINE, str(exc))
-    except cloning.CloneFailed as exc:
+    except gitwords.CloneFailed as exc:
         _fail(job, str(exc), exc.output, exc.shared)
     except (engine.EngineError, archives.ArchiveFailed) as exc:
         # Not the snapshot's: the engine's or the storage's words, which may name this job's
@@ -104,7 +104,10 @@ def _deliver(job: CloneJob) -> None:
     jobs.record_phase(job, f"Looking up {job.ref or 'the default branch'}")
     # Part of the clone's time: a server that will not answer is not waited for any longer.
     lookup_timeout = min(REF_LOOKUP_SECONDS, settings.CLONES_CLONE_TIMEOUT)
-    resolved = refs.resolve(job.url, job.ref, token, timeout=lookup_timeout)
+    # Checked and resolved once for the lookup and the clone, seconds apart: both reach the same
+    # addresses. A job that must wait for the engine or disk space runs all of this again.
+    pinned = gitwords.pinned(job.url)
+    resolved = refs.resolve(job.url, pinned, job.ref, token, timeout=lookup_timeout)
     job.commit = resolved.commit
     snapshot, role = snapshots.take(job, resolved)
     if role is snapshots.Role.HIT:
@@ -113,10 +116,16 @@ def _deliver(job: CloneJob) -> None:
         jobs.follow(job, snapshot)
     else:
         jobs.building(job, snapshot)
-        _build(job, snapshot, resolved, token)
+        _build(job, snapshot, pinned, resolved, token)
 
 
-def _build(job: CloneJob, snapshot: Snapshot, resolved: refs.Resolved, token: str) -> None:
+def _build(
+    job: CloneJob,
+    snapshot: Snapshot,
+    pinned: urlpolicy.PinnedURL,
+    resolved: refs.Resolved,
+    token: str,
+) -> None:
     not_yet = _reason_to_wait()
     if not_yet:
         jobs.wait(job, *not_yet)
@@ -127,7 +136,7 @@ def _build(job: CloneJob, snapshot: Snapshot, resolved: refs.Resolved, token: st
         # leftover of this job's dead attempt, which takes seconds.
         with paths.job_dir_lock(job.id):
             try:
-                archive = _clone_and_archive(job, snapshot, resolved, token)
+                archive = _clone_and_archive(job, snapshot, pinned, resolved, token)
             finally:
                 # Out of the way before the job is seen to finish (a retry may want the
                 # directory again), but removed only after: that takes seconds for a big one.
@@ -166,13 +175,18 @@ def _reason_to_wait() -> tuple[str, str] | None:
 
 
 def _clone_and_archive(
-    job: CloneJob, snapshot: Snapshot, resolved: refs.Resolved, token: str
+    job: CloneJob,
+    snapshot: Snapshot,
+    pinned: urlpolicy.PinnedURL,
+    resolved: refs.Resolved,
+    token: str,
 ) -> archives.Archive:
     engine.remove_job_containers(str(job.id))  # left by an attempt whose worker died
     job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
-    on_git_output = _throttled(lambda line: jobs.record_phase(job, *cloning.read_progress(line)))
+    on_git_output = _throttled(lambda line: jobs.record_phase(job, *gitwords.read_progress(line)))
     built = cloning.build(
         job,
+        pinned,
         resolved,
         job_dir,
         settings.CLONES_CLONE_TIMEOUT,

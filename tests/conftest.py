@@ -16,11 +16,10 @@ from django.utils import timezone
 from clones.models import Snapshot, SnapshotState
 from clones.safety import urlpolicy
 
+from .support import PROJECT_DIR
 from .support.gitservers import GitDaemon, GitHTTPServer
 from .support.repos import make_repo
 from .support.services import bucket, redis, s3_endpoint  # noqa: F401 - fixtures for every module
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def pytest_sessionfinish(session, exitstatus):

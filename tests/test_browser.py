@@ -17,7 +17,7 @@ from playwright.sync_api import expect, sync_playwright
 from clones import jobs
 from clones.models import CloneJob, Status
 
-from .conftest import PROJECT_DIR
+from .support import PROJECT_DIR
 from .support.gitservers import StallingServer, free_port, wait_for_port
 from .support.helpers import make_done_job, refreshed, web_server_command
 

@@ -8,7 +8,7 @@ import pytest
 
 from clones.models import CloneJob, Status
 
-from .conftest import PROJECT_DIR
+from .support import PROJECT_DIR
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from clones.models import Status
-from clones.pipeline.cloning import shorten
+from clones.pipeline.gitwords import shorten
 
 from .support import corpus
 from .support.helpers import assert_left_nothing_behind, download, submit, wait_for_job

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from .conftest import PROJECT_DIR
+from .support import PROJECT_DIR
 from .support.gitservers import GitHTTPServer
 from .support.helpers import containers_of, wait_until
 from .support.services import postgres  # noqa: F401 - the fixture

@@ -4,7 +4,6 @@ checks clean for the compose configuration, CSRF on every POST, the admin for st
 import re
 import secrets
 import subprocess
-import sys
 
 import pytest
 import yaml
@@ -13,35 +12,8 @@ from django.urls import reverse
 
 from clones.models import CloneJob, Status
 
-from .conftest import PROJECT_DIR
-
-
-def compose_environment(service: str, given: dict[str, str]) -> dict[str, str]:
-    """A compose service's environment, with ${VAR}, ${VAR:-default} and ${VAR:?error}
-    filled in from `given` as `docker compose` would."""
-    compose = yaml.safe_load((PROJECT_DIR / "compose.yaml").read_text())
-
-    def fill(match: re.Match) -> str:
-        name, operator, default = match["name"], match["operator"], match["default"] or ""
-        if given.get(name):
-            return given[name]
-        assert operator != ":?", f"compose needs {name}"
-        return default
-
-    pattern = re.compile(r"\$\{(?P<name>\w+)(?:(?P<operator>:-|:\?)(?P<default>[^}]*))?\}")
-    environment = compose["services"][service]["environment"]
-    return {key: pattern.sub(fill, str(value)) for key, value in environment.items()}
-
-
-def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=PROJECT_DIR,
-        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "project.settings", **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+from .support import PROJECT_DIR
+from .support.helpers import compose_environment, manage
 
 
 @pytest.mark.parametrize("service", ["web", "worker"])

@@ -19,9 +19,13 @@ from django.conf import settings as django_settings
 from clones.models import Status
 from clones.pipeline import engine
 
-from .pipeline.test_engine import make_certificates
 from .support.dind_image import ensure_image
-from .support.engines import ContainedEngine, engine_events, remove_abandoned_engines
+from .support.engines import (
+    ContainedEngine,
+    engine_events,
+    make_certificates,
+    remove_abandoned_engines,
+)
 from .support.gitservers import free_port
 from .support.helpers import assert_is_clean_checkout, download, submit, wait_for_job
 

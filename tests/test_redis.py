@@ -12,9 +12,9 @@ from django.contrib.auth import get_user_model
 from clones import jobs
 from clones.models import Status, WebhookDelivery
 
-from .notify.test_webhooks import Receiver
 from .support.gitservers import GitHTTPServer
 from .support.helpers import containers_of, refreshed, wait_for_job, wait_until
+from .support.receivers import Receiver
 from .support.services import redis_env
 
 pytestmark = pytest.mark.database

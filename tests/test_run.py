@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from .conftest import PROJECT_DIR
+from .support import PROJECT_DIR
 from .support.gitservers import free_port
 from .support.helpers import wait_until
 

@@ -11,7 +11,7 @@ from django_q.tasks import async_task, fetch
 
 from clones import tasks
 from clones.models import CloneJob, Status
-from clones.pipeline import cloning
+from clones.pipeline import gitwords
 
 from .support.helpers import submit, wait_for_job
 
@@ -51,7 +51,7 @@ def test_a_failure_while_recording_a_failure_still_ends_the_job_with_its_reason(
 
     def clone_fails(job):
         # A lone surrogate: text no database driver can encode, so recording it fails.
-        raise cloning.CloneFailed(reason, output="fatal: early EOF \udc80")
+        raise gitwords.CloneFailed(reason, output="fatal: early EOF \udc80")
 
     monkeypatch.setattr(tasks, "_deliver", clone_fails)
 

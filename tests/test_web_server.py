@@ -27,7 +27,7 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
 
-from .conftest import PROJECT_DIR
+from .support import PROJECT_DIR
 from .support.gitservers import free_port
 from .support.helpers import make_done_job, wait_until, web_server_command
 

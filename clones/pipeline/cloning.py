@@ -1,5 +1,6 @@
-"""What `git clone` means for a job: the git command lines, and git's output read back as a
-reason a person can act on. The container itself is clones.pipeline.engine's business."""
+"""What `git clone` means for a job: the git command lines, and what they leave behind. git's
+output read back as a reason is clones.pipeline.gitwords' business; the container itself is
+clones.pipeline.engine's."""
 
 import os
 import re
@@ -9,16 +10,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 
 from .. import units
 from ..models import CloneJob, History
 from ..safety import urlpolicy
-from . import engine, paths, refs
+from . import engine, gitwords, paths, refs
 
 CHECKOUT_DIR = "repo"  # inside the job directory
 BARE_DIR = "repo.git"  # files only and bundle: no working tree is needed
@@ -27,8 +26,6 @@ COMMIT_TIME = "commit-time"  # beside it: the checked-out commit's time, as git 
 # fetched tips of a commit fetched by name.
 CLONE_TIME_FILES = ["logs", "FETCH_HEAD"]
 CREDENTIALS_FILE = "credentials"  # beside it, so never in the archive
-FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 object names
-TOKEN_USER = "x-access-token"  # GitHub's name for it; GitLab and Gitea take any user name
 
 # git reads no configuration but ours: not the image's /etc/gitconfig, not a global file.
 GIT_ENVIRONMENT = {
@@ -38,22 +35,6 @@ GIT_ENVIRONMENT = {
     "GIT_TERMINAL_PROMPT": "0",  # a server asking for a password fails the clone at once
     "GIT_LFS_SKIP_SMUDGE": "1",
 }
-
-
-class CloneFailed(Exception):
-    """git ran and failed; str() is for the person who asked, `output` for staff.
-
-    `shared`: the failure is the snapshot's, not the job's: what the repository holds at that
-    commit, or a limit this service sets on every clone, worded with nothing of the job's own
-    (its ref as typed, its URL as spelled, its token). Jobs waiting for the same snapshot then
-    fail with it (clones.jobs.settle_followers). Any other failure (the job's token refused, the
-    server's answer to its URL, its ref moving, a cause not recognized) sends them back to the
-    queue, to find out for themselves, in their own words."""
-
-    def __init__(self, message: str, output: str = "", shared: bool = False):
-        super().__init__(message)
-        self.output = output
-        self.shared = shared
 
 
 @dataclass(frozen=True)
@@ -66,6 +47,7 @@ class Built:
 
 def build(
     job: CloneJob,
+    pinned: urlpolicy.PinnedURL,
     resolved: refs.Resolved,
     job_dir: Path,
     timeout: int,
@@ -74,9 +56,8 @@ def build(
     keep_going: Callable[[], None] = lambda: None,
 ) -> Built:
     """Clone the job's repository at `resolved.commit` as its options say, in one container,
-    within `timeout` seconds. `keep_going` is called about once a second while git runs and
-    may raise to stop it."""
-    pinned = _pin(job.url)
+    within `timeout` seconds, from the addresses `pinned` checked for the ref lookup. `keep_going`
+    is called about once a second while git runs and may raise to stop it."""
     config = git_config(pinned, with_credentials=bool(token))
     plan = PLANS[job.history](job, resolved, pinned.url)
     commands = [[*config, *command] for command in plan.commands]
@@ -84,7 +65,7 @@ def build(
         with _credentials(job_dir, job.url, token):
             run(job, job_dir, commands, time.monotonic() + timeout, keep_going, on_phase)
     except engine.ContainerTimedOut:
-        raise CloneFailed(f"The clone timed out after {timeout} s.", shared=True) from None
+        raise gitwords.CloneFailed(f"The clone timed out after {timeout} s.", shared=True) from None
     check_size(job_dir)  # a clone quicker than one look at it is checked here
     _check_commit(job_dir / plan.git_dir, resolved)
     return plan.built(job_dir)
@@ -95,7 +76,7 @@ def _check_commit(git_dir: Path, resolved: refs.Resolved) -> None:
     between: its snapshot would then be filed under the wrong commit."""
     cloned = head_commit(git_dir)
     if cloned != resolved.commit:
-        raise CloneFailed(
+        raise gitwords.CloneFailed(
             f"'{resolved.ref}' moved from {resolved.commit[:12]} to {cloned[:12]} while it was "
             "being cloned; try again."
         )
@@ -248,14 +229,6 @@ def url_in_archive(history: str, url: str) -> str:
     return urlpolicy.normalized_url(url)
 
 
-def _pin(url: str) -> urlpolicy.PinnedURL:
-    """Check the URL again, now, and fix the addresses git may connect to."""
-    try:
-        return urlpolicy.pin(url)
-    except ValidationError as refused:
-        raise CloneFailed(refused.messages[0]) from None
-
-
 def git_config(pinned: urlpolicy.PinnedURL, with_credentials: bool) -> list[str]:
     """`-c` options that keep git to fetching objects from the one checked address."""
     config = [
@@ -334,7 +307,8 @@ def _credentials(job_dir: Path, url: str, token: str) -> Iterator[None]:
     path = job_dir / CREDENTIALS_FILE
     path.touch(mode=0o600)
     os.chown(path, *engine.container_user())
-    path.write_text(f"{parts.scheme}://{TOKEN_USER}:{quote(token, safe='')}@{parts.netloc}\n")
+    user = f"{gitwords.TOKEN_USER}:{quote(token, safe='')}"
+    path.write_text(f"{parts.scheme}://{user}@{parts.netloc}\n")
     try:
         yield
     finally:
@@ -346,7 +320,7 @@ def check_size(job_dir: Path) -> None:
     if size > settings.CLONES_MAX_REPO_BYTES:
         raise _too_large()
     if files > settings.CLONES_MAX_REPO_FILES:
-        raise CloneFailed(
+        raise gitwords.CloneFailed(
             f"The repository has more than {settings.CLONES_MAX_REPO_FILES:,} files, "
             "the most this service clones.",
             shared=True,
@@ -379,10 +353,10 @@ def run(
         if result.out_of_memory:
             memory = units.human_size(settings.CLONES_CONTAINER_MEMORY)
             message = f"git ran out of memory ({memory}) cloning this repository."
-            raise CloneFailed(message, shared=True)
+            raise gitwords.CloneFailed(message, shared=True)
         if _hit_file_size_limit(result):
             raise _too_large(result.output)
-        raise explained(result.output, job)
+        raise gitwords.explained(result.output, job)
 
 
 def _hit_file_size_limit(result: engine.ContainerResult) -> bool:
@@ -391,184 +365,10 @@ def _hit_file_size_limit(result: engine.ContainerResult) -> bool:
     return result.exit_code == 128 + signal.SIGXFSZ or "File too large" in result.output
 
 
-def _too_large(git_output: str = "") -> CloneFailed:
+def _too_large(git_output: str = "") -> gitwords.CloneFailed:
     limit = units.human_size(settings.CLONES_MAX_REPO_BYTES)
     message = f"The repository is larger than {limit}, the most this service clones."
-    return CloneFailed(message, git_output, shared=True)
-
-
-class Explanation(NamedTuple):
-    pattern: str  # in git's output
-    message: str  # ours
-    shared: bool = False  # CloneFailed.shared: what the repository holds at the commit
-
-
-# git's words -> ours. First match wins; the pattern's named groups and `{ref}`, `{commit}`,
-# `{url}`, `{host}` and `{auth_hint}` are filled in. Only a shared one goes to the jobs waiting
-# for the same snapshot, so it names nothing of the job's own: the commit, not the ref as typed.
-# The server's own words ("remote: " lines) come first: when it fails, git's last line only says
-# what that did to the clone ("early EOF").
-CANNOT_SEND = "The server could not send the repository"
-EXPLANATIONS = [
-    Explanation(
-        # upload-pack names the object it cannot read ("unable to read <sha>", "bad tree object
-        # <sha>") and aborts. The server's copy is damaged: whoever waits for it would meet it too.
-        r"(?m)^remote: fatal: .*?\b(?P<object>[0-9a-f]{40}|[0-9a-f]{64})\b"
-        r"(?s:.*)possible repository corruption on the remote side",
-        CANNOT_SEND + ": it reports a damaged copy on its side (object {object:.12}).",
-        shared=True,
-    ),
-    Explanation(
-        # Any other death of the server's pack-objects ("Out of memory, malloc failed"), which
-        # upload-pack, too, follows with "possible repository corruption".
-        r"(?m)^remote: fatal: (?P<detail>[^\n]+)",
-        CANNOT_SEND + ": {detail}.",
-    ),
-    Explanation(
-        # upload-pack's words whenever pack-objects fails, said without a reason (killed).
-        r"possible repository corruption on the remote side",
-        CANNOT_SEND + ": it stopped, saying its copy may be damaged.",
-    ),
-    Explanation(
-        # index-pack (transfer.fsckObjects) names the object, the check and why; it then dies,
-        # and fetch-pack adds "invalid index-pack output". At a line's start: the server's own
-        # words come prefixed "remote: ", and must not pass for git's.
-        r"(?m)^error: object [0-9a-f]+: (?P<check>\w+): (?P<detail>[^\n]+)",
-        "The repository has an object git refuses: {check}: {detail}.",
-        shared=True,
-    ),
-    Explanation(
-        # A write of git's failed with ENOSPC: index-pack's "write error", or a checkout's.
-        r"(?m)^(?!remote: ).*No space left on device",
-        "The clone ran out of disk space on this server. Try again later.",
-    ),
-    Explanation(
-        # Fetched, but a file could not be written: the first error says which, and why.
-        r"(?m)^error: (?P<detail>[^\n]+)\n(?s:.*)Clone succeeded, but checkout failed",
-        "The repository's files could not be checked out: {detail}",
-        shared=True,
-    ),
-    Explanation(
-        # A commit fetched by name (a shallow clone of it) from a server that speaks only git's
-        # first protocol, or forbids it.
-        r"Server does not allow request for unadvertised object",
-        "The server does not let a commit be fetched by its SHA alone; choose the full history "
-        "for {commit}, or give a branch or tag.",
-        shared=True,
-    ),
-    # The ref was there when it was looked up: it went away since.
-    Explanation(
-        r"Remote branch .* not found in upstream", "The repository has no branch or tag '{ref}'."
-    ),
-    Explanation(
-        r"reference is not a tree|did not match any file|unable to read tree",
-        "The repository has no commit {commit}.",
-        shared=True,
-    ),
-    Explanation(
-        r"could not read Username|Authentication failed|terminal prompts disabled|"
-        r"HTTP Basic: Access denied|requested URL returned error: 40[13]",
-        "This repository needs authentication; {auth_hint}",
-    ),
-    Explanation(
-        r"requested URL returned error: 30[12378]",
-        "The server redirected the clone to another address. Redirects are not followed: "
-        "give the repository's final URL.",
-    ),
-    Explanation(
-        r"repository '.*' not found|does not appear to be a git repository|"
-        r"repository not exported|requested URL returned error: 404|No such repository",
-        "There is no git repository at {url}.",
-    ),
-    Explanation(
-        r"Could not resolve host|unable to look up|Name or service not known",
-        "The host {host} could not be found.",
-    ),
-    Explanation(
-        r"Connection refused|Failed to connect|unable to connect|Connection timed out|"
-        r"No route to host|Network is unreachable|Couldn't connect",
-        "Could not connect to {host}.",
-    ),
-    Explanation(
-        r"SSL certificate problem|server certificate verification failed",
-        "{host}'s TLS certificate could not be verified.",
-    ),
-    Explanation(
-        # curl's words, under http.lowSpeedLimit and http.lowSpeedTime; git then reads what
-        # little came ("expected 'packfile'", "the remote end hung up unexpectedly").
-        r"Operation too slow\. Less than (?P<rate>\d+) bytes/sec transferred the last "
-        r"(?P<seconds>\d+) seconds",
-        "The server stopped sending data (less than {rate} bytes/s for {seconds} s).",
-    ),
-    Explanation(
-        # The pack stopped short: over git:// or HTTP, and curl's own words for a cut body.
-        r"unexpected disconnect while reading sideband packet|early EOF|"
-        r"transfer closed with \d+ bytes remaining",
-        "The server closed the connection in the middle of sending the repository.",
-    ),
-]
-
-
-AUTH_HINTS = {
-    False: "give an access token that can read it.",
-    True: "the access token given was not accepted.",
-}
-
-
-def explained(output: str, job: CloneJob) -> CloneFailed:
-    """git's failing output read back as a reason the person can act on."""
-    parts = urlsplit(job.url)
-    host = parts.hostname or job.url
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    for explanation in EXPLANATIONS:
-        found = re.search(explanation.pattern, output, re.IGNORECASE)
-        if found:
-            # The server's lines are padded with spaces, to blank a progress meter out.
-            quoted = {
-                name: shorten(text.strip().rstrip(".")) for name, text in found.groupdict().items()
-            }
-            auth_hint = AUTH_HINTS[job.used_token]
-            message = explanation.message.format(
-                ref=job.ref,
-                commit=job.commit,
-                url=job.url,
-                host=host,
-                auth_hint=auth_hint,
-                **quoted,
-            )
-            return CloneFailed(message, output, explanation.shared)
-    # Not recognized, so not known to be the repository's: git's words may hold the URL too.
-    return CloneFailed(f"git failed: {shorten(last_complaint(output))}", output)
-
-
-def shorten(text: str, limit: int = 300) -> str:
-    """git's words cut to `limit` characters in the middle, where a long path is, so that the
-    end (the reason) stays."""
-    if len(text) <= limit:
-        return text
-    half = (limit - 1) // 2
-    return f"{text[:half]}…{text[-half:]}"
-
-
-def last_complaint(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    complaints = [line for line in lines if line.startswith(("fatal:", "error:"))]
-    return (complaints or lines or ["no output"])[-1]
-
-
-# git's progress meter: "Receiving objects:  45% (123/456), 1.20 MiB | 2.00 MiB/s", and the
-# server's own, prefixed "remote: " ("Counting objects", "Compressing objects").
-PROGRESS = re.compile(r"(?:remote: )?(?P<stage>[A-Z][a-z]+(?: [a-z]+)*): +(?P<percent>\d{1,3})%")
-
-
-def read_progress(line: str) -> tuple[str, int | None]:
-    """(what git is doing, the percent of it done) from a line of its output; a line that is
-    not a progress meter is what it is doing, with no percent."""
-    found = PROGRESS.match(line)
-    if not found:
-        return line, None
-    return found["stage"], min(int(found["percent"]), 100)
+    return gitwords.CloneFailed(message, git_output, shared=True)
 
 
 def head_commit(git_dir: Path) -> str:
@@ -576,11 +376,11 @@ def head_commit(git_dir: Path) -> str:
     Its failures but the empty repository's are not shared: the HEAD read is the one this job's
     clone wrote, naming the branch it asked for, if any."""
     head = (git_dir / "HEAD").read_text().strip()
-    if FULL_SHA.fullmatch(head):
+    if gitwords.FULL_SHA.fullmatch(head):
         return head
     ref = head.removeprefix("ref: ")
     if not re.fullmatch(r"refs/[\w./-]+", ref) or ".." in ref:
-        raise CloneFailed(f"The clone has an unexpected HEAD: {head[:100]!r}.")
+        raise gitwords.CloneFailed(f"The clone has an unexpected HEAD: {head[:100]!r}.")
     loose = git_dir / ref
     if loose.is_file():
         return loose.read_text().strip()
@@ -589,16 +389,14 @@ def head_commit(git_dir: Path) -> str:
         return packed[ref]
     if packed or any(path.is_file() for path in (git_dir / "refs").rglob("*")):
         # git clones such a repository with a warning and checks nothing out.
-        raise CloneFailed(
-            f"The repository's default branch, '{ref.removeprefix('refs/heads/')}', does not "
-            "exist; give one of its branches or tags."
-        )
-    raise CloneFailed("The repository is empty: it has no commit to archive.", shared=True)
+        branch = ref.removeprefix("refs/heads/")
+        raise gitwords.CloneFailed(gitwords.DEFAULT_BRANCH_MISSING.format(branch=branch))
+    raise gitwords.CloneFailed(gitwords.EMPTY_REPOSITORY, shared=True)
 
 
 def _packed_refs(git_dir: Path) -> dict[str, str]:
     """Ref name -> object name, from packed-refs (its comments and peeled lines skipped)."""
     packed = git_dir / "packed-refs"
     lines = packed.read_text().splitlines() if packed.is_file() else []
-    pairs = (line.split(" ", 1) for line in lines if FULL_SHA.match(line))
+    pairs = (line.split(" ", 1) for line in lines if gitwords.FULL_SHA.match(line))
     return {name: sha for sha, name in pairs}

@@ -8,9 +8,10 @@ This is as safe as running git in the container:
   never an object or a pack. dulwich parses them in pure Python, so no memory-unsafe parser
   meets the server's bytes in the worker; a malformed line is an exception, and every exception
   becomes CloneFailed.
-- It connects only where the clone would: urlpolicy.pin checks the URL and resolves its host
-  once, and every connection goes to one of the addresses it checked, with no DNS lookup after
-  it. For https the Host header, TLS SNI and the certificate check still name the URL's host.
+- It connects only where the clone does: urlpolicy.pin checks the URL and resolves its host
+  once for the job (gitwords.pinned, in clones.tasks), and every connection of the lookup and
+  of the clone goes to one of the addresses it checked, with no DNS lookup after it. For https
+  the Host header, TLS SNI and the certificate check still name the URL's host.
 - Redirects are not followed, no proxy is taken from the environment, and no credentials are
   sent but the job's own token: no git config, credential helper or .netrc is read.
 - It is bounded: MAX_ADVERTISEMENT_BYTES read, and `timeout` seconds: every read of the
@@ -30,7 +31,6 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import urllib3
-from django.core.exceptions import ValidationError
 from dulwich.client import (
     LsRemoteResult,
     TCPGitClient,
@@ -41,19 +41,10 @@ from dulwich.errors import NotGitRepository
 from dulwich.protocol import Protocol
 
 from ..safety import pinnedhttp, urlpolicy
+from . import gitwords
 
-EMPTY_REPOSITORY = "The repository is empty: it has no commit to archive."
-DEFAULT_BRANCH_MISSING = (
-    "The repository's default branch, '{branch}', does not exist; give one of its branches or tags."
-)
 # A server speaking git's first protocol does not say which branch an unborn HEAD names.
 NO_DEFAULT_BRANCH = "The repository has no default branch; give one of its branches or tags."
-NO_SUCH_REF = "The repository has no branch or tag '{ref}'."
-REDIRECTED = (
-    "The server redirected the clone to another address. Redirects are not followed: give the "
-    "repository's final URL."
-)
-NO_REPOSITORY = "There is no git repository at {url}."
 
 # Protocol v2's ls-refs sends only the refs asked for (not 10,000 tags for one branch) and names
 # the branch of an unborn HEAD. A server without it answers in protocol 0, which dulwich reads too.
@@ -79,28 +70,25 @@ class Resolved:
     ref: str
 
 
-def resolve(url: str, ref: str = "", token: str = "", timeout: float = 20) -> Resolved:
+def resolve(
+    url: str, pinned: urlpolicy.PinnedURL, ref: str = "", token: str = "", timeout: float = 20
+) -> Resolved:
     """The commit `ref` names at `url`, chosen as `git clone --branch` would (a branch before a
-    tag of the same name; the default branch for ""), or a full SHA as it is.
-    Raises cloning.CloneFailed with a message for the person who asked."""
-    from . import cloning  # here, not at the top: cloning imports this module
-
+    tag of the same name; the default branch for ""), or a full SHA as it is. Asked of the
+    addresses `pinned` (gitwords.pinned(url)) checked; `url` as the person gave it, for the
+    messages. Raises gitwords.CloneFailed with a message for the person who asked."""
     ref = ref.strip()
-    sha = ref.lower() if cloning.FULL_SHA.fullmatch(ref.lower()) else ""
-    try:
-        pinned = urlpolicy.pin(url)
-    except ValidationError as refused:
-        raise cloning.CloneFailed(refused.messages[0]) from None
+    sha = ref.lower() if gitwords.FULL_SHA.fullmatch(ref.lower()) else ""
     try:
         # A full SHA needs no lookup, but the request is made all the same: a snapshot is shared
         # with whoever may read the repository, and only the server can say who may.
         advertised = _ls_remote(pinned, [HEAD] if sha else _wanted(ref), token, _Budget(timeout))
         return Resolved(sha, "") if sha else _pick(advertised, ref)
-    except cloning.CloneFailed:
+    except gitwords.CloneFailed:
         raise
     except Exception as error:  # whatever the server sent, the answer is that it could not be read
         message = _explain(error, url.strip(), token, timeout)
-        raise cloning.CloneFailed(message, _detail(error)) from None
+        raise gitwords.CloneFailed(message, _detail(error)) from None
 
 
 def _wanted(ref: str) -> list[bytes]:
@@ -114,27 +102,23 @@ def _wanted(ref: str) -> list[bytes]:
 def _ls_remote(
     pinned: urlpolicy.PinnedURL, wanted: list[bytes], token: str, budget: "_Budget"
 ) -> LsRemoteResult:
-    from . import cloning
-
     options = {"protocol_version": PROTOCOL_VERSION, "ref_prefix": wanted}
     if pinned.scheme == "git":
         with closing(_DaemonClient(pinned, budget)) as client:
             return client.get_refs(_git_path(pinned.url), **options)
-    credentials = {"username": cloning.TOKEN_USER, "password": token} if token else {}
+    credentials = {"username": gitwords.TOKEN_USER, "password": token} if token else {}
     with _PinnedPoolManager(pinned, budget) as pool:
         client = Urllib3HttpGitClient(pinned.url, pool_manager=pool, **credentials)
         return client.get_refs("", **options)
 
 
 def _pick(advertised: LsRemoteResult, ref: str) -> Resolved:
-    from . import cloning
-
     refs = advertised.refs
     width = 64 if advertised.object_format == "sha256" else 40
 
     def commit(name: bytes) -> str:
         found = (refs.get(name + PEELED) or refs[name]).decode("ascii", "replace")
-        if len(found) != width or not cloning.FULL_SHA.fullmatch(found):
+        if len(found) != width or not gitwords.FULL_SHA.fullmatch(found):
             raise ValueError(f"{found[:80]!r} is not an object name")
         return found
 
@@ -142,17 +126,17 @@ def _pick(advertised: LsRemoteResult, ref: str) -> Resolved:
         for name in _wanted(ref):
             if refs.get(name):
                 return Resolved(commit(name), name.decode())
-        raise cloning.CloneFailed(NO_SUCH_REF.format(ref=ref))
+        raise gitwords.CloneFailed(gitwords.NO_SUCH_REF.format(ref=ref))
     branch = advertised.symrefs.get(HEAD)
     if refs.get(HEAD):  # the branch HEAD names; a detached HEAD is a commit and no ref
         return Resolved(commit(HEAD), branch.decode("utf-8", "replace") if branch else "")
     # An unborn HEAD is listed with no object (v2), or not at all; "capabilities^{}" is no ref.
     if not any(value for name, value in refs.items() if not name.endswith(PEELED)):
-        raise cloning.CloneFailed(EMPTY_REPOSITORY)
+        raise gitwords.CloneFailed(gitwords.EMPTY_REPOSITORY)
     if branch is None:
-        raise cloning.CloneFailed(NO_DEFAULT_BRANCH)
+        raise gitwords.CloneFailed(NO_DEFAULT_BRANCH)
     name = branch.decode("utf-8", "replace").removeprefix("refs/heads/")
-    raise cloning.CloneFailed(DEFAULT_BRANCH_MISSING.format(branch=name))
+    raise gitwords.CloneFailed(gitwords.DEFAULT_BRANCH_MISSING.format(branch=name))
 
 
 class _Budget:
@@ -274,10 +258,8 @@ def _git_path(url: str) -> bytes:
 
 
 def _explain(error: Exception, url: str, token: str, timeout: float) -> str:
-    from . import cloning
-
     chain = list(_chain(error))
-    host = _display_host(url)
+    host = gitwords.display_host(url)
 
     def found(*kinds: type[BaseException]) -> BaseException | None:
         return next((link for link in chain if isinstance(link, kinds)), None)
@@ -288,26 +270,24 @@ def _explain(error: Exception, url: str, token: str, timeout: float) -> str:
         limit = MAX_ADVERTISEMENT_BYTES // 1024 // 1024
         return f"{host} sent more than {limit} MiB of branches and tags, more than is read here."
     if found(ssl.SSLCertVerificationError):
-        return f"{host}'s TLS certificate could not be verified."
+        return gitwords.UNVERIFIED.format(host=host)
     if found(_Unreachable, urllib3.exceptions.NewConnectionError):
-        return f"Could not connect to {host}."
+        return gitwords.UNREACHABLE.format(host=host)
     if found(TimeoutError, urllib3.exceptions.TimeoutError):
         return f"{host} did not answer within {timeout:g} s."
     if found(NotGitRepository) or any(NOT_THERE.search(str(link)) for link in chain):
-        return NO_REPOSITORY.format(url=url)
-    reason = cloning.shorten(str(error).strip().rstrip(".") or type(error).__name__, 200)
+        return gitwords.NO_REPOSITORY.format(url=url)
+    reason = gitwords.shorten(str(error).strip().rstrip(".") or type(error).__name__, 200)
     return f"Could not read the repository's branches and tags from {host}: {reason}."
 
 
 def _explain_answer(answer: _Answer, url: str, host: str, with_token: bool) -> str:
-    from . import cloning
-
     if 300 <= answer.status < 400:
-        return REDIRECTED
+        return gitwords.REDIRECTED
     if answer.status in (401, 403):
-        return f"This repository needs authentication; {cloning.AUTH_HINTS[with_token]}"
+        return gitwords.NEEDS_AUTHENTICATION.format(auth_hint=gitwords.AUTH_HINTS[with_token])
     if answer.status == 404:
-        return NO_REPOSITORY.format(url=url)
+        return gitwords.NO_REPOSITORY.format(url=url)
     if answer.status == 200:  # a web page, or a "dumb" server, which only git's fetch can read
         return f"There is no git repository at {url}: the server does not speak git's protocol."
     return f"Could not read the repository's branches and tags from {host}: HTTP {answer.status}."
@@ -325,11 +305,3 @@ def _chain(error: BaseException | None) -> Iterator[BaseException]:
 def _detail(error: Exception) -> str:
     """For staff: every error in the chain."""
     return " <- ".join(f"{type(link).__name__}: {link}" for link in _chain(error))
-
-
-def _display_host(url: str) -> str:
-    """The host as the person wrote it, with the port if they gave one (as cloning.explain)."""
-    parts = urlsplit(url)
-    host = parts.hostname or url
-    host = f"[{host}]" if ":" in host else host
-    return f"{host}:{parts.port}" if parts.port else host

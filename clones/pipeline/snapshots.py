@@ -135,7 +135,7 @@ def builder_ended(
     job: CloneJob, status: str, error: str = "", shared: bool = False
 ) -> Snapshot | None:
     """A job has just finished (done, failed or cancelled). If it was building a snapshot, that
-    snapshot fails with it if the failure is `shared` (cloning.CloneFailed), or is abandoned:
+    snapshot fails with it if the failure is `shared` (gitwords.CloneFailed), or is abandoned:
     the job was cancelled, or failed for a reason of its own; returns the snapshot whose
     waiting jobs must now be settled, if any."""
     if job.snapshot_id is None or status == Status.DONE:

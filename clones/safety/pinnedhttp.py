@@ -32,9 +32,7 @@ class PinnedPoolManager(urllib3.PoolManager):
         # In order; one that refuses the connection is dropped, so the next request goes on
         # with the address that answered.
         self._addresses = list(pinned.addresses)
-        host = f"[{pinned.host}]" if ":" in pinned.host else pinned.host
-        default = pinned.port == urlpolicy.DEFAULT_PORTS[pinned.scheme]
-        self._host_header = host if default else f"{host}:{pinned.port}"
+        self._host_header = urlpolicy.netloc(pinned.scheme, pinned.host, pinned.port)
 
     def connection_from_host(
         self,

@@ -156,9 +156,9 @@ def pin(url: str, reach: Reach = GIT_SERVERS) -> PinnedURL:
         return PinnedURL(target.url, None, **where, addresses=tuple(target.addresses))
     if target.parts.scheme == "git":
         first = target.addresses[0]
-        git_url = _with_host(target.url, target.parts, _url_host(first))
+        git_url = _with_host(target.url, target.parts, bracketed(str(first)))
         return PinnedURL(git_url, None, **where, addresses=(first,))
-    addresses = ",".join(_url_host(address) for address in target.addresses)
+    addresses = ",".join(bracketed(str(address)) for address in target.addresses)
     # curl matches the resolve entry against the ASCII name, so git must be given that name.
     url = target.url
     if target.parts.hostname != target.host:
@@ -378,8 +378,16 @@ def _contains(network: IPNetwork, address: IPAddress) -> bool:
     return network.version == address.version and address in network
 
 
-def _url_host(address: IPAddress) -> str:
-    return f"[{address}]" if address.version == 6 else str(address)
+def bracketed(host: str) -> str:
+    """The host as a URL or a Host header writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def netloc(scheme: str, host: str, port: int | None) -> str:
+    """host[:port] as a URL or a Host header writes it: the port left out if it is the
+    scheme's default, or none was given."""
+    host = bracketed(host)
+    return f"{host}:{port}" if port and port != DEFAULT_PORTS.get(scheme) else host
 
 
 def _with_host(url: str, parts: SplitResult, host: str) -> str:
@@ -419,11 +427,7 @@ def origin_url(url: str) -> str:
     `widget`."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"  # an IPv6 address
-    if parts.port and parts.port != DEFAULT_PORTS.get(scheme):
-        host = f"{host}:{parts.port}"
+    host = netloc(scheme, (parts.hostname or "").lower(), parts.port)
     return urlunsplit((scheme, host, parts.path.rstrip("/"), parts.query, ""))
 
 

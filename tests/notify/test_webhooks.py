@@ -12,17 +12,12 @@ import contextlib
 import email
 import email.policy
 import itertools
-import json
 import re
-import ssl
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage, Message
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
+from email.message import EmailMessage
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -50,8 +45,10 @@ from clones.ops import recovery
 from clones.safety import tokens
 from project.settings import smtp_mailers
 
-from ..support.gitservers import _RawServer, _Threaded, free_port
+from ..support import PROJECT_DIR
+from ..support.gitservers import _RawServer, free_port
 from ..support.helpers import run_schedule_now, submit, wait_for_job, wait_until
+from ..support.receivers import Received, Receiver
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db(transaction=True)]
 
@@ -62,49 +59,6 @@ POLICY_ENV = {
     "CLONES_ALLOWED_PRIVATE_HOSTS": "127.0.0.1",  # the git servers'
     "CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS": "127.0.0.1",  # the receivers'
 }
-
-
-@dataclass
-class Received:
-    headers: Message
-    body: bytes
-    at: datetime
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-
-class Receiver(_Threaded):
-    """A webhook receiver: answers each POST with the next of `statuses` (the last one again
-    once they run out) and keeps what it was sent. With `pem`, over TLS."""
-
-    def __init__(self, *statuses: int, pem: str | None = None):
-        self.received: list[Received] = []
-        answers = list(statuses or [200])
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append(Received(self.headers, body, timezone.now()))
-                status = answers.pop(0) if len(answers) > 1 else answers[0]
-                self.send_response(status)
-                self.send_header("Content-Length", "13")
-                self.end_headers()
-                self.wfile.write(b"thank you \xe2\x9c\x93")
-
-            def log_message(self, format, *args) -> None:
-                pass
-
-        super().__init__(Handler)
-        if pem:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(pem)
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-
-    def url(self, host: str = "127.0.0.1", scheme: str = "http") -> str:
-        return f"{scheme}://{host}:{self.port}/hook"
 
 
 @pytest.fixture
@@ -358,7 +312,7 @@ def test_an_expiry_is_not_told(owner, allowlisted, receiver, snapshot):
 
 # The signature: Standard Webhooks.
 
-README = Path(__file__).resolve().parent.parent.parent / "README.md"
+README = PROJECT_DIR / "README.md"
 SNIPPET_MARK = "<!-- tests/notify/test_webhooks.py runs this snippet with a real delivery -->"
 
 

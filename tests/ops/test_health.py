@@ -19,9 +19,8 @@ from clones.models import CloneJob, Status, WorkerReport
 from clones.ops.health import HEARTBEAT_GRACE_SECONDS, engine_report_max_age
 from clones.ops.schedules import RECOVERY_SCHEDULE_NAME, ensure_schedules
 
-from ..conftest import PROJECT_DIR
-from ..support.helpers import wait_until
-from ..test_deploy import compose_environment, manage
+from ..support import PROJECT_DIR
+from ..support.helpers import compose_environment, manage, wait_until
 
 HEALTHZ = "/healthz"  # the address compose and monitors use, not a name to reverse
 

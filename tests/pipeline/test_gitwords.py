@@ -1,6 +1,6 @@
-"""git's real output, read back as the reason a person sees: each mapping is checked against what
-git (the same version as the test image's) prints for a repository that provokes it, never
-against text written by hand."""
+"""clones.pipeline.gitwords: git's output read back as the reason a person sees. First samples
+of git's words (as git 2.39 prints them); then each mapping checked against what git (the same
+version as the test image's) prints for a repository that provokes it."""
 
 import subprocess
 import uuid
@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 
 from clones.models import CloneJob
-from clones.pipeline import cloning, engine, paths
+from clones.pipeline import cloning, engine, gitwords, paths
+from clones.pipeline.gitwords import explained, read_progress
 
 from ..support import corpus
 from ..support.gitservers import GitHTTPServer
 from ..support.helpers import small_disk
 from ..support.repos import GIT_ENV, remove_object
 
+COMMIT = "c0ffee" + "0" * 34
+JOB = CloneJob(url="https://h.example:8443/team/app.git", ref="dev", commit=COMMIT)
 LEGACY = [
     (corpus.zero_padded_modes, "zeroPaddedFilemode"),  # pallets/flask
     (corpus.bad_time_zone, "badTimezone"),  # psf/requests
@@ -41,7 +44,109 @@ def git_clone(
 
 
 def reason(output: str) -> str:
-    return str(cloning.explained(output, CloneJob(url="https://git.example/team/app.git")))
+    return str(explained(output, CloneJob(url="https://git.example/team/app.git")))
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        (
+            "warning: Could not find remote branch dev to clone.\n"
+            "fatal: Remote branch dev not found in upstream origin",
+            "The repository has no branch or tag 'dev'.",
+        ),
+        (
+            "fatal: could not read Username for 'https://h.example': terminal prompts disabled",
+            "This repository needs authentication; give an access token that can read it.",
+        ),
+        (
+            "fatal: repository 'https://h.example:8443/team/app.git/' not found",
+            "There is no git repository at https://h.example:8443/team/app.git.",
+        ),
+        (
+            "fatal: unable to access 'https://h.example:8443/team/app.git/': "
+            "Could not resolve host: h.example",
+            "The host h.example:8443 could not be found.",
+        ),
+        (
+            "fatal: early EOF\nfatal: index-pack failed",  # older git's words for a cut pack
+            "The server closed the connection in the middle of sending the repository.",
+        ),
+        ("fatal: index-pack failed", "git failed: fatal: index-pack failed"),
+        (
+            # git 2.39's, from a git daemon under `ulimit -v 50000` sending a 20 MB blob
+            "remote: fatal: Out of memory, malloc failed (tried to allocate 20000001 bytes)    \n"
+            "remote: aborting due to possible repository corruption on the remote side.\x00\n"
+            "fatal: early EOF\nfatal: fetch-pack: invalid index-pack output",
+            "The server could not send the repository: Out of memory, malloc failed "
+            "(tried to allocate 20000001 bytes).",
+        ),
+        (
+            # The same, had pack-objects been killed before it could say why.
+            "remote: aborting due to possible repository corruption on the remote side.\x00\n"
+            "fatal: early EOF\nfatal: fetch-pack: invalid index-pack output",
+            "The server could not send the repository: it stopped, saying its copy may be damaged.",
+        ),
+        (
+            f"fatal: reference is not a tree: {COMMIT}",
+            f"The repository has no commit {COMMIT}.",
+        ),
+        (
+            f"fatal: Server does not allow request for unadvertised object {COMMIT}",
+            "The server does not let a commit be fetched by its SHA alone; choose the full "
+            f"history for {COMMIT}, or give a branch or tag.",
+        ),
+    ],
+)
+def test_git_output_becomes_a_reason(output, reason):
+    assert str(explained(output, JOB)) == reason
+
+
+@pytest.mark.parametrize(
+    ("output", "shared"),
+    [
+        # What the repository holds at the commit: any job asking for it meets it too.
+        ("error: object 1234abcd: hasDotgit: contains '.git'\nfatal: fsck error", True),
+        (
+            "error: cannot stat 'nnn': File name too long\nClone succeeded, but checkout failed",
+            True,
+        ),
+        (f"fatal: reference is not a tree: {COMMIT}", True),
+        # The server's answer to this job's own request: its token, its URL, its ref.
+        ("fatal: Authentication failed for 'https://h.example:8443/team/app.git/'", False),
+        ("fatal: repository 'https://h.example:8443/team/app.git/' not found", False),
+        ("fatal: Remote branch dev not found in upstream origin", False),
+        ("fatal: unable to access 'https://H.example/app/': Could not resolve host", False),
+        ("fatal: early EOF", False),  # not recognized: not known to be the repository's
+    ],
+)
+def test_only_a_failure_that_is_the_repositorys_is_shared_with_the_jobs_waiting(output, shared):
+    assert explained(output, JOB).shared is shared
+
+
+def test_an_ipv6_host_is_named_in_brackets_as_in_its_url():
+    job = CloneJob(url="https://[2001:db8::7]:8443/team/app.git")
+    refused = "fatal: unable to access '...': Failed to connect to 2001:db8::7 port 8443"
+    unverified = "fatal: unable to access '...': SSL certificate problem: self-signed certificate"
+
+    assert str(explained(refused, job)) == "Could not connect to [2001:db8::7]:8443."
+    assert str(explained(unverified, job)) == (
+        "[2001:db8::7]:8443's TLS certificate could not be verified."
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "progress"),
+    [
+        ("Receiving objects:  45% (123/456), 1.20 MiB | 2.00 MiB/s", ("Receiving objects", 45)),
+        ("remote: Counting objects: 100% (20/20), done.", ("Counting objects", 100)),
+        ("Resolving deltas:   7% (1/14)", ("Resolving deltas", 7)),
+        ("Updating files:  50% (2/4)", ("Updating files", 50)),
+        ("Cloning into '/job/repo'...", ("Cloning into '/job/repo'...", None)),
+    ],
+)
+def test_git_progress_becomes_a_phase_and_a_percent(line, progress):
+    assert read_progress(line) == progress
 
 
 @pytest.mark.parametrize(("build", "check"), LEGACY, ids=[check for _, check in LEGACY])
@@ -99,7 +204,7 @@ def test_a_file_over_the_size_cap_is_stopped_by_the_kernel_and_said_so(
     job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
     clone_args = ["clone", "--", job.url, f"{engine.MOUNT_POINT}/{cloning.CHECKOUT_DIR}"]
     try:
-        with pytest.raises(cloning.CloneFailed) as failed:
+        with pytest.raises(gitwords.CloneFailed) as failed:
             cloning.run(job, job_dir, [clone_args], deadline=float("inf"), keep_going=lambda: None)
     finally:
         paths.remove_job_dir(job.id)

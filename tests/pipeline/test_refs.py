@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from clones.pipeline import refs
-from clones.pipeline.cloning import CloneFailed
+from clones.pipeline import gitwords, refs
+from clones.pipeline.gitwords import CloneFailed
 from clones.safety import urlpolicy
 
 from ..support import corpus
@@ -73,9 +73,14 @@ def lookups(monkeypatch):
     return asked
 
 
+def resolve(url: str, ref: str = "", **options) -> refs.Resolved:
+    """As a job looks its ref up: the URL pinned (checked, resolved) first."""
+    return refs.resolve(url, gitwords.pinned(url), ref, **options)
+
+
 def failure(url: str, ref: str = "", **options) -> str:
     with pytest.raises(CloneFailed) as failed:
-        refs.resolve(url, ref, **options)
+        resolve(url, ref, **options)
     return str(failed.value)
 
 
@@ -89,7 +94,7 @@ def rev_parse(repo, what: str) -> str:
 def test_no_ref_is_the_branch_the_servers_head_names(remote, served_root):
     repo = corpus.unusual_default_branch(served_root, f"trunk-{remote.protocol}")
 
-    resolved = refs.resolve(remote.url(repo.name))
+    resolved = resolve(remote.url(repo.name))
 
     assert resolved == refs.Resolved(repo.head, "refs/heads/trunk")
     assert rev_parse(repo, "main") != repo.head  # main and master exist, but are not HEAD
@@ -98,7 +103,7 @@ def test_no_ref_is_the_branch_the_servers_head_names(remote, served_root):
 def test_a_branch(remote, new_repo):
     repo = new_repo()
 
-    resolved = refs.resolve(remote.url(repo.name), "feature")
+    resolved = resolve(remote.url(repo.name), "feature")
 
     assert resolved == refs.Resolved(repo.refs["feature"], "refs/heads/feature")
 
@@ -107,7 +112,7 @@ def test_a_lightweight_tag(remote, new_repo):
     repo = new_repo()
     git("tag", "light", repo.refs["feature"], cwd=repo.bare)
 
-    assert refs.resolve(remote.url(repo.name), "light") == refs.Resolved(
+    assert resolve(remote.url(repo.name), "light") == refs.Resolved(
         repo.refs["feature"], "refs/tags/light"
     )
 
@@ -116,7 +121,7 @@ def test_an_annotated_tag_is_the_commit_it_points_at(remote, new_repo):
     repo = new_repo()
     assert rev_parse(repo, "refs/tags/v1.0") != repo.refs["v1.0"]  # the tag object
 
-    resolved = refs.resolve(remote.url(repo.name), "v1.0")
+    resolved = resolve(remote.url(repo.name), "v1.0")
 
     assert resolved == refs.Resolved(repo.refs["v1.0"], "refs/tags/v1.0")
 
@@ -126,7 +131,7 @@ def test_a_tag_of_a_tag_is_the_commit_at_the_end(remote, new_repo):
     git("tag", "-a", "nested", "-m", "a tag of v1.0", "refs/tags/v1.0", cwd=repo.bare)
     assert "\ntype tag\n" in git("cat-file", "-p", "refs/tags/nested", cwd=repo.bare)
 
-    resolved = refs.resolve(remote.url(repo.name), "nested")
+    resolved = resolve(remote.url(repo.name), "nested")
 
     assert resolved == refs.Resolved(repo.refs["v1.0"], "refs/tags/nested")
 
@@ -138,8 +143,8 @@ def test_a_branch_comes_before_a_tag_of_the_same_name(remote, new_repo):
 
     url = remote.url(repo.name)
 
-    assert refs.resolve(url, "feature") == refs.Resolved(repo.refs["feature"], "refs/heads/feature")
-    assert refs.resolve(url, "v1.0") == refs.Resolved(repo.refs["feature"], "refs/heads/v1.0")
+    assert resolve(url, "feature") == refs.Resolved(repo.refs["feature"], "refs/heads/feature")
+    assert resolve(url, "v1.0") == refs.Resolved(repo.refs["feature"], "refs/heads/v1.0")
 
 
 def test_a_ref_that_is_not_there(remote, new_repo):
@@ -154,7 +159,7 @@ def test_a_ref_that_is_not_there(remote, new_repo):
 def test_an_empty_repository(remote, served_root):
     repo = corpus.empty(served_root, f"empty-{remote.protocol}")
 
-    assert failure(remote.url(repo.name)) == refs.EMPTY_REPOSITORY
+    assert failure(remote.url(repo.name)) == gitwords.EMPTY_REPOSITORY
     assert failure(remote.url(repo.name), "main") == "The repository has no branch or tag 'main'."
 
 
@@ -164,21 +169,21 @@ def test_head_naming_a_deleted_branch(remote, served_root):
     message = failure(remote.url(repo.name))
 
     if remote.protocol == 2:  # ls-refs lists the unborn HEAD with its branch
-        assert message == refs.DEFAULT_BRANCH_MISSING.format(branch="main")
+        assert message == gitwords.DEFAULT_BRANCH_MISSING.format(branch="main")
         assert message == (
             "The repository's default branch, 'main', does not exist; give one of its branches "
             "or tags."
         )
     else:  # git's first protocol leaves an unborn HEAD out
         assert message == refs.NO_DEFAULT_BRANCH
-    assert refs.resolve(remote.url(repo.name), "release").ref == "refs/heads/release"
+    assert resolve(remote.url(repo.name), "release").ref == "refs/heads/release"
 
 
 def test_a_detached_head_is_its_commit_and_no_ref(remote, new_repo):
     repo = new_repo()
     git("update-ref", "--no-deref", "HEAD", repo.refs["feature"], cwd=repo.bare)
 
-    assert refs.resolve(remote.url(repo.name)) == refs.Resolved(repo.refs["feature"], "")
+    assert resolve(remote.url(repo.name)) == refs.Resolved(repo.refs["feature"], "")
 
 
 def test_a_sha256_repository(remote, served_root):
@@ -186,8 +191,8 @@ def test_a_sha256_repository(remote, served_root):
     tagged = rev_parse(repo, "v1^{commit}")
 
     assert len(repo.head) == 64
-    assert refs.resolve(remote.url(repo.name)) == refs.Resolved(repo.head, "refs/heads/main")
-    assert refs.resolve(remote.url(repo.name), "v1") == refs.Resolved(tagged, "refs/tags/v1")
+    assert resolve(remote.url(repo.name)) == refs.Resolved(repo.head, "refs/heads/main")
+    assert resolve(remote.url(repo.name), "v1") == refs.Resolved(tagged, "refs/tags/v1")
 
 
 def test_no_repository_at_the_path(remote):
@@ -206,10 +211,10 @@ def test_ten_thousand_tags_are_still_quick(remote, many_refs):
     url = remote.url(repo.name)
     started = time.monotonic()
 
-    assert refs.resolve(url).commit == repo.head
-    assert refs.resolve(url, "nightly-09999").ref == "refs/tags/nightly-09999"
-    assert refs.resolve(url, "v199.0").commit == rev_parse(repo, "v199.0^{commit}")
-    assert refs.resolve(url, "branch-299").ref == "refs/heads/branch-299"
+    assert resolve(url).commit == repo.head
+    assert resolve(url, "nightly-09999").ref == "refs/tags/nightly-09999"
+    assert resolve(url, "v199.0").commit == rev_parse(repo, "v199.0^{commit}")
+    assert resolve(url, "branch-299").ref == "refs/heads/branch-299"
 
     assert time.monotonic() - started < 2
 
@@ -219,7 +224,7 @@ def test_ten_thousand_tags_are_still_quick(remote, many_refs):
 
 @pytest.mark.parametrize("sha", [SHA1, SHA1.upper(), SHA256])
 def test_a_full_sha_is_taken_as_it_is(sha, remote, new_repo):
-    assert refs.resolve(remote.url(new_repo().name), sha) == refs.Resolved(sha.lower(), "")
+    assert resolve(remote.url(new_repo().name), sha) == refs.Resolved(sha.lower(), "")
 
 
 def test_a_full_sha_of_a_private_repository_still_needs_its_token(private, new_repo):
@@ -229,7 +234,7 @@ def test_a_full_sha_of_a_private_repository_still_needs_its_token(private, new_r
     assert failure(url, ref=repo.head) == (
         "This repository needs authentication; give an access token that can read it."
     )
-    assert refs.resolve(url, repo.head, token="s3cret-token").commit == repo.head
+    assert resolve(url, repo.head, token="s3cret-token").commit == repo.head
 
 
 # The URL policy and its pinned addresses.
@@ -271,7 +276,7 @@ def test_http_goes_to_the_checked_address_with_the_host_name(dns, lookups, serve
     repo = new_repo()
     dns["git.example.test"] = ["127.0.0.1"]
     try:
-        resolved = refs.resolve(f"http://git.example.test:{server.port}/{repo.name}", "feature")
+        resolved = resolve(f"http://git.example.test:{server.port}/{repo.name}", "feature")
     finally:
         server.stop()
 
@@ -287,7 +292,7 @@ def test_git_daemon_is_reached_at_the_checked_address(dns, lookups, git_daemon, 
     repo = new_repo()
     dns["git.example.test"] = ["127.0.0.1"]
 
-    resolved = refs.resolve(f"git://git.example.test:{git_daemon.port}/{repo.name}")
+    resolved = resolve(f"git://git.example.test:{git_daemon.port}/{repo.name}")
 
     assert resolved.commit == repo.head
     assert set(lookups) == {"127.0.0.1"}
@@ -352,7 +357,7 @@ def test_https_is_verified_for_the_host_name_at_the_checked_address(
     server = https()
     repo = new_repo()
 
-    resolved = refs.resolve(server.url(repo.name, host="git.example.test"), "v1.0")
+    resolved = resolve(server.url(repo.name, host="git.example.test"), "v1.0")
 
     assert resolved == refs.Resolved(repo.refs["v1.0"], "refs/tags/v1.0")
     assert {headers["Host"] for _, _, headers in server.requests} == {
@@ -489,6 +494,6 @@ def test_a_private_repository_with_its_token(protocol, private, new_repo, monkey
     monkeypatch.setattr(refs, "PROTOCOL_VERSION", protocol)
     repo = new_repo()
 
-    resolved = refs.resolve(private.url(repo.name), "feature", token="s3cret-token")
+    resolved = resolve(private.url(repo.name), "feature", token="s3cret-token")
 
     assert resolved == refs.Resolved(repo.refs["feature"], "refs/heads/feature")

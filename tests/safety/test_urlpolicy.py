@@ -399,6 +399,21 @@ def test_pin_keeps_an_explicit_port(production, dns):
     assert pin("git://v6.example:9000/x").url == f"git://[{PUBLIC_V6}]:9000/x"
 
 
+@pytest.mark.parametrize(
+    ("scheme", "host", "port", "written"),
+    [
+        ("https", "example.org", 443, "example.org"),
+        ("https", "example.org", 8443, "example.org:8443"),
+        ("http", "example.org", 443, "example.org:443"),
+        ("git", PUBLIC_V6, 9418, f"[{PUBLIC_V6}]"),
+        ("git", PUBLIC_V6, 9000, f"[{PUBLIC_V6}]:9000"),
+        ("https", PUBLIC_V4, None, PUBLIC_V4),
+    ],
+)
+def test_a_host_and_port_are_written_as_a_url_writes_them(scheme, host, port, written):
+    assert urlpolicy.netloc(scheme, host, port) == written
+
+
 def test_pin_resolves_again_and_catches_a_name_that_now_points_inside(production, monkeypatch):
     answers = itertools.chain(
         [[ip_address(PUBLIC_V4)]], itertools.repeat([ip_address("127.0.0.1")])

@@ -266,3 +266,28 @@ def remove_abandoned_engines() -> None:
                 remove = ["rm", "--force", *(["--volumes"] if kind == "container" else [])]
                 subprocess.run(["docker", kind, *remove, name], capture_output=True)
                 remove_cgroups(name)
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path]:
+    """A CA, a server certificate for 127.0.0.1, a client certificate; (server dir, client dir)."""
+    server, client = directory / "server", directory / "client"
+    server.mkdir()
+    client.mkdir()
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+            "-keyout", "ca-key.pem", "-out", "ca.pem", cwd=directory)  # fmt: skip
+    for name, usage, extra in [
+        ("server", "serverAuth", "\nsubjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("client", "clientAuth", ""),
+    ]:
+        (directory / f"{name}.cnf").write_text(f"extendedKeyUsage={usage}{extra}\n")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", f"{name}/key.pem", "-out", f"{name}.csr", cwd=directory)  # fmt: skip
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+                "-CAcreateserial", "-days", "1", "-extfile", f"{name}.cnf",
+                "-out", f"{name}/cert.pem", cwd=directory)  # fmt: skip
+        shutil.copy(directory / "ca.pem", directory / name / "ca.pem")
+    return server, client

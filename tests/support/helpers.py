@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.urls import reverse
@@ -20,10 +21,11 @@ from django_q.scheduler import scheduler
 from clones.models import CloneJob, Status
 from clones.pipeline import engine, paths
 
+from . import PROJECT_DIR
 from .repos import git
 
 JOB_WAIT_SECONDS = 120
-DOCKERFILE = Path(__file__).resolve().parent.parent.parent / "Dockerfile"
+DOCKERFILE = PROJECT_DIR / "Dockerfile"
 
 
 def web_server_command(port: int) -> list[str]:
@@ -159,3 +161,31 @@ def run_schedule_now(name: str) -> None:
     """Make the schedule due and let django-q2's own scheduler hand it to the workers."""
     Schedule.objects.filter(name=name).update(next_run=timezone.now() - timedelta(seconds=1))
     scheduler()
+
+
+def compose_environment(service: str, given: dict[str, str]) -> dict[str, str]:
+    """A compose service's environment, with ${VAR}, ${VAR:-default} and ${VAR:?error}
+    filled in from `given` as `docker compose` would."""
+    compose = yaml.safe_load((PROJECT_DIR / "compose.yaml").read_text())
+
+    def fill(match: re.Match) -> str:
+        name, operator, default = match["name"], match["operator"], match["default"] or ""
+        if given.get(name):
+            return given[name]
+        assert operator != ":?", f"compose needs {name}"
+        return default
+
+    pattern = re.compile(r"\$\{(?P<name>\w+)(?:(?P<operator>:-|:\?)(?P<default>[^}]*))?\}")
+    environment = compose["services"][service]["environment"]
+    return {key: pattern.sub(fill, str(value)) for key, value in environment.items()}
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_DIR,
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "project.settings", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )

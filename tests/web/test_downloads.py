@@ -16,7 +16,7 @@ from django.utils.http import http_date
 
 from clones.models import CloneJob, Status
 
-from ..conftest import PROJECT_DIR
+from ..support import PROJECT_DIR
 from ..support.helpers import make_done_job
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
