@@ -1,14 +1,17 @@
-"""django-q2 tasks. Plain functions that take ids, reload rows, and are safe to run twice."""
+"""The queue's one door: every function django-q2 runs (each named in clones.queue), and the
+periodic schedules. Plain functions that take ids, reload rows, and are safe to run twice."""
 
 import logging
 import time
 
 from django.conf import settings
 from django_q.exceptions import TimeoutException
+from django_q.models import Schedule
 
-from . import jobs, stopping
+from . import jobs, queue, stopping
 from .models import CloneJob, Snapshot, Status
-from .ops import heartbeat, outages
+from .notify import email, webhooks
+from .ops import heartbeat, outages, recovery
 from .pipeline import archives, cloning, engine, paths, refs, snapshots
 from .safety import tokens
 
@@ -248,3 +251,43 @@ def _one_at_a_time(expire, row) -> bool:
         # One archive that cannot be deleted must not hold up all the others.
         logger.exception("could not expire %r", row)
         return False
+
+
+def recover() -> None:
+    """The recovery sweep (RECOVERY_SCHEDULE; `manage.py worker` also runs it before its
+    workers start)."""
+    recovery.recover()
+
+
+def deliver_webhook(delivery_id: str, attempt: int) -> None:
+    """One attempt of a webhook delivery, on the webhooks' own queue (webhooks.QUEUE)."""
+    webhooks.deliver(delivery_id, attempt)
+
+
+def send_email(job_id: str) -> None:
+    email.send_email(job_id)
+
+
+# (name, task, the setting of its interval in minutes)
+SCHEDULES = [
+    (queue.EXPIRY_SCHEDULE, queue.EXPIRE_ARCHIVES, "CLONES_EXPIRY_INTERVAL_MINUTES"),
+    (queue.RECOVERY_SCHEDULE, queue.RECOVER, "CLONES_RECOVERY_INTERVAL_MINUTES"),
+]
+
+
+def ensure_schedules(**kwargs) -> None:
+    """Create (or bring up to date) the periodic schedules; run on every migrate, so
+    idempotent. Rows that name a task by a former name (queue.FORMER_NAMES: the recovery
+    schedule, webhook retries) are renamed first: django-q2 could not find it any more."""
+    for former, name in queue.FORMER_NAMES.items():
+        Schedule.objects.filter(func=former).update(func=name)
+    for name, func, minutes in SCHEDULES:
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": func,
+                "schedule_type": Schedule.MINUTES,
+                "minutes": getattr(settings, minutes),
+                "repeats": -1,
+            },
+        )

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from clones import jobs
+from clones import jobs, queue
 from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
 from clones.ops import recovery
 
@@ -108,7 +108,7 @@ def test_a_handed_back_job_does_not_count_the_attempt(queued):
 def test_submit_records_the_job_and_its_task_together(owner):
     job = jobs.submit(owner, "https://example.com/a.git", "main")
     assert (job.status, job.url, job.ref) == (Status.QUEUED, "https://example.com/a.git", "main")
-    assert [task.func() for task in OrmQ.objects.all()] == ["clones.tasks.run_clone_job"]
+    assert [task.func() for task in OrmQ.objects.all()] == [queue.RUN_CLONE_JOB]
     assert OrmQ.objects.get().task["args"] == (str(job.id),)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import transaction
 
 from . import paths
 
@@ -368,3 +369,11 @@ def _reason(exc: Exception) -> str:
 def delete(name: str) -> None:
     if name:
         default_storage.delete(name)
+
+
+def delete_with_row(instance, **kwargs) -> None:
+    """post_delete of a job: a deleted job (or user) takes its archive with it, no file without
+    a row."""
+    name = instance.archive.name
+    # Only once the deletion is committed: a rolled-back delete must keep its archive.
+    transaction.on_commit(lambda: delete(name))

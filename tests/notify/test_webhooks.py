@@ -34,7 +34,7 @@ from django.utils.module_loading import import_string
 from django_q.models import OrmQ, Schedule
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from clones import jobs, stopping
+from clones import jobs, queue, stopping
 from clones.models import (
     LOST_AFTER_BEATS,
     CloneJob,
@@ -191,7 +191,7 @@ def run_queued_tasks(*funcs: str) -> None:
 
 
 def run_deliveries() -> None:
-    run_queued_tasks(webhooks.DELIVER_TASK)
+    run_queued_tasks(queue.DELIVER_WEBHOOK)
 
 
 def signed_by(user, received: Received) -> bool:
@@ -421,9 +421,9 @@ def test_a_failed_attempt_is_retried_after_its_backoff_by_a_real_worker(
     job = queued_job(owner, hook.url())
 
     assert jobs.cancel(job, by="owner")
-    wait_until(lambda: Schedule.objects.filter(func=webhooks.DELIVER_TASK).exists(), 30)
+    wait_until(lambda: Schedule.objects.filter(func=queue.DELIVER_WEBHOOK).exists(), 30)
 
-    retry = Schedule.objects.get(func=webhooks.DELIVER_TASK)
+    retry = Schedule.objects.get(func=queue.DELIVER_WEBHOOK)
     delivery = WebhookDelivery.objects.get(job=job)
     [first] = hook.received
     assert ast.literal_eval(retry.args) == (str(delivery.id), 2)
@@ -618,7 +618,7 @@ def test_a_receiver_that_is_not_there_is_retried(owner, allowlisted, receiver):
     delivery = WebhookDelivery.objects.get()
     assert delivery.state == "pending" and delivery.response_status is None
     assert delivery.error == f"Could not connect to 127.0.0.1:{hook.port}: connection refused."
-    assert Schedule.objects.filter(func=webhooks.DELIVER_TASK).count() == 1
+    assert Schedule.objects.filter(func=queue.DELIVER_WEBHOOK).count() == 1
 
 
 def test_a_lost_delivery_is_taken_up_by_the_recovery_sweep(owner, allowlisted, receiver, settings):
@@ -742,7 +742,7 @@ def test_the_webhook_goes_to_the_address_checked_at_send_time(
         "The webhook URL is not allowed any more: hooks.example resolves to 127.0.0.2, a "
         "private or reserved address; webhooks are only sent to public servers."
     )
-    assert not Schedule.objects.filter(func=webhooks.DELIVER_TASK).exists()  # no retry
+    assert not Schedule.objects.filter(func=queue.DELIVER_WEBHOOK).exists()  # no retry
 
 
 def test_the_git_servers_allowances_do_not_reach_webhooks(
@@ -827,7 +827,7 @@ def test_the_owner_is_emailed_when_a_mail_server_is_set(
 
     ENDINGS[Status.DONE](done, snapshot)
     jobs.mark_failed(running(failed), "There is no git repository at\nhttps://example.com/x.")
-    run_queued_tasks("clones.notify.email.send_email")
+    run_queued_tasks(queue.SEND_EMAIL)
 
     by_subject = {message["Subject"]: message for message in mail_server.handler.messages}
     assert set(by_subject) == {
@@ -859,7 +859,7 @@ def test_a_mail_server_that_fails_is_logged_and_nothing_else(owner, mailer_on, c
     job = queued_job(owner)
     jobs.cancel(job, by="owner")
 
-    run_queued_tasks("clones.notify.email.send_email")
+    run_queued_tasks(queue.SEND_EMAIL)
 
     assert f"could not email the owner of job {job.id}" in caplog.text
     assert CloneJob.objects.get(pk=job.pk).status == Status.CANCELLED
