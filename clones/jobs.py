@@ -28,7 +28,7 @@ from .models import (
     lost_its_worker,
     storable,
 )
-from .notify import email as notifications
+from .notify import email
 from .pipeline import archives, snapshots
 from .safety import tokens
 
@@ -277,7 +277,7 @@ def _finish_all(waiting, status: Status, **fields) -> None:
     _announce(finished)
 
 
-def building(job: CloneJob, snapshot: Snapshot) -> None:
+def record_builder(job: CloneJob, snapshot: Snapshot) -> None:
     """The job builds `snapshot`: should it fail or be cancelled, so does the snapshot."""
     job.snapshot = snapshot
     CloneJob.objects.filter(pk=job.pk).update(snapshot=snapshot)
@@ -297,7 +297,7 @@ def mark_failed(job: CloneJob, error: str, git_output: str = "", shared: bool = 
     )
 
 
-def wait(job: CloneJob, reason: str, give_up_error: str) -> bool:
+def retry_later(job: CloneJob, reason: str, give_up_error: str) -> bool:
     """Put a job that cannot start (or go on) yet back in the queue, to be tried again after a
     growing delay; after CLONES_WAIT_RETRIES waits it fails with `give_up_error` instead, as
     do the jobs waiting for its snapshot: the engine or the disk that failed it is theirs too,
@@ -389,7 +389,7 @@ def _announce(job_ids: list) -> None:
     """Tell the owners of jobs that have just ended, once that is committed: never of a change
     that is rolled back. A failure to tell is logged, and leaves the ending as it is."""
     if job_ids:
-        transaction.on_commit(partial(notifications.job_ended, job_ids), robust=True)
+        transaction.on_commit(partial(email.job_ended, job_ids), robust=True)
 
 
 def _unchanged(job: CloneJob):

@@ -65,7 +65,7 @@ def _run(job: CloneJob) -> None:
         jobs.hand_back(job)
     except engine.EngineUnreachable as exc:
         # The engine went away mid-clone: wait for it, as a new job would.
-        jobs.wait(job, WAITING_FOR_ENGINE, str(exc))
+        jobs.retry_later(job, WAITING_FOR_ENGINE, str(exc))
     except cloning.CloneFailed as exc:
         _fail(job, str(exc), exc.output, exc.shared)
     except (engine.EngineError, archives.ArchiveFailed) as exc:
@@ -115,14 +115,14 @@ def _deliver(job: CloneJob) -> None:
     elif role is snapshots.Role.FOLLOW:
         jobs.follow(job, snapshot)
     else:
-        jobs.building(job, snapshot)
+        jobs.record_builder(job, snapshot)
         _build(job, snapshot, resolved, token)
 
 
 def _build(job: CloneJob, snapshot: Snapshot, resolved: refs.Resolved, token: str) -> None:
     not_yet = _reason_to_wait()
     if not_yet:
-        jobs.wait(job, *not_yet)
+        jobs.retry_later(job, *not_yet)
         return
     discarded = ""
     try:
@@ -235,18 +235,19 @@ def expire_archives() -> int:
     for start in range(0, len(due), EXPIRY_BATCH_SIZE):
         batch = due[start : start + EXPIRY_BATCH_SIZE]
         for job in CloneJob.objects.select_related("snapshot").filter(pk__in=batch):
-            expired += _one_at_a_time(jobs.expire, job)
+            expired += _isolated(jobs.expire, job)
     deleted = sum(
-        _one_at_a_time(snapshots.delete, snapshot)
+        _isolated(snapshots.delete, snapshot)
         for snapshot in snapshots.due_for_deletion()[:EXPIRY_MAX_PER_RUN]
     )
     logger.info("expired %d jobs, deleted %d archives", expired, deleted)
     return expired
 
 
-def _one_at_a_time(expire, row) -> bool:
+def _isolated(step, row) -> bool:
+    """`step(row)`, or False if it raised: one row's failure is logged and stops no other."""
     try:
-        return expire(row)
+        return step(row)
     except Exception:
         # One archive that cannot be deleted must not hold up all the others.
         logger.exception("could not expire %r", row)
@@ -265,7 +266,7 @@ def deliver_webhook(delivery_id: str, attempt: int) -> None:
 
 
 def send_email(job_id: str) -> None:
-    email.send_email(job_id)
+    email.send(job_id)
 
 
 # (name, task, the setting of its interval in minutes)

@@ -145,7 +145,7 @@ def test_git_and_server_text_with_a_nul_byte_is_stored_without_it(queued, snapsh
     text refuses: it is dropped from the job's phase, error and output, and its snapshot's."""
     job = jobs.claim(queued.id)
     Snapshot.objects.filter(pk=snapshot.pk).update(state=SnapshotState.BUILDING, builder=job)
-    jobs.building(job, snapshot)
+    jobs.record_builder(job, snapshot)
     stored = "remote: aborting due to possible repository corruption on the remote side."
     said = stored + "\x00"
 

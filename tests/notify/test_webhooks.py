@@ -284,7 +284,7 @@ def builder_and_follower(owner, url: str) -> tuple[CloneJob, CloneJob, Snapshot]
         state=SnapshotState.BUILDING,
         builder=builder,
     )
-    jobs.building(builder, building)
+    jobs.record_builder(builder, building)
     assert jobs.follow(follower, building)
     return builder, follower, building
 
@@ -319,7 +319,9 @@ def test_every_other_ending_is_told_once_and_nothing_else_is(
     elif ending == "gave up waiting":
         settings.CLONES_WAIT_RETRIES = 0
         job = running(queued_job(owner, hook.url()))
-        assert jobs.wait(job, "Waiting for the Docker engine.", "The engine never came back.")
+        assert jobs.retry_later(
+            job, "Waiting for the Docker engine.", "The engine never came back."
+        )
         expected = {str(job.id)}
     elif ending == "worker died twice":
         job = running(queued_job(owner, hook.url(), attempts=1))
