@@ -44,7 +44,7 @@ def _try(tell: Callable, what) -> None:
 
 
 def send(job_id: str) -> None:
-    """Run by django-q2 (clones.tasks.send_email): a short plain-text email to the job's owner.
+    """Run by django-q2 (tasks.send_email): a short plain-text email to the job's owner.
     A mail server that fails is logged, not retried: the job page says the same."""
     job = CloneJob.objects.select_related("owner").get(pk=job_id)
     try:

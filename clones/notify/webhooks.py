@@ -168,7 +168,7 @@ def _task_options() -> dict:
 
 
 def deliver(delivery_id: str, attempt: int) -> None:
-    """Run by django-q2 (clones.tasks.deliver_webhook): make attempt number `attempt` of a
+    """Run by django-q2 (tasks.deliver_webhook): make attempt number `attempt` of a
     delivery, unless it was made already or the delivery is over."""
     if stopping.seconds_since_requested() is not None:
         # Fetched as the worker began to stop: left, unclaimed, to the next worker.
