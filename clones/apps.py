@@ -7,7 +7,8 @@ class ClonesConfig(AppConfig):
     verbose_name = "Clones"
 
     def ready(self) -> None:
-        from .ops import schedules as signals
+        from . import tasks
+        from .pipeline import archives
 
-        post_migrate.connect(signals.ensure_schedules, sender=self)
-        post_delete.connect(signals.delete_archive_file, sender="clones.CloneJob")
+        post_migrate.connect(tasks.ensure_schedules, sender=self)
+        post_delete.connect(archives.delete_with_row, sender="clones.CloneJob")

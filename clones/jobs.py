@@ -17,6 +17,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
+from . import queue
 from .models import (
     CloneJob,
     RefusedSubmission,
@@ -27,11 +28,10 @@ from .models import (
     lost_its_worker,
     storable,
 )
-from .notify import email as notifications
+from .notify import email
 from .pipeline import archives, snapshots
 from .safety import tokens
 
-RUN_TASK = "clones.tasks.run_clone_job"
 MAX_WAIT_SECONDS = 600
 MAX_ATTEMPTS = 2  # a job whose worker died is run once more, not again and again
 ANY = Q()  # no condition beyond the job being as its caller saw it
@@ -79,7 +79,7 @@ def _enqueue(job_id, delay: float = 0) -> None:
     CloneJob.objects.filter(pk=job_id).update(task_due_at=due)
     if delay:
         schedule(
-            RUN_TASK,
+            queue.RUN_CLONE_JOB,
             str(job_id),
             name=f"cloneshelf: retry {job_id}",
             schedule_type=Schedule.ONCE,
@@ -89,11 +89,11 @@ def _enqueue(job_id, delay: float = 0) -> None:
         # Redis is not this database: the task is pushed once the job is committed, or a worker
         # could take it before the row exists. Lost if this process dies in between, or with a
         # Redis that restarts: the recovery sweep gives such a job a task again (task_lost).
-        transaction.on_commit(partial(async_task, RUN_TASK, str(job_id)))
+        transaction.on_commit(partial(async_task, queue.RUN_CLONE_JOB, str(job_id)))
     else:
         # The ORM broker keeps its queue in this same database: the job and its task are
         # committed together, or neither, so no job waits for a task that was never queued.
-        async_task(RUN_TASK, str(job_id))
+        async_task(queue.RUN_CLONE_JOB, str(job_id))
 
 
 def give_a_task_again(job: CloneJob) -> bool:
@@ -275,7 +275,7 @@ def _finish_all(waiting, status: Status, **fields) -> None:
     _announce(finished)
 
 
-def building(job: CloneJob, snapshot: Snapshot) -> None:
+def record_builder(job: CloneJob, snapshot: Snapshot) -> None:
     """The job builds `snapshot`: should it fail or be cancelled, so does the snapshot."""
     job.snapshot = snapshot
     CloneJob.objects.filter(pk=job.pk).update(snapshot=snapshot)
@@ -295,7 +295,7 @@ def mark_failed(job: CloneJob, error: str, git_output: str = "", shared: bool = 
     )
 
 
-def wait(job: CloneJob, reason: str, give_up_error: str) -> bool:
+def retry_later(job: CloneJob, reason: str, give_up_error: str) -> bool:
     """Put a job that cannot start (or go on) yet back in the queue, to be tried again after a
     growing delay; after CLONES_WAIT_RETRIES waits it fails with `give_up_error` instead, as
     do the jobs waiting for its snapshot: the engine or the disk that failed it is theirs too,
@@ -387,7 +387,7 @@ def _announce(job_ids: list) -> None:
     """Tell the owners of jobs that have just ended, once that is committed: never of a change
     that is rolled back. A failure to tell is logged, and leaves the ending as it is."""
     if job_ids:
-        transaction.on_commit(partial(notifications.job_ended, job_ids), robust=True)
+        transaction.on_commit(partial(email.job_ended, job_ids), robust=True)
 
 
 def _unchanged(job: CloneJob):

@@ -1,14 +1,17 @@
-"""django-q2 tasks. Plain functions that take ids, reload rows, and are safe to run twice."""
+"""The queue's one door: every function django-q2 runs (each named in clones.queue), and the
+periodic schedules. Plain functions that take ids, reload rows, and are safe to run twice."""
 
 import logging
 import time
 
 from django.conf import settings
 from django_q.exceptions import TimeoutException
+from django_q.models import Schedule
 
-from . import jobs, stopping, units
+from . import jobs, queue, stopping, units
 from .models import CloneJob, Snapshot, Status
-from .ops import heartbeat, outages
+from .notify import email, webhooks
+from .ops import heartbeat, outages, recovery
 from .pipeline import archives, cloning, engine, gitwords, paths, refs, snapshots
 from .safety import tokens, urlpolicy
 
@@ -62,7 +65,7 @@ def _run(job: CloneJob) -> None:
         jobs.hand_back(job)
     except engine.EngineUnreachable as exc:
         # The engine went away mid-clone: wait for it, as a new job would.
-        jobs.wait(job, WAITING_FOR_ENGINE, str(exc))
+        jobs.retry_later(job, WAITING_FOR_ENGINE, str(exc))
     except gitwords.CloneFailed as exc:
         _fail(job, str(exc), exc.output, exc.shared)
     except (engine.EngineError, archives.ArchiveFailed) as exc:
@@ -115,7 +118,7 @@ def _deliver(job: CloneJob) -> None:
     elif role is snapshots.Role.FOLLOW:
         jobs.follow(job, snapshot)
     else:
-        jobs.building(job, snapshot)
+        jobs.record_builder(job, snapshot)
         _build(job, snapshot, pinned, resolved, token)
 
 
@@ -128,7 +131,7 @@ def _build(
 ) -> None:
     not_yet = _reason_to_wait()
     if not_yet:
-        jobs.wait(job, *not_yet)
+        jobs.retry_later(job, *not_yet)
         return
     discarded = ""
     try:
@@ -246,19 +249,60 @@ def expire_archives() -> int:
     for start in range(0, len(due), EXPIRY_BATCH_SIZE):
         batch = due[start : start + EXPIRY_BATCH_SIZE]
         for job in CloneJob.objects.select_related("snapshot").filter(pk__in=batch):
-            expired += _one_at_a_time(jobs.expire, job)
+            expired += _isolated(jobs.expire, job)
     deleted = sum(
-        _one_at_a_time(snapshots.delete, snapshot)
+        _isolated(snapshots.delete, snapshot)
         for snapshot in snapshots.due_for_deletion()[:EXPIRY_MAX_PER_RUN]
     )
     logger.info("expired %d jobs, deleted %d archives", expired, deleted)
     return expired
 
 
-def _one_at_a_time(expire, row) -> bool:
+def _isolated(step, row) -> bool:
+    """`step(row)`, or False if it raised: one row's failure is logged and stops no other."""
     try:
-        return expire(row)
+        return step(row)
     except Exception:
         # One archive that cannot be deleted must not hold up all the others.
         logger.exception("could not expire %r", row)
         return False
+
+
+def recover() -> None:
+    """The recovery sweep (RECOVERY_SCHEDULE; `manage.py worker` also runs it before its
+    workers start)."""
+    recovery.recover()
+
+
+def deliver_webhook(delivery_id: str, attempt: int) -> None:
+    """One attempt of a webhook delivery, on the webhooks' own queue (webhooks.QUEUE)."""
+    webhooks.deliver(delivery_id, attempt)
+
+
+def send_email(job_id: str) -> None:
+    email.send(job_id)
+
+
+# (name, task, the setting of its interval in minutes)
+SCHEDULES = [
+    (queue.EXPIRY_SCHEDULE, queue.EXPIRE_ARCHIVES, "CLONES_EXPIRY_INTERVAL_MINUTES"),
+    (queue.RECOVERY_SCHEDULE, queue.RECOVER, "CLONES_RECOVERY_INTERVAL_MINUTES"),
+]
+
+
+def ensure_schedules(**kwargs) -> None:
+    """Create (or bring up to date) the periodic schedules; run on every migrate, so
+    idempotent. Rows that name a task by a former name (queue.FORMER_NAMES: the recovery
+    schedule, webhook retries) are renamed first: django-q2 could not find it any more."""
+    for former, name in queue.FORMER_NAMES.items():
+        Schedule.objects.filter(func=former).update(func=name)
+    for name, func, minutes in SCHEDULES:
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": func,
+                "schedule_type": Schedule.MINUTES,
+                "minutes": getattr(settings, minutes),
+                "repeats": -1,
+            },
+        )

@@ -19,7 +19,7 @@ printed with the jobs that were running at that moment.
 
 Timeouts are short (SETTINGS below, for this process and the workers), so that recovery happens
 within the run: a task may take 40 s, a job running for 50 s has lost its worker. The recovery
-sweep is the django-q2 schedule clones.ops.schedules.RECOVERY_SCHEDULE_NAME, every minute, and
+sweep is the django-q2 schedule clones.queue.RECOVERY_SCHEDULE, every minute, and
 django-q2's own scheduler runs only every 30 s in each cluster; this script also calls
 django_q.scheduler.scheduler() every 10 s, which queues schedules that are due, among them the
 one-off "cloneshelf: retry <id>" of jobs waiting for the engine.
@@ -73,10 +73,9 @@ from django.utils import timezone  # noqa: E402
 from django_q.models import Schedule, Task  # noqa: E402
 from django_q.scheduler import scheduler  # noqa: E402
 
-from clones import jobs  # noqa: E402
+from clones import jobs, queue  # noqa: E402
 from clones.models import CloneJob, Status  # noqa: E402
 from clones.ops.recovery import STALE_AFTER_SECONDS  # noqa: E402
-from clones.ops.schedules import RECOVERY_SCHEDULE_NAME  # noqa: E402
 from clones.pipeline import paths  # noqa: E402
 from clones.pipeline.engine import JOB_LABEL  # noqa: E402
 from tests.support.gitservers import GitDaemon, GitHTTPServer  # noqa: E402
@@ -206,7 +205,7 @@ def submit_and_kill(chaos: Chaos, urls: list[str], minutes: float) -> Counter:
 
 def sweep_now() -> str:
     """Make the recovery schedule due and let django-q2's scheduler queue it; its task's id."""
-    schedule = Schedule.objects.filter(name=RECOVERY_SCHEDULE_NAME)
+    schedule = Schedule.objects.filter(name=queue.RECOVERY_SCHEDULE)
     schedule.update(next_run=timezone.now() - timedelta(seconds=1))
     scheduler()
     return schedule.get().task

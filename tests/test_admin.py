@@ -1,4 +1,4 @@
-"""The staff dashboard: columns, filters, search, and the retry / expire-now actions."""
+"""The admin (/admin/): columns, filters, search, and the retry / expire-now actions."""
 
 import pytest
 from django.contrib import admin

@@ -11,8 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule
 
+from clones import queue
 from clones.models import CloneJob, Status
-from clones.ops.schedules import EXPIRY_SCHEDULE_NAME
 from clones.tasks import expire_archives
 
 from .support.helpers import run_schedule_now, submit, wait_for_job
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 def test_migrate_creates_the_expiry_schedule_once(db):
     call_command("migrate", verbosity=0)
     call_command("migrate", verbosity=0)
-    schedule = Schedule.objects.get(name=EXPIRY_SCHEDULE_NAME)
-    assert schedule.func == "clones.tasks.expire_archives"
+    schedule = Schedule.objects.get(name=queue.EXPIRY_SCHEDULE)
+    assert schedule.func == queue.EXPIRE_ARCHIVES
     assert schedule.repeats == -1
 
 
@@ -40,7 +40,7 @@ def test_a_past_due_archive_is_removed_and_clone_again_works(
     assert default_storage.exists(archive_name)
     CloneJob.objects.filter(pk=job.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
 
-    run_schedule_now(EXPIRY_SCHEDULE_NAME)
+    run_schedule_now(queue.EXPIRY_SCHEDULE)
     deadline = time.monotonic() + 60
     while job.status != Status.EXPIRED and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -16,9 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.scheduler import scheduler
 
-from clones import jobs
+from clones import jobs, queue
 from clones.models import CloneJob, Status
-from clones.ops.schedules import RECOVERY_SCHEDULE_NAME
 from clones.pipeline import engine, paths, snapshots
 
 from .support.engines import Engine
@@ -63,7 +62,7 @@ def sweep_until_requeued(job) -> float:
     started = time.monotonic()
 
     def requeued() -> bool:
-        run_schedule_now(RECOVERY_SCHEDULE_NAME)
+        run_schedule_now(queue.RECOVERY_SCHEDULE)
         job.refresh_from_db()
         return job.attempts == 2 or job.status != Status.RUNNING
 

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from clones import jobs
+from clones import jobs, queue
 from clones.models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
 from clones.ops import recovery
 
@@ -108,7 +108,7 @@ def test_a_handed_back_job_does_not_count_the_attempt(queued):
 def test_submit_records_the_job_and_its_task_together(owner):
     job = jobs.submit(owner, "https://example.com/a.git", "main")
     assert (job.status, job.url, job.ref) == (Status.QUEUED, "https://example.com/a.git", "main")
-    assert [task.func() for task in OrmQ.objects.all()] == ["clones.tasks.run_clone_job"]
+    assert [task.func() for task in OrmQ.objects.all()] == [queue.RUN_CLONE_JOB]
     assert OrmQ.objects.get().task["args"] == (str(job.id),)
 
 
@@ -145,7 +145,7 @@ def test_git_and_server_text_with_a_nul_byte_is_stored_without_it(queued, snapsh
     text refuses: it is dropped from the job's phase, error and output, and its snapshot's."""
     job = jobs.claim(queued.id)
     Snapshot.objects.filter(pk=snapshot.pk).update(state=SnapshotState.BUILDING, builder=job)
-    jobs.building(job, snapshot)
+    jobs.record_builder(job, snapshot)
     stored = "remote: aborting due to possible repository corruption on the remote side."
     said = stored + "\x00"
 

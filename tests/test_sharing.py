@@ -35,7 +35,7 @@ def running(owner):
 def build(job: CloneJob) -> Snapshot:
     snapshot, role = snapshots.take(job, MAIN)
     assert role is Role.BUILD
-    jobs.building(job, snapshot)
+    jobs.record_builder(job, snapshot)
     return snapshot
 
 

@@ -14,13 +14,12 @@ from django.core.mail import DEFAULT_MAILER_ALIAS, mailers, send_mail
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from .. import units
+from .. import queue, units
 from ..models import CloneJob, Status
 from . import webhooks
 
 logger = logging.getLogger(__name__)
 
-EMAIL_TASK = "clones.notify.email.send_email"
 SUBJECT_REASON_CHARS = 100
 HEADLINES = {Status.DONE: "is done", Status.FAILED: "failed", Status.CANCELLED: "was cancelled"}
 
@@ -31,7 +30,7 @@ def job_ended(job_ids: Iterable) -> None:
         if job.webhook_url:
             _try(webhooks.start, job)
         if DEFAULT_MAILER_ALIAS in mailers and job.owner.email:
-            _try(partial(async_task, EMAIL_TASK), str(job.id))
+            _try(partial(async_task, queue.SEND_EMAIL), str(job.id))
 
 
 def _try(tell: Callable, what) -> None:
@@ -43,9 +42,9 @@ def _try(tell: Callable, what) -> None:
         logger.exception("could not notify the owner of job %s", getattr(what, "id", what))
 
 
-def send_email(job_id: str) -> None:
-    """django-q2 task: a short plain-text email to the job's owner. A mail server that fails is
-    logged, not retried: the job page says the same."""
+def send(job_id: str) -> None:
+    """Run by django-q2 (tasks.send_email): a short plain-text email to the job's owner.
+    A mail server that fails is logged, not retried: the job page says the same."""
     job = CloneJob.objects.select_related("owner").get(pk=job_id)
     try:
         send_mail(

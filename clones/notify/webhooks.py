@@ -45,14 +45,13 @@ from django_q.exceptions import TimeoutException
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from .. import stopping
+from .. import queue, stopping
 from ..models import CloneJob, DeliveryState, Profile, WebhookDelivery, storable
 from ..safety import pinnedhttp, urlpolicy
 
 logger = logging.getLogger(__name__)
 
 EVENT = "clone.finished"
-DELIVER_TASK = "clones.notify.webhooks.deliver"
 # django-q2's queue (its "cluster") for attempts: manage.py worker serves it with a cluster of
 # its own, never with the clones' workers.
 QUEUE = "cloneshelf-webhooks"
@@ -159,7 +158,7 @@ def start(job: CloneJob) -> WebhookDelivery:
 
 
 def _queue(delivery_id: UUID | str, attempt: int) -> None:
-    async_task(DELIVER_TASK, str(delivery_id), attempt, q_options=_task_options())
+    async_task(queue.DELIVER_WEBHOOK, str(delivery_id), attempt, q_options=_task_options())
 
 
 def _task_options() -> dict:
@@ -169,8 +168,8 @@ def _task_options() -> dict:
 
 
 def deliver(delivery_id: str, attempt: int) -> None:
-    """django-q2 task: make attempt number `attempt` of a delivery, unless it was made already
-    or the delivery is over."""
+    """Run by django-q2 (tasks.deliver_webhook): make attempt number `attempt` of a
+    delivery, unless it was made already or the delivery is over."""
     if stopping.seconds_since_requested() is not None:
         # Fetched as the worker began to stop: left, unclaimed, to the next worker.
         _queue(delivery_id, attempt)
@@ -308,7 +307,7 @@ def _try_later(delivery: WebhookDelivery, attempt: int, status: int | None, erro
         )
         if recorded:
             schedule(
-                DELIVER_TASK,
+                queue.DELIVER_WEBHOOK,
                 str(delivery.pk),
                 attempt + 1,
                 name=f"cloneshelf: webhook {delivery.pk} attempt {attempt + 1}",

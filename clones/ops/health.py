@@ -21,9 +21,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_q.models import Schedule
 
-from .. import units
+from .. import queue, units
 from ..models import CloneJob, Status, WorkerReport
-from .schedules import RECOVERY_SCHEDULE_NAME
 
 # django-q2's scheduler runs every 30 s in each cluster, busy or not, so a live one is never
 # much more than 30 s late with a due schedule. Four missed passes: no cluster is running.
@@ -81,7 +80,7 @@ def check_queue() -> Check:
 
 def check_worker() -> Check:
     next_run = (
-        Schedule.objects.filter(name=RECOVERY_SCHEDULE_NAME)
+        Schedule.objects.filter(name=queue.RECOVERY_SCHEDULE)
         .values_list("next_run", flat=True)
         .first()
     )

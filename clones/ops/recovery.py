@@ -1,8 +1,9 @@
 """Cleaning up after workers that died, and anything else left behind.
 
-`recover` runs as a django-q2 schedule every CLONES_RECOVERY_INTERVAL_MINUTES, and in
-`manage.py worker` before it starts its workers. Everything here is safe to run at any
-time, from any number of processes: what belongs to a running job is never touched.
+`recover` runs as a django-q2 schedule (tasks.recover) every
+CLONES_RECOVERY_INTERVAL_MINUTES, and in `manage.py worker` before it starts its workers.
+Everything here is safe to run at any time, from any number of processes: what belongs to a
+running job is never touched.
 """
 
 import logging

@@ -26,6 +26,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import transaction
 
 from ..models import PACKED_FORMATS
 from . import paths
@@ -377,3 +378,11 @@ def stored_names() -> list[str]:
 
 def last_modified(name: str) -> datetime:
     return default_storage.get_modified_time(name)
+
+
+def delete_with_row(instance, **kwargs) -> None:
+    """post_delete of a job: a deleted job (or user) takes its archive with it, no file without
+    a row."""
+    name = instance.archive.name
+    # Only once the deletion is committed: a rolled-back delete must keep its archive.
+    transaction.on_commit(lambda: delete(name))

@@ -29,7 +29,7 @@ from django.utils.module_loading import import_string
 from django_q.models import OrmQ, Schedule
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from clones import jobs, stopping
+from clones import jobs, queue, stopping
 from clones.models import (
     LOST_AFTER_BEATS,
     CloneJob,
@@ -145,7 +145,7 @@ def run_queued_tasks(*funcs: str) -> None:
 
 
 def run_deliveries() -> None:
-    run_queued_tasks(webhooks.DELIVER_TASK)
+    run_queued_tasks(queue.DELIVER_WEBHOOK)
 
 
 def signed_by(user, received: Received) -> bool:
@@ -238,7 +238,7 @@ def builder_and_follower(owner, url: str) -> tuple[CloneJob, CloneJob, Snapshot]
         state=SnapshotState.BUILDING,
         builder=builder,
     )
-    jobs.building(builder, building)
+    jobs.record_builder(builder, building)
     assert jobs.follow(follower, building)
     return builder, follower, building
 
@@ -273,7 +273,9 @@ def test_every_other_ending_is_told_once_and_nothing_else_is(
     elif ending == "gave up waiting":
         settings.CLONES_WAIT_RETRIES = 0
         job = running(queued_job(owner, hook.url()))
-        assert jobs.wait(job, "Waiting for the Docker engine.", "The engine never came back.")
+        assert jobs.retry_later(
+            job, "Waiting for the Docker engine.", "The engine never came back."
+        )
         expected = {str(job.id)}
     elif ending == "worker died twice":
         job = running(queued_job(owner, hook.url(), attempts=1))
@@ -375,9 +377,9 @@ def test_a_failed_attempt_is_retried_after_its_backoff_by_a_real_worker(
     job = queued_job(owner, hook.url())
 
     assert jobs.cancel(job, by="owner")
-    wait_until(lambda: Schedule.objects.filter(func=webhooks.DELIVER_TASK).exists(), 30)
+    wait_until(lambda: Schedule.objects.filter(func=queue.DELIVER_WEBHOOK).exists(), 30)
 
-    retry = Schedule.objects.get(func=webhooks.DELIVER_TASK)
+    retry = Schedule.objects.get(func=queue.DELIVER_WEBHOOK)
     delivery = WebhookDelivery.objects.get(job=job)
     [first] = hook.received
     assert ast.literal_eval(retry.args) == (str(delivery.id), 2)
@@ -572,7 +574,7 @@ def test_a_receiver_that_is_not_there_is_retried(owner, allowlisted, receiver):
     delivery = WebhookDelivery.objects.get()
     assert delivery.state == "pending" and delivery.response_status is None
     assert delivery.error == f"Could not connect to 127.0.0.1:{hook.port}: connection refused."
-    assert Schedule.objects.filter(func=webhooks.DELIVER_TASK).count() == 1
+    assert Schedule.objects.filter(func=queue.DELIVER_WEBHOOK).count() == 1
 
 
 def test_a_lost_delivery_is_taken_up_by_the_recovery_sweep(owner, allowlisted, receiver, settings):
@@ -696,7 +698,7 @@ def test_the_webhook_goes_to_the_address_checked_at_send_time(
         "The webhook URL is not allowed any more: hooks.example resolves to 127.0.0.2, a "
         "private or reserved address; webhooks are only sent to public servers."
     )
-    assert not Schedule.objects.filter(func=webhooks.DELIVER_TASK).exists()  # no retry
+    assert not Schedule.objects.filter(func=queue.DELIVER_WEBHOOK).exists()  # no retry
 
 
 def test_the_git_servers_allowances_do_not_reach_webhooks(
@@ -781,7 +783,7 @@ def test_the_owner_is_emailed_when_a_mail_server_is_set(
 
     ENDINGS[Status.DONE](done, snapshot)
     jobs.mark_failed(running(failed), "There is no git repository at\nhttps://example.com/x.")
-    run_queued_tasks("clones.notify.email.send_email")
+    run_queued_tasks(queue.SEND_EMAIL)
 
     by_subject = {message["Subject"]: message for message in mail_server.handler.messages}
     assert set(by_subject) == {
@@ -813,7 +815,7 @@ def test_a_mail_server_that_fails_is_logged_and_nothing_else(owner, mailer_on, c
     job = queued_job(owner)
     jobs.cancel(job, by="owner")
 
-    run_queued_tasks("clones.notify.email.send_email")
+    run_queued_tasks(queue.SEND_EMAIL)
 
     assert f"could not email the owner of job {job.id}" in caplog.text
     assert CloneJob.objects.get(pk=job.pk).status == Status.CANCELLED

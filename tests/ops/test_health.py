@@ -15,9 +15,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule
 
+from clones import queue
 from clones.models import CloneJob, Status, WorkerReport
 from clones.ops.health import HEARTBEAT_GRACE_SECONDS, engine_report_max_age
-from clones.ops.schedules import RECOVERY_SCHEDULE_NAME, ensure_schedules
+from clones.tasks import ensure_schedules
 
 from ..support import PROJECT_DIR
 from ..support.helpers import compose_environment, manage, wait_until
@@ -29,7 +30,7 @@ def schedule_due_in(seconds: float) -> None:
     """Where the workers' scheduler left the recovery sweep: negative is overdue."""
     ensure_schedules()
     next_run = timezone.now() + timedelta(seconds=seconds)
-    Schedule.objects.filter(name=RECOVERY_SCHEDULE_NAME).update(next_run=next_run)
+    Schedule.objects.filter(name=queue.RECOVERY_SCHEDULE).update(next_run=next_run)
 
 
 def engine_reported(ok: bool, seconds_ago: float = 5, error: str = "") -> None:
@@ -180,7 +181,7 @@ def test_a_long_overdue_schedule_means_no_worker_runs(staff_client, healthy):
 
 
 def test_a_missing_schedule_means_no_worker_heartbeat(staff_client, healthy):
-    Schedule.objects.filter(name=RECOVERY_SCHEDULE_NAME).delete()
+    Schedule.objects.filter(name=queue.RECOVERY_SCHEDULE).delete()
     status, body = get_health(staff_client)
     assert status == 503
     assert "recovery schedule is missing" in body["checks"]["worker"]["error"]

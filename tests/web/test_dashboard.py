@@ -17,8 +17,8 @@ from django_q.models import Schedule
 from django_q.status import Stat
 from redis import RedisError
 
+from clones import queue
 from clones.models import CloneJob, Snapshot, SnapshotState, Status, WorkerReport
-from clones.ops.schedules import RECOVERY_SCHEDULE_NAME
 from clones.web import charts
 
 from ..support.helpers import make_job
@@ -158,7 +158,7 @@ def test_the_engine_state_and_the_workers_as_health_sees_them(staff_client):
     WorkerReport.objects.create(
         pk=1, reported_at=timezone.now(), engine_ok=False, engine_error="The engine is gone."
     )
-    recovery = Schedule.objects.filter(name=RECOVERY_SCHEDULE_NAME)
+    recovery = Schedule.objects.filter(name=queue.RECOVERY_SCHEDULE)
     recovery.update(next_run=timezone.now() - timedelta(minutes=10))
 
     page = page_of(staff_client)

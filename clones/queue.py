@@ -1,0 +1,24 @@
+"""The queue's door plates: the dotted name of every function django-q2 runs (all of them in
+clones.tasks), and the names of the periodic schedules.
+
+Kept apart from tasks.py, which imports everything: whoever queues a task names it here without
+importing what runs it. django-q2 stores these names (Schedule.func, queued tasks) and finds the
+function by them when it runs: renaming one strands what was stored under the old name, unless
+FORMER_NAMES says where it went.
+"""
+
+RUN_CLONE_JOB = "clones.tasks.run_clone_job"
+EXPIRE_ARCHIVES = "clones.tasks.expire_archives"
+RECOVER = "clones.tasks.recover"
+DELIVER_WEBHOOK = "clones.tasks.deliver_webhook"
+SEND_EMAIL = "clones.tasks.send_email"
+
+EXPIRY_SCHEDULE = "cloneshelf: delete expired archives"
+RECOVERY_SCHEDULE = "cloneshelf: recover stuck jobs and leftovers"
+
+# What Schedule rows written before these names call them: tasks.ensure_schedules renames them.
+FORMER_NAMES = {
+    "clones.recovery.recover": RECOVER,
+    "clones.webhooks.deliver": DELIVER_WEBHOOK,
+    "clones.notifications.send_email": SEND_EMAIL,
+}
