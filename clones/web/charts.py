@@ -69,15 +69,22 @@ def time_unit(largest_seconds: float) -> Unit:
     return Unit("seconds")
 
 
-def stacked_bars(
-    chart_id: str,
-    title: str,
-    days: Sequence[date],
-    series: Sequence[Series],
-    unit: Unit,
-    days_are: str = "Day",
-) -> SafeString:
+@dataclass(frozen=True)
+class Chart:
+    """What a chart shows: one value (or None) a day of each series, in `unit`, under `title`;
+    `chart_id` names its SVG for the page, `days_are` heads the table of its days."""
+
+    chart_id: str
+    title: str
+    days: Sequence[date]
+    series: Sequence[Series]
+    unit: Unit
+    days_are: str = "Day"
+
+
+def stacked_bars(chart: Chart) -> SafeString:
     """One bar a day, made of one segment per series, the first at the bottom."""
+    days, series, unit = chart.days, chart.series, chart.unit
     totals = [sum(s.values[index] or 0 for s in series) for index in range(len(days))]
     top = nice_top(max(totals, default=0), unit)
     y = vertical_scale(top)
@@ -95,21 +102,15 @@ def stacked_bars(
                 )
                 floor += value
     description = f"{_span(days)}. {_totals_sentence(days, series, totals, unit)}"
-    parts = [_legend(series, as_lines=False), _y_axis(top, y, unit), _x_axis(days, days_are)]
+    parts = [_legend(series, as_lines=False), _y_axis(top, y, unit), _x_axis(days, chart.days_are)]
     parts.extend(segments)
-    return _svg(chart_id, title, description, parts)
+    return _svg(chart.chart_id, chart.title, description, parts)
 
 
-def lines(
-    chart_id: str,
-    title: str,
-    days: Sequence[date],
-    series: Sequence[Series],
-    unit: Unit,
-    days_are: str = "Day",
-) -> SafeString:
+def lines(chart: Chart) -> SafeString:
     """One line per series across the days, broken where a day has no value. Every value is
     also a marker, so that a lone day still shows; the second series is dashed, with squares."""
+    days, series, unit = chart.days, chart.series, chart.unit
     shown = [value for s in series for value in s.values if value is not None]
     top = nice_top(max(shown, default=0), unit)
     y = vertical_scale(top)
@@ -117,9 +118,9 @@ def lines(
     x = [LEFT + slot * (index + 0.5) for index in range(len(days))]
     drawn = [_line(s, x, y, days, unit, second=number == 1) for number, s in enumerate(series)]
     description = f"{_span(days)}. " + " ".join(_range_sentence(s, unit) for s in series)
-    parts = [_legend(series, as_lines=True), _y_axis(top, y, unit), _x_axis(days, days_are)]
+    parts = [_legend(series, as_lines=True), _y_axis(top, y, unit), _x_axis(days, chart.days_are)]
     parts.extend(drawn)
-    return _svg(chart_id, title, description, parts)
+    return _svg(chart.chart_id, chart.title, description, parts)
 
 
 # --- Scales --------------------------------------------------------------------------------------

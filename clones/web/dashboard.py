@@ -40,9 +40,8 @@ def jobs_chart(days: list[DayJobs]) -> SafeString:
         for outcome, (label, colour) in OUTCOME_LEGEND.items()
     ]
     dates = [day.day for day in days]
-    return charts.stacked_bars(
-        "jobs-chart", "Jobs per day", dates, series, charts.JOBS, days_are=DAYS_ARE
-    )
+    chart = charts.Chart("jobs-chart", "Jobs per day", dates, series, charts.JOBS, DAYS_ARE)
+    return charts.stacked_bars(chart)
 
 
 def durations_chart(days: list[DayDurations]) -> SafeString:
@@ -54,7 +53,7 @@ def durations_chart(days: list[DayDurations]) -> SafeString:
     title = "Clone time of successful jobs per day"
     unit = charts.time_unit(longest)
     dates = [day.day for day in days]
-    return charts.lines("durations-chart", title, dates, series, unit, days_are=DAYS_ARE)
+    return charts.lines(charts.Chart("durations-chart", title, dates, series, unit, DAYS_ARE))
 
 
 # --- The page ------------------------------------------------------------------------------------

@@ -291,7 +291,7 @@ def test_a_stacked_bar_is_as_tall_as_its_day_with_a_segment_for_each_series():
         charts.Series("Done", "#000", [0] * 29 + [3]),
         charts.Series("Failed", "#111", [0] * 29 + [1]),
     ]
-    svg = ET.fromstring(charts.stacked_bars("c", "T", DAYS, series, charts.JOBS))
+    svg = ET.fromstring(charts.stacked_bars(charts.Chart("c", "T", DAYS, series, charts.JOBS)))
     segments = [r for r in svg.findall(f"{SVG_NS}rect") if r.find(f"{SVG_NS}title") is not None]
     assert [rect.find(f"{SVG_NS}title").text for rect in segments] == [
         "30 Nov: 3 done",
@@ -302,20 +302,21 @@ def test_a_stacked_bar_is_as_tall_as_its_day_with_a_segment_for_each_series():
     assert sum(heights) == pytest.approx(charts.BOTTOM - charts.TOP)  # 4 jobs, the axis's top
 
 
+def median_line(values: list) -> str:
+    median = charts.Series("Median", "#000", values)
+    return charts.lines(charts.Chart("c", "T", DAYS, [median], charts.Unit("s")))
+
+
 def test_a_line_with_a_single_day_still_shows_a_marker():
     values = [None] * 29 + [42.0]
-    svg = ET.fromstring(
-        charts.lines("c", "T", DAYS, [charts.Series("Median", "#000", values)], charts.Unit("s"))
-    )
+    svg = ET.fromstring(median_line(values))
     assert len(svg.findall(f"{SVG_NS}circle")) == 2  # the legend's and the day's
     assert "from 42 to 42 s over 1 day." in svg.find(f"{SVG_NS}desc").text
 
 
 def test_a_line_breaks_where_a_day_has_no_value():
     values = [1.0, 2.0, None, 4.0] + [None] * 26
-    svg = ET.fromstring(
-        charts.lines("c", "T", DAYS, [charts.Series("Median", "#000", values)], charts.Unit("s"))
-    )
+    svg = ET.fromstring(median_line(values))
     assert svg.find(f"{SVG_NS}path").get("d").count("M") == 2
 
 
