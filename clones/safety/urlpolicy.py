@@ -345,8 +345,16 @@ def _refuse_private(host: str, is_address: bool, addresses: list[IPAddress], rea
     for address in addresses:
         if is_public(address) or any(_contains(network, address) for network in networks):
             continue
-        what = f"{address} is" if is_address else f"{host} resolves to {address},"
+        shown = _written(address)
+        what = f"{shown} is" if is_address else f"{host} resolves to {shown},"
         raise ValidationError(f"{what} a private or reserved address; {reach.public_only}.")
+
+
+def _written(address: IPAddress) -> str:
+    """An address as people write it, on every Python: an IPv4-mapped IPv6 address with its
+    IPv4 half dotted, ::ffff:127.0.0.1 (Python 3.13's str; 3.12 wrote ::ffff:7f00:1)."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return f"::ffff:{mapped}" if mapped else str(address)
 
 
 def is_public(address: IPAddress) -> bool:

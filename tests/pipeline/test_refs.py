@@ -320,7 +320,20 @@ def certificates(tmp_path_factory) -> Path:
         subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
 
     key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *key, "-subj", "/CN=test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    # keyUsage: Python 3.13 verifies strictly (VERIFY_X509_STRICT), as public CAs are made.
+    ca_usage = ["-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+    openssl(
+        "req",
+        "-x509",
+        *key,
+        *ca_usage,
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
     for name in ["git.example.test", "other.example.test"]:
         openssl("req", *key, "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", "req.csr")
         (where / "ext.cnf").write_text(

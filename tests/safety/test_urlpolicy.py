@@ -181,9 +181,9 @@ HOSTILE = [
     ("https://[100::1]/a.git", f"100::1 is {PRIVATE}"),
     ("https://[2001:db8::1]/a.git", f"2001:db8::1 is {PRIVATE}"),
     # IPv6 addresses that lead to an IPv4 one
-    ("https://[::ffff:127.0.0.1]/a.git", f"::ffff:7f00:1 is {PRIVATE}"),
-    ("https://[::ffff:7f00:1]/a.git", f"::ffff:7f00:1 is {PRIVATE}"),
-    ("https://[::ffff:8.8.8.8]/a.git", f"::ffff:808:808 is {PRIVATE}"),
+    ("https://[::ffff:127.0.0.1]/a.git", f"::ffff:127.0.0.1 is {PRIVATE}"),
+    ("https://[::ffff:7f00:1]/a.git", f"::ffff:127.0.0.1 is {PRIVATE}"),
+    ("https://[::ffff:8.8.8.8]/a.git", f"::ffff:8.8.8.8 is {PRIVATE}"),
     ("https://[::127.0.0.1]/a.git", f"::7f00:1 is {PRIVATE}"),
     ("https://[2002:7f00:1::]/a.git", f"2002:7f00:1:: is {PRIVATE}"),
     ("https://[64:ff9b::7f00:1]/a.git", f"64:ff9b::7f00:1 is {PRIVATE}"),

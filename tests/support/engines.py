@@ -277,7 +277,9 @@ def make_certificates(directory: Path) -> tuple[Path, Path]:
     server, client = directory / "server", directory / "client"
     server.mkdir()
     client.mkdir()
+    # keyUsage: Python 3.13's ssl (docker-py's client) verifies strictly, as public CAs are made.
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
             "-keyout", "ca-key.pem", "-out", "ca.pem", cwd=directory)  # fmt: skip
     for name, usage, extra in [
         ("server", "serverAuth", "\nsubjectAltName=IP:127.0.0.1,DNS:localhost"),
