@@ -34,6 +34,7 @@ from .safety import tokens
 
 MAX_WAIT_SECONDS = 600
 MAX_ATTEMPTS = 2  # a job whose worker died is run once more, not again and again
+PHASE_LENGTH = CloneJob._meta.get_field("phase").max_length
 ANY = Q()  # no condition beyond the job being as its caller saw it
 HOUR = timedelta(hours=1)  # the window of the hourly limits
 
@@ -201,7 +202,11 @@ def record_phase(job: CloneJob, phase: str, progress: int | None = None) -> None
 
 
 def _phase(text: str = "", progress: int | None = None) -> dict:
-    """The fields that say what a job is doing: a new phase starts with no progress known."""
+    """The fields that say what a job is doing: a new phase starts with no progress known. The
+    text is cut to fit: git's live line may run to engine.LINE_LIMIT characters, and PostgreSQL
+    refuses what is longer than the column (SQLite keeps it)."""
+    if len(text) > PHASE_LENGTH:
+        text = text[: PHASE_LENGTH - 1] + "…"
     return {"phase": text, "progress": progress}
 
 

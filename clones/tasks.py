@@ -262,6 +262,8 @@ def _isolated(step, row) -> bool:
     """`step(row)`, or False if it raised: one row's failure is logged and stops no other."""
     try:
         return step(row)
+    except outages.UNREACHABLE:
+        raise  # every row's, not this one's: the whole run waits for the database once
     except Exception:
         # One archive that cannot be deleted must not hold up all the others.
         logger.exception("could not expire %r", row)
@@ -274,12 +276,17 @@ def recover() -> None:
     recovery.recover()
 
 
+# Both are safe to run again: a webhook attempt is claimed by a conditional UPDATE before it is
+# sent, and an email reads the database only before it is sent.
+@outages.ridden_out
 def deliver_webhook(delivery_id: str, attempt: int) -> None:
     """One attempt of a webhook delivery, on the webhooks' own queue (webhooks.QUEUE)."""
     webhooks.deliver(delivery_id, attempt)
 
 
+@outages.ridden_out
 def send_email(job_id: str) -> None:
+    """An owner's email, on the webhooks' queue too (email.job_ended)."""
     email.send(job_id)
 
 

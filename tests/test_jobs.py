@@ -157,3 +157,16 @@ def test_git_and_server_text_with_a_nul_byte_is_stored_without_it(queued, snapsh
     snapshot.refresh_from_db()
     assert job.error == snapshot.error == f"git failed: {stored}"
     assert job.git_output == stored
+
+
+def test_a_phase_longer_than_its_column_is_cut_to_fit(queued):
+    """git's live line runs up to engine.LINE_LIMIT characters; PostgreSQL refuses more than
+    the column holds, which failed the clone as an internal error."""
+    job = jobs.claim(queued.id)
+    line = "remote: " + "x" * 1000
+
+    jobs.record_phase(job, line, 50)
+
+    stored = CloneJob.objects.get(pk=job.pk)
+    assert len(stored.phase) == jobs.PHASE_LENGTH and stored.progress == 50
+    assert stored.phase == line[: jobs.PHASE_LENGTH - 1] + "…"

@@ -4,6 +4,8 @@ is done at once, and what happens to those waiting when the builder ends."""
 from datetime import timedelta
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from clones import jobs
@@ -289,3 +291,25 @@ def test_a_snapshot_is_never_deleted_while_a_done_job_still_delivers_it(running)
 
     CloneJob.objects.filter(pk=builder.pk).update(expires_at=timezone.now())
     assert snapshots.delete(Snapshot.objects.get(pk=snapshot.pk))
+
+
+def test_deleting_a_job_keeps_the_archive_its_snapshot_shares_and_its_own_goes(
+    running, django_capture_on_commit_callbacks
+):
+    builder, other = running(), running()
+    snapshot = build(builder)
+    assert snapshots.take(other, MAIN) == (snapshot, Role.FOLLOW) and jobs.follow(other, snapshot)
+    stored = default_storage.save("s.tar", ContentFile(b"shared"))
+    assert stored == "s.tar"
+    finish_building(snapshot, builder)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        CloneJob.objects.filter(pk=builder.pk).delete()  # an admin's delete, or its owner's
+
+    assert default_storage.exists("s.tar")  # the other job still delivers it
+    assert CloneJob.objects.get(pk=other.pk).can_download
+    own = CloneJob.objects.get(pk=other.pk)
+    CloneJob.objects.filter(pk=own.pk).update(snapshot=None)  # an archive of its own
+    with django_capture_on_commit_callbacks(execute=True):
+        CloneJob.objects.filter(pk=own.pk).delete()
+    assert not default_storage.exists("s.tar")

@@ -30,7 +30,11 @@ def job_ended(job_ids: Iterable) -> None:
         if job.webhook_url:
             _try(webhooks.start, job)
         if DEFAULT_MAILER_ALIAS in mailers and job.owner.email:
-            _try(partial(async_task, queue.SEND_EMAIL), str(job.id))
+            # On the webhooks' queue: a slow mail server must not hold a clone's worker.
+            _try(
+                partial(async_task, queue.SEND_EMAIL, q_options=webhooks.task_options()),
+                str(job.id),
+            )
 
 
 def _try(tell: Callable, what) -> None:

@@ -158,12 +158,12 @@ def start(job: CloneJob) -> WebhookDelivery:
 
 
 def _queue(delivery_id: UUID | str, attempt: int) -> None:
-    async_task(queue.DELIVER_WEBHOOK, str(delivery_id), attempt, q_options=_task_options())
+    async_task(queue.DELIVER_WEBHOOK, str(delivery_id), attempt, q_options=task_options())
 
 
-def _task_options() -> dict:
-    """django-q2's options for an attempt's task: on the webhooks' own queue, stopped after
-    CLONES_WEBHOOK_TIMEOUT."""
+def task_options() -> dict:
+    """django-q2's options for an attempt's task (and an email's): on the webhooks' own queue,
+    stopped after CLONES_WEBHOOK_TIMEOUT."""
     return {"cluster": QUEUE, "timeout": settings.CLONES_WEBHOOK_TIMEOUT}
 
 
@@ -314,7 +314,7 @@ def _try_later(delivery: WebhookDelivery, attempt: int, status: int | None, erro
                 schedule_type=Schedule.ONCE,
                 next_run=due,
                 # The clones' cluster runs the schedules; the task goes to QUEUE.
-                q_options=_task_options(),
+                q_options=task_options(),
             )
 
 

@@ -381,8 +381,11 @@ def last_modified(name: str) -> datetime:
 
 
 def delete_with_row(instance, **kwargs) -> None:
-    """post_delete of a job: a deleted job (or user) takes its archive with it, no file without
-    a row."""
+    """post_delete of a job: a deleted job (or user) takes its own archive with it, no file
+    without a row. A snapshot's file is shared with other jobs, other people's too: it stays,
+    and the expiry sweep deletes it once no job delivers it (snapshots.due_for_deletion)."""
+    if instance.snapshot_id is not None:
+        return
     name = instance.archive.name
     # Only once the deletion is committed: a rolled-back delete must keep its archive.
     transaction.on_commit(lambda: delete(name))

@@ -11,6 +11,7 @@ from io import StringIO
 import pytest
 import yaml
 from django.core.management import call_command
+from django.db import OperationalError
 from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule
@@ -297,3 +298,21 @@ def test_a_real_worker_shows_its_heartbeat_and_reports_the_engine(client, start_
     assert status == 200, body
     assert body["checks"]["worker"] == {"ok": True, "overdue_seconds": 0}
     assert body["checks"]["engine"]["state"] == "up"
+
+
+def test_a_signed_in_caller_gets_the_checks_while_the_database_that_knows_them_is_down(
+    client, staff, healthy, monkeypatch
+):
+    """The session and the user live in the database: asking who is calling must not turn the
+    answer into an error page when it is the database that fails."""
+    client.force_login(staff)
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("django.contrib.auth.get_user", unreachable)
+
+    status, body = get_health(client)
+
+    assert status == 200 and set(body["checks"]) >= {"database", "queue"}
+    assert all("error" not in check for check in body["checks"].values())
