@@ -246,7 +246,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # row for one user name from one address, for CLONES_LOGIN_LOCKOUT_MINUTES (django-axes; its
 # failures are kept in the database, so every web process counts them together). By name and
 # address together, so that nobody can lock another person out from elsewhere; behind the TLS
-# proxy every address is the proxy's, and the lock holds the name.
+# proxy the address is the one it appended to X-Forwarded-For (clones.web.views.client_address),
+# or every address would be the proxy's and anyone could lock any name out.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -258,6 +259,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=CLONES_LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True  # failures "in a row": a login that works starts the count again
 AXES_LOCKOUT_CALLABLE = "clones.web.views.locked_out"
+AXES_CLIENT_IP_CALLABLE = "clones.web.views.client_address"
 AXES_DISABLE_ACCESS_LOG = True  # failures only: no record of every successful login
 AXES_VERBOSE = False  # no banner in the log of every process and command at start
 LOGIN_URL = "login"
@@ -446,7 +448,8 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
 # HSTS for the site's own subdomains only (clones.example.com covers *.clones.example.com).
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
-if env_bool("DJANGO_BEHIND_TLS_PROXY", HTTPS):
+BEHIND_TLS_PROXY = env_bool("DJANGO_BEHIND_TLS_PROXY", HTTPS)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # The HSTS preload list takes registrable domains, submitted by hand: not ours to decide.
 SILENCED_SYSTEM_CHECKS = ["security.W021"]

@@ -131,6 +131,17 @@ def cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
     return redirect(job)
 
 
+def client_address(request: HttpRequest) -> str:
+    """Who is logging in, for the login lockout (AXES_CLIENT_IP_CALLABLE). Behind the TLS proxy
+    (DJANGO_BEHIND_TLS_PROXY), the address that proxy appended last to X-Forwarded-For: the
+    client as the proxy saw it (whatever comes before it is the client's own say); otherwise,
+    or without that header, the connection's."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if settings.BEHIND_TLS_PROXY and forwarded.strip():
+        return forwarded.rsplit(",", 1)[-1].strip()
+    return request.META.get("REMOTE_ADDR", "")
+
+
 def locked_out(request: HttpRequest, *_: object) -> HttpResponse:
     """django-axes' answer to a login locked out after too many failures (AXES_LOCKOUT_CALLABLE,
     which also gets the response it replaces and the credentials: not needed here)."""

@@ -403,6 +403,26 @@ def test_logins_are_locked_out_after_failures_in_a_row_with_a_clear_message(
     assert client.post(login, {"username": "other", "password": "pw-other-123"}).status_code == 302
 
 
+def test_behind_the_proxy_the_lockout_holds_the_address_the_proxy_saw_not_the_proxys(
+    client, owner, settings
+):
+    """Every request comes from the proxy: by its address alone, anyone anywhere could lock any
+    user name out. The proxy appends the client's address to X-Forwarded-For; what comes
+    before it is the client's to forge, and changes nothing."""
+    settings.BEHIND_TLS_PROXY = True
+    settings.CLONES_LOGIN_FAILURES = settings.AXES_FAILURE_LIMIT = 2
+    login = reverse("login")
+    wrong = {"username": "owner", "password": "guess"}
+    attacker = {"HTTP_X_FORWARDED_FOR": "192.0.2.7"}
+    for forged in ["203.0.113.1", "203.0.113.2"]:
+        client.post(login, wrong, HTTP_X_FORWARDED_FOR=f"{forged}, 192.0.2.7")
+    assert client.post(login, wrong, **attacker).status_code == 429
+
+    right = {"username": "owner", "password": "pw-owner-123"}
+    owner_elsewhere = {"HTTP_X_FORWARDED_FOR": "198.51.100.5"}
+    assert client.post(login, right, **owner_elsewhere).status_code == 302
+
+
 def test_a_lockout_ends_after_its_time_and_a_good_login_resets_the_count(client, owner, settings):
     settings.CLONES_LOGIN_FAILURES = settings.AXES_FAILURE_LIMIT = 2
     login = reverse("login")
