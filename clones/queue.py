@@ -3,8 +3,10 @@ clones.tasks), and the names of the periodic schedules.
 
 Kept apart from tasks.py, which imports everything: whoever queues a task names it here without
 importing what runs it. django-q2 stores these names (Schedule.func, queued tasks) and finds the
-function by them when it runs: renaming one strands what was stored under the old name, unless
-FORMER_NAMES says where it went.
+function by them when it runs: renaming one strands what was stored under the old name. Schedule
+rows are renamed on migrate (FORMER_NAMES); a task already queued under an old name is not: a
+webhook attempt is given a new task by the recovery sweep, an email queued in the seconds of the
+upgrade is lost (django-q2 logs it). Let the queue drain before an upgrade that renames one.
 """
 
 RUN_CLONE_JOB = "clones.tasks.run_clone_job"
