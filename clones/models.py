@@ -32,6 +32,9 @@ class History(models.TextChoices):
     FILES = "files", "Files only, no .git (git archive)"
     SHALLOW = "shallow", "Shallow clone (the last commits only)"
     BUNDLE = "bundle", "git bundle (one file git clone accepts)"
+    # Every ref the server advertises, as `git clone --mirror` keeps them: a tar of the bare
+    # repository, or one bundle of all refs.
+    MIRROR = "mirror", "Mirror (every branch, tag and other ref; a bare repository)"
 
 
 class ArchiveFormat(models.TextChoices):
@@ -60,6 +63,23 @@ class SnapshotState(models.TextChoices):
     ABANDONED = "abandoned", "Abandoned"
     # Its last job expired and the file was deleted.
     DELETED = "deleted", "Deleted"
+
+
+class Follow(models.TextChoices):
+    """What a watch follows (clones.watches)."""
+
+    DEFAULT = "default", "The default branch"
+    REFS = "refs", "Named branches and tags"
+    # Every ref: each change anywhere makes a snapshot of history `mirror`.
+    EVERYTHING = "everything", "Every ref (a mirror)"
+
+
+class CheckResult(models.TextChoices):
+    """How a watch's last check ended."""
+
+    UNCHANGED = "unchanged", "Checked, unchanged"
+    CHANGED = "changed", "Changed: snapshot queued"
+    FAILED = "failed", "Failed"
 
 
 ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
@@ -180,6 +200,34 @@ class CloneJob(models.Model):
         max_length=2048, blank=True, help_text="Told when the job ends (clones.webhooks)."
     )
 
+    # A snapshot of a watched repository: kept by its watch's retention policy (expires_at stays
+    # empty until the policy lets it go), not for CLONES_ARCHIVE_TTL_HOURS.
+    watch = models.ForeignKey(
+        "Watch",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="snapshots",
+        help_text="The watch whose check made this job, if any.",
+    )
+    pinned = models.BooleanField(
+        default=False, help_text="Kept whatever the watch's retention policy says."
+    )
+    refs_digest = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="For a mirror: sha256 of every ref and the object it names, as archived.",
+    )
+    changes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="For a watch's snapshot: [sha, subject] of the commits since its previous "
+        "snapshot, newest first (at most clones.watches.MAX_CHANGES); subjects are untrusted.",
+    )
+    changes_total = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How many commits there were since the previous one."
+    )
+
     error = models.TextField(blank=True, help_text="Why it failed, for the person who asked.")
     git_output = models.TextField(blank=True, help_text="The end of git's output, for staff.")
 
@@ -197,6 +245,8 @@ class CloneJob(models.Model):
             # sorting them all.
             models.Index(fields=["created_at", "status", "started_at", "finished_at"]),
             models.Index(fields=["status", "finished_at"]),
+            # A watch's timeline, newest first.
+            models.Index(fields=["watch", "-created_at"]),
         ]
 
     def __str__(self) -> str:
@@ -302,6 +352,137 @@ class Snapshot(models.Model):
         )
 
 
+class WatchQuerySet(models.QuerySet):
+    def for_user(self, user) -> "WatchQuerySet":
+        return self.filter(owner=user).order_by("url", "id")
+
+    def due(self, now=None) -> "WatchQuerySet":
+        """Watches whose next check has come, and that no worker is checking."""
+        now = now or timezone.now()
+        return self.filter(active=True, next_check_at__lte=now, checking_since__isnull=True)
+
+    def failing(self) -> "WatchQuerySet":
+        return self.filter(active=True, failures__gt=0)
+
+
+class Watch(models.Model):
+    """A repository followed over time: checked every `interval_minutes` (or as `cron` says),
+    and snapshotted, with the archive options below, each time what it follows has changed
+    (clones.watches). Its snapshots are CloneJobs that point at it; retention decides which of
+    them are kept (clones.retention)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="watches"
+    )
+    url = models.CharField(max_length=2048, help_text="The repository URL as submitted.")
+    follow = models.CharField(max_length=16, choices=Follow, default=Follow.DEFAULT)
+    refs = models.TextField(
+        blank=True, help_text="For 'named branches and tags': their names, one per line."
+    )
+
+    # The archive options, as a one-off job has them.
+    history = models.CharField(max_length=16, choices=History, default=History.FULL)
+    depth = models.PositiveIntegerField(null=True, blank=True)
+    archive_format = models.CharField(
+        max_length=16, choices=ArchiveFormat, default=ArchiveFormat.TAR
+    )
+
+    interval_minutes = models.PositiveIntegerField(
+        default=60, help_text="How often to check, unless `cron` is given."
+    )
+    cron = models.CharField(
+        max_length=100, blank=True, help_text="A cron expression (UTC) saying when to check."
+    )
+
+    # Retention, as restic's `forget` and borg's `prune` say it: 0 keeps none by that rule.
+    keep_last = models.PositiveIntegerField(default=10)
+    keep_hourly = models.PositiveIntegerField(default=0)
+    keep_daily = models.PositiveIntegerField(default=7)
+    keep_weekly = models.PositiveIntegerField(default=4)
+    keep_monthly = models.PositiveIntegerField(default=12)
+    keep_yearly = models.PositiveIntegerField(default=0)
+
+    credential = models.TextField(
+        blank=True,
+        help_text="An access token, encrypted (clones.safety.vault); never shown again.",
+    )
+    webhook_url = models.CharField(
+        max_length=2048, blank=True, help_text="Told of new snapshots and of repeated failures."
+    )
+    active = models.BooleanField(default=True, help_text="Paused watches are not checked.")
+
+    created_at = models.DateTimeField(default=timezone.now)
+    next_check_at = models.DateTimeField(help_text="When it is next due.")
+    checking_since = models.DateTimeField(
+        null=True, blank=True, help_text="A worker's check of it began then (one at a time)."
+    )
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_changed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a check last found a change."
+    )
+    last_result = models.CharField(max_length=16, choices=CheckResult, blank=True)
+    last_error = models.TextField(blank=True, help_text="Why the last check failed.")
+    failures = models.PositiveIntegerField(
+        default=0, help_text="Checks (or their snapshots) failed in a row."
+    )
+    # How late checks start: due at next_check_at, begun at checking_since (the dashboard's p95).
+    last_lag_seconds = models.FloatField(null=True, blank=True)
+
+    objects = WatchQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The dispatcher: active watches by due time.
+            models.Index(fields=["active", "next_check_at"]),
+            models.Index(fields=["owner", "url"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"watch of {self.url} ({self.get_follow_display().lower()})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("clones:watch", args=[self.id])
+
+    @property
+    def followed_refs(self) -> list[str]:
+        return [line.strip() for line in self.refs.splitlines() if line.strip()]
+
+    @property
+    def repo_name(self) -> str:
+        path = urlsplit(self.url).path.rstrip("/")
+        return path.rsplit("/", 1)[-1].removesuffix(".git") or "repository"
+
+
+class MirrorState(models.TextChoices):
+    READY = "ready", "Ready"
+    # Taken out of service (a failed fetch or fsck, an interrupted write, evicted): rebuilt on
+    # its next use.
+    DISCARDED = "discarded", "Discarded"
+
+
+class Mirror(models.Model):
+    """One bare mirror of one repository on the data volume, fetched incrementally, from which
+    jobs and snapshots are built (clones.pipeline.mirrors)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.CharField(max_length=64, unique=True, help_text="sha256 of the normalized URL.")
+    url = models.CharField(max_length=2048, help_text="The repository URL, normalized.")
+    state = models.CharField(max_length=16, choices=MirrorState, default=MirrorState.READY)
+    size_bytes = models.BigIntegerField(default=0)
+    hits = models.PositiveIntegerField(default=0, help_text="Builds served by a fetch into it.")
+    misses = models.PositiveIntegerField(default=0, help_text="Builds that made it afresh.")
+    created_at = models.DateTimeField(default=timezone.now)
+    fetched_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "last_used_at"])]
+
+    def __str__(self) -> str:
+        return f"mirror of {self.url} ({self.get_state_display()})"
+
+
 class WorkerReport(models.Model):
     """What the workers last found out about the Docker engine (one row, for /healthz: the web
     process has no engine access of its own)."""
@@ -364,6 +545,11 @@ class Profile(models.Model):
     )
     # The signing key, 32 random bytes, in hex.
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
+    quota_bytes = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The most bytes of archives this user keeps; empty for CLONES_USER_QUOTA_BYTES.",
+    )
 
     def __str__(self) -> str:
         return f"profile of {self.user}"

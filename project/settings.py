@@ -342,6 +342,19 @@ CLONES_MAX_QUEUED = env_int("CLONES_MAX_QUEUED", 500)
 # answers would otherwise map internal names (clones.jobs.check_refusals).
 CLONES_MAX_REFUSED_PER_HOUR = env_int("CLONES_MAX_REFUSED_PER_HOUR", 20)
 
+# --- Watches: repositories followed over time (clones.watches, clones.retention) -----------------
+# A watch is checked at most this often, whatever its owner asks.
+CLONES_WATCH_MIN_INTERVAL_MINUTES = env_int("CLONES_WATCH_MIN_INTERVAL_MINUTES", 5)
+CLONES_MAX_WATCHES_PER_USER = env_int("CLONES_MAX_WATCHES_PER_USER", 500)
+# A watch that fails this many checks (or snapshots) in a row is told to its webhook and owner.
+CLONES_WATCH_FAILURES_TO_TELL = env_int("CLONES_WATCH_FAILURES_TO_TELL", 3)
+# The bytes of archives one person keeps (one-off and watched), unless their profile says
+# otherwise; a build past it fails with its own message. 0: no quota.
+CLONES_USER_QUOTA_BYTES = env_bytes("CLONES_USER_QUOTA_BYTES", "10g")
+# The incremental mirror cache (clones.pipeline.mirrors): least recently used mirrors are evicted
+# past this many bytes.
+CLONES_MIRROR_MAX_BYTES = env_bytes("CLONES_MIRROR_MAX_BYTES", "20g")
+
 # --- Waiting: a job that cannot start yet (engine down, disk full) stays queued ------------------
 # It is tried again after CLONES_WAIT_SECONDS, doubling each time up to 10 minutes, and fails
 # after CLONES_WAIT_RETRIES waits.
