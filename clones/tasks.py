@@ -8,8 +8,8 @@ from django.conf import settings
 from django_q.exceptions import TimeoutException
 from django_q.models import Schedule
 
-from . import jobs, queue, stopping, units
-from .models import CloneJob, Snapshot, Status
+from . import jobs, queue, retention, stopping, units
+from .models import CloneJob, Snapshot, Status, Watch
 from .notify import email, webhooks
 from .ops import heartbeat, outages, recovery
 from .pipeline import archives, cloning, engine, gitwords, paths, refs, snapshots
@@ -103,6 +103,8 @@ def _fail(job: CloneJob, error: str, output: str, shared: bool = False) -> None:
 def _deliver(job: CloneJob) -> None:
     """Find out which commit the job asks for, then deliver its snapshot: at once if it is
     ready, when the identical job building it is done, or by building it."""
+    # First of all: a job its owner's quota refuses costs no request to the repository's server.
+    retention.check_quota(job)
     token = tokens.read(job.id)
     jobs.record_phase(job, f"Looking up {job.ref or 'the default branch'}")
     # Part of the clone's time: a server that will not answer is not waited for any longer.
@@ -238,10 +240,15 @@ def _throttled(record, interval: float = PHASE_WRITE_SECONDS):
 
 @outages.ridden_out
 def expire_archives() -> int:
-    """Mark done jobs past their expiry date expired, then delete the snapshots no unexpired
-    job needs any more (scheduled). Returns the number of jobs expired."""
+    """Apply every watch's retention policy (a changed policy takes effect here), mark done jobs
+    past their expiry date expired, then delete the snapshots no unexpired job needs any more
+    (scheduled). Returns the number of jobs expired."""
+    _apply_retention()
     due = list(
         CloneJob.objects.expired()
+        # A watch's snapshot pinned since retention forgot it is kept (retention.apply takes
+        # it back at its next run).
+        .exclude(pinned=True, watch__isnull=False)
         .order_by("expires_at")
         .values_list("pk", flat=True)[:EXPIRY_MAX_PER_RUN]
     )
@@ -258,8 +265,19 @@ def expire_archives() -> int:
     return expired
 
 
-def _isolated(step, row) -> bool:
-    """`step(row)`, or False if it raised: one row's failure is logged and stops no other."""
+def _apply_retention() -> None:
+    """retention.apply for every watch with a done snapshot, a batch of watches at a time."""
+    watches = Watch.objects.filter(snapshots__status=Status.DONE).distinct().order_by("pk")
+    forgotten, batch = 0, list(watches[:EXPIRY_BATCH_SIZE])
+    while batch:
+        forgotten += sum(_isolated(retention.apply, watch) for watch in batch)
+        batch = list(watches.filter(pk__gt=batch[-1].pk)[:EXPIRY_BATCH_SIZE])
+    logger.info("retention forgot %d snapshots", forgotten)
+
+
+def _isolated(step, row) -> int:
+    """`step(row)` (a bool or a count), or 0 if it raised: one row's failure is logged and stops
+    no other."""
     try:
         return step(row)
     except outages.UNREACHABLE:
@@ -267,7 +285,7 @@ def _isolated(step, row) -> bool:
     except Exception:
         # One archive that cannot be deleted must not hold up all the others.
         logger.exception("could not expire %r", row)
-        return False
+        return 0
 
 
 def recover() -> None:

@@ -12,7 +12,7 @@ import hashlib
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Exists, F, Max, OuterRef
+from django.db.models import Exists, F, Max, OuterRef, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -172,10 +172,13 @@ def release(snapshot: Snapshot) -> None:
 
 def due_for_deletion():
     """Ready snapshots past their time that no done job still delivers. The second half is not
-    implied by the first: a job's expiry is taken a moment after the one its snapshot got."""
+    implied by the first: a job's expiry is taken a moment after the one its snapshot got, and
+    a watch's snapshot has none while its retention keeps it (clones.retention)."""
     now = timezone.now()
     still_delivered = CloneJob.objects.filter(
-        snapshot=OuterRef("pk"), status=Status.DONE, expires_at__gt=now
+        Q(expires_at__gt=now) | Q(expires_at__isnull=True),
+        snapshot=OuterRef("pk"),
+        status=Status.DONE,
     )
     return Snapshot.objects.filter(state=SnapshotState.READY, expires_at__lte=now).exclude(
         Exists(still_delivered)

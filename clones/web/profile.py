@@ -1,5 +1,5 @@
-"""The profile page (/profile/): one's API tokens for the JSON API (made, listed, revoked) and the
-secret that signs one's webhooks."""
+"""The profile page (/profile/): one's API tokens for the JSON API (made, listed, revoked), the
+secret that signs one's webhooks, and the bytes of archives one keeps against one's quota."""
 
 from uuid import UUID
 
@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 
+from .. import retention, units
 from ..models import ApiToken, Profile, new_webhook_secret
 from . import apitokens
 
@@ -64,6 +65,19 @@ def _render(request: HttpRequest, form: TokenForm, status: int = 200, **shown) -
         "form": form,
         "tokens": ApiToken.objects.filter(owner=request.user),
         "profile": Profile.objects.get_or_create(user=request.user)[0],
+        "storage": _storage(request.user),
         **shown,
     }
     return render(request, "clones/profile.html", context, status=status)
+
+
+def _storage(user) -> dict:
+    """What one's archives take, and of how much (in the words the quota's refusal uses)."""
+    used, limit = retention.usage(user), retention.quota(user)
+    return {
+        "used": used,
+        "used_words": units.human_size(used),
+        "quota": limit,
+        "quota_words": units.human_size(limit) if limit else "",
+        "percent": round(100 * used / limit) if limit else None,  # a meter shows at most full
+    }
