@@ -13,8 +13,8 @@ from django.views.decorators.http import require_safe
 from django_q import admin as django_q_admin
 from django_q.models import Failure, Success
 
-from . import jobs
-from .models import ApiToken, CloneJob, Snapshot, Status, WebhookDelivery
+from . import jobs, retention
+from .models import ApiToken, CloneJob, Profile, Snapshot, Status, WebhookDelivery
 from .web import apitokens, downloads
 
 
@@ -154,6 +154,24 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset) -> None:
         revoked = apitokens.revoke_all(queryset)
         self.message_user(request, f"Revoked {revoked} API token(s).", messages.INFO)
+
+
+@admin.register(Profile)
+class ProfileAdmin(admin.ModelAdmin):
+    """Where staff give a person a quota of their own (clones.retention: empty for
+    CLONES_USER_QUOTA_BYTES, 0 for none). The webhook signing secret is its owner's, not shown."""
+
+    list_display = ["user", "quota_bytes", "archives_kept"]
+    search_fields = ["user__username", "user__email"]
+    list_select_related = ["user"]
+    fields = ["user", "quota_bytes", "archives_kept"]
+
+    def get_readonly_fields(self, request, profile=None) -> list[str]:
+        return ["user", "archives_kept"] if profile else ["archives_kept"]
+
+    @admin.display(description="archives kept")
+    def archives_kept(self, profile: Profile) -> str:
+        return filesizeformat(retention.usage(profile.user_id)) if profile.pk else "—"
 
 
 DELIVERY_FIELDS = [

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.files.storage import default_storage
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 
@@ -300,3 +301,19 @@ def test_the_profile_shows_what_ones_archives_take(owner, owner_client, settings
     Profile.objects.filter(user=owner).update(quota_bytes=None)
     page = owner_client.get(reverse("clones:profile")).content.decode()
     assert "Your archives take 1 KiB; you have no quota." in page
+
+
+@pytest.mark.django_db
+def test_staff_set_a_persons_quota_in_the_admin(client, staff, owner):
+    make_done_job(owner, b"x" * 1024)
+    profile = Profile.objects.create(user=owner)
+    client.force_login(staff)
+    change = reverse("admin:clones_profile_change", args=[profile.pk])
+    assert filesizeformat(1024) in client.get(change).content.decode()  # what they keep
+
+    response = client.post(change, {"quota_bytes": "5000"})
+
+    assert response.status_code == 302, response.content.decode()
+    assert retention.quota(owner) == 5000
+    listed = client.get(reverse("admin:clones_profile_changelist")).content.decode()
+    assert "owner" in listed and "5000" in listed
