@@ -106,6 +106,12 @@ def lost_its_worker() -> models.Q:
     return models.Q(status=Status.RUNNING, heartbeat_at__lt=timezone.now() - silent_for)
 
 
+def pinned_on_a_watch() -> models.Q:
+    """A watch's snapshots pinned by its owner: kept whatever their expiry says while the watch
+    lives (clones.retention); a deleted watch's go as one-off archives do."""
+    return models.Q(pinned=True, watch__isnull=False)
+
+
 class CloneJobQuerySet(models.QuerySet):
     def for_user(self, user) -> "CloneJobQuerySet":
         """A person's jobs, newest first; ties broken by id, so that pages of them never skip or
@@ -113,8 +119,10 @@ class CloneJobQuerySet(models.QuerySet):
         return self.filter(owner=user).order_by("-created_at", "-id")
 
     def expired(self) -> "CloneJobQuerySet":
-        """Done jobs whose archive has outlived its time and should be deleted."""
-        return self.filter(status=Status.DONE, expires_at__lte=timezone.now())
+        """Done jobs whose archive has outlived its time and should be deleted (not a pinned
+        one that retention forgot before the pin, and takes back at its next run)."""
+        due = self.filter(status=Status.DONE, expires_at__lte=timezone.now())
+        return due.exclude(pinned_on_a_watch())
 
     def lost(self) -> "CloneJobQuerySet":
         return self.filter(lost_its_worker())

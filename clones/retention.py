@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Sum
+from django.db.models import Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
 from . import units
@@ -95,20 +95,34 @@ def apply(watch: Watch) -> int:
     (pinned again, or a policy changed meanwhile). Returns how many it forgot."""
     done = CloneJob.objects.filter(watch=watch, status=Status.DONE)
     rows = list(done.values_list("pk", "created_at", "pinned", "expires_at"))
-    if not rows:
-        return 0
     now = timezone.now()
-    kept = keep_set([(pk, created) for pk, created, _, _ in rows], Policy.of(watch), now)
-    kept.update(pk for pk, _, pinned, _ in rows if pinned)
-    kept.add(max(rows, key=lambda row: (row[1], row[0]))[0])  # the newest, as keep_set orders
+    kept = _kept(rows, Policy.of(watch), now)
     taken_back = [pk for pk, _, _, expires in rows if pk in kept and expires is not None]
     _in_batches(taken_back, lambda batch: done.filter(pk__in=batch).update(expires_at=None))
-    forget = [pk for pk, _, _, expires in rows if pk not in kept and expires is None]
+    # Not forgotten yet: no expiry, or one to come (the TTL a job is done with, should one
+    # have been given).
+    forget = [pk for pk, _, _, expires in rows if pk not in kept and not _due(expires, now)]
     # Asked again in the UPDATE: one pinned since it was read stays.
-    still_forgettable = done.filter(pinned=False, expires_at__isnull=True)
+    still_forgettable = done.filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now), pinned=False
+    )
     return _in_batches(
         forget, lambda batch: still_forgettable.filter(pk__in=batch).update(expires_at=now)
     )
+
+
+def _kept(rows: list, policy: Policy, now: datetime) -> set:
+    """The ids of the rows (id, time, pinned, expiry) kept: by the policy, pinned, or newest."""
+    if not rows:
+        return set()
+    kept = keep_set([(pk, created) for pk, created, _, _ in rows], policy, now)
+    kept.update(pk for pk, _, pinned, _ in rows if pinned)
+    kept.add(max(rows, key=lambda row: (row[1], row[0]))[0])  # the newest, as keep_set orders
+    return kept
+
+
+def _due(expires: datetime | None, now: datetime) -> bool:
+    return expires is not None and expires <= now
 
 
 def _in_batches(ids: list, update: Callable[[list], int]) -> int:

@@ -246,9 +246,6 @@ def expire_archives() -> int:
     _apply_retention()
     due = list(
         CloneJob.objects.expired()
-        # A watch's snapshot pinned since retention forgot it is kept (retention.apply takes
-        # it back at its next run).
-        .exclude(pinned=True, watch__isnull=False)
         .order_by("expires_at")
         .values_list("pk", flat=True)[:EXPIRY_MAX_PER_RUN]
     )

@@ -157,6 +157,20 @@ def test_a_policy_of_zeros_keeps_the_newest_and_the_pinned_only(watch):
     assert kept_labels(watch) == {"2025-12-31T23:30", "2025-06-01T12:30"}
 
 
+@pytest.mark.django_db
+def test_apply_ignores_an_archive_ttl_a_snapshot_was_done_with(watch):
+    with_policy(watch, keep_last=1)
+    jobs = year_of_snapshot_jobs(watch)
+    ttl = timezone.now() + timedelta(days=7)
+    CloneJob.objects.filter(watch=watch).update(expires_at=ttl)
+
+    forgotten = retention.apply(watch)
+
+    assert forgotten == len(jobs) - 1
+    assert kept_labels(watch) == {"2025-12-31T23:30"}  # no expiry: the policy keeps it
+    assert not CloneJob.objects.filter(expires_at=ttl).exists()
+
+
 def snapshot_job(watch: Watch, days_ago: int, tmp_path, **fields) -> CloneJob:
     """A done snapshot of the watch made `days_ago`, its archive really stored (through
     clones.pipeline.archives) and its Snapshot's own expiry long past, as a watch's kept one's
@@ -223,6 +237,24 @@ def test_a_snapshot_pinned_after_it_was_forgotten_is_taken_back(watch, tmp_path)
     older.refresh_from_db()
     assert (older.status, older.expires_at) == (Status.DONE, None)
     assert stored(older) and stored(newest)
+
+
+@pytest.mark.django_db
+def test_a_pinned_snapshot_is_not_expired_even_when_its_watchs_retention_fails(
+    watch, tmp_path, monkeypatch
+):
+    with_policy(watch, keep_last=1)
+    older, _ = snapshot_job(watch, 2, tmp_path), snapshot_job(watch, 1, tmp_path)
+    retention.apply(watch)
+    watches.pin(older, True)
+
+    def fails(watch):
+        raise RuntimeError("retention could not run")
+
+    monkeypatch.setattr(retention, "apply", fails)
+    tasks.expire_archives()
+
+    assert status_of(older) == Status.DONE and stored(older)
 
 
 @pytest.mark.django_db

@@ -16,7 +16,14 @@ from django.db.models import Exists, F, Max, OuterRef, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from ..models import ACTIVE_STATUSES, CloneJob, Snapshot, SnapshotState, Status
+from ..models import (
+    ACTIVE_STATUSES,
+    CloneJob,
+    Snapshot,
+    SnapshotState,
+    Status,
+    pinned_on_a_watch,
+)
 from ..safety import urlpolicy
 from . import archives, cloning, refs
 
@@ -173,10 +180,10 @@ def release(snapshot: Snapshot) -> None:
 def due_for_deletion():
     """Ready snapshots past their time that no done job still delivers. The second half is not
     implied by the first: a job's expiry is taken a moment after the one its snapshot got, and
-    a watch's snapshot has none while its retention keeps it (clones.retention)."""
+    a watch's snapshot has none while its retention keeps it, or is pinned (clones.retention)."""
     now = timezone.now()
     still_delivered = CloneJob.objects.filter(
-        Q(expires_at__gt=now) | Q(expires_at__isnull=True),
+        Q(expires_at__gt=now) | Q(expires_at__isnull=True) | pinned_on_a_watch(),
         snapshot=OuterRef("pk"),
         status=Status.DONE,
     )
