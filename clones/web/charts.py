@@ -69,6 +69,15 @@ def time_unit(largest_seconds: float) -> Unit:
     return Unit("seconds")
 
 
+def size_unit(largest_bytes: float) -> Unit:
+    """KiB, MiB or GiB (powers of 1024, as the site's sizes), whichever keeps the axis's
+    numbers short."""
+    for name, power in (("GiB", 3), ("MiB", 2)):
+        if largest_bytes >= 2 * 1024**power:
+            return Unit(name, 1024**power)
+    return Unit("KiB", 1024)
+
+
 @dataclass(frozen=True)
 class Chart:
     """What a chart shows: one value (or None) a day of each series, in `unit`, under `title`;
