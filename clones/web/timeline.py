@@ -134,5 +134,5 @@ def size_chart(span: list[Day]) -> SafeString:
 def commits_chart(span: list[Day]) -> SafeString:
     series = [charts.Series("Commits", "#2457c5", [day.commits for day in span])]
     dates = [day.day for day in span]
-    title = "New commits per day"
-    return charts.stacked_bars(charts.Chart("commits-chart", title, dates, series, COMMITS, DAYS_ARE))
+    chart = charts.Chart("commits-chart", "New commits per day", dates, series, COMMITS, DAYS_ARE)
+    return charts.stacked_bars(chart)

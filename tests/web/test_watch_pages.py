@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from clones import watches
-from clones.models import CheckResult, CloneJob, Follow, History, RefusedSubmission, Status, Watch
+from clones.models import CheckResult, CloneJob, Follow, History, RefusedSubmission, Watch
 
 from ..support.helpers import make_done_job
 
@@ -103,9 +103,7 @@ def test_the_list_says_which_watches_fail_and_why(owner_client, owner, watch):
 # --- The timeline --------------------------------------------------------------------------------
 
 
-def test_the_timeline_lists_every_snapshot_with_its_commits_escaped(
-    owner_client, watch, timeline
-):
+def test_the_timeline_lists_every_snapshot_with_its_commits_escaped(owner_client, watch, timeline):
     page = page_of(owner_client, watch)
 
     # Newest first, each with its date, commit, size and download.
@@ -125,7 +123,7 @@ def test_the_timeline_lists_every_snapshot_with_its_commits_escaped(
 
 
 def test_comparing_two_snapshots_lists_the_commits_between(owner_client, watch, timeline):
-    first, second, rewritten, latest = timeline
+    first, second, _rewritten, latest = timeline
 
     page = comparison_in(page_of(owner_client, watch, older=str(first.id), newer=str(second.id)))
     assert "2 commits listed" in page and "Second" in page and "Latest" not in page
@@ -213,7 +211,11 @@ def test_one_url_makes_one_watch_and_shows_it(owner_client, owner):
     )  # fmt: skip
     watch = Watch.objects.get(owner=owner)
     assert response.url == watch.get_absolute_url()
-    assert (watch.follow, watch.followed_refs, watch.interval_minutes) == ("refs", ["main", "v2.0"], 30)
+    assert (watch.follow, watch.followed_refs, watch.interval_minutes) == (
+        "refs",
+        ["main", "v2.0"],
+        30,
+    )
     assert (watch.keep_last, watch.keep_daily, watch.archive_format) == (3, 7, "tar.gz")
     assert watch.credential and "ghp_secret" not in watch.credential  # sealed
 
