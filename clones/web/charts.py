@@ -70,12 +70,12 @@ def time_unit(largest_seconds: float) -> Unit:
 
 
 def size_unit(largest_bytes: float) -> Unit:
-    """KiB, MiB or GiB (powers of 1024, as the site's sizes), whichever keeps the axis's
-    numbers short."""
-    for name, power in (("GiB", 3), ("MiB", 2)):
+    """Bytes, or kibi-, mebi- or gibibytes (powers of 1024, as the site's sizes), whichever
+    keeps the axis's numbers short. Named in words: the axis's title is capitalized."""
+    for name, power in (("gibibytes", 3), ("mebibytes", 2), ("kibibytes", 1)):
         if largest_bytes >= 2 * 1024**power:
             return Unit(name, 1024**power)
-    return Unit("KiB", 1024)
+    return Unit("bytes", whole=True)
 
 
 @dataclass(frozen=True)

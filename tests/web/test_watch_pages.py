@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from clones import watches
 from clones.models import CheckResult, CloneJob, Follow, History, RefusedSubmission, Watch
+from clones.web import charts
 
 from ..support.helpers import make_done_job
 
@@ -306,3 +307,13 @@ def test_a_single_refused_url_is_said_on_the_form(owner_client):
     assert response.status_code == 200
     assert "1 line: 1 refused" in response.content.decode()
     assert not Watch.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("largest", "name", "scale"),
+    [(10, "bytes", 1), (4096, "kibibytes", 1024), (3 * 2**20, "mebibytes", 2**20),
+     (5 * 2**30, "gibibytes", 2**30)],
+)  # fmt: skip
+def test_the_size_chart_s_unit_keeps_its_numbers_short(largest, name, scale):
+    unit = charts.size_unit(largest)
+    assert (unit.name, unit.scale) == (name, scale)
