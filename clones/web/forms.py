@@ -278,6 +278,11 @@ class WatchForm(CloneRequestForm):
                 cleaned[name] = Watch._meta.get_field(name).default
         return super().clean()
 
+    @property
+    def retention_fields(self) -> list[forms.BoundField]:
+        """The keep_* fields, which the page groups under one heading."""
+        return [self[name] for name in KEEP_FIELDS]
+
     def watch_options(self) -> dict:
         """What clones.watches.create takes, from the cleaned data: the token is the watch's
         credential."""
