@@ -98,17 +98,10 @@ def check_now(request: HttpRequest, watch_id: UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def pause(request: HttpRequest, watch_id: UUID) -> HttpResponse:
+def set_active(request: HttpRequest, watch_id: UUID, active: bool) -> HttpResponse:
+    """Pause (active False) or resume (True): the URL says which."""
     watch = _own_watch(request, watch_id)
-    watches.set_active(watch, False)
-    return redirect(watch)
-
-
-@login_required
-@require_POST
-def resume(request: HttpRequest, watch_id: UUID) -> HttpResponse:
-    watch = _own_watch(request, watch_id)
-    watches.set_active(watch, True)
+    watches.set_active(watch, active)
     return redirect(watch)
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from clones import watches
 from clones.models import CheckResult, CloneJob, Follow, History, RefusedSubmission, Watch
-from clones.web import charts
+from clones.web import charts, watchviews
 
 from ..support.helpers import make_done_job
 
@@ -317,3 +317,16 @@ def test_a_single_refused_url_is_said_on_the_form(owner_client):
 def test_the_size_chart_s_unit_keeps_its_numbers_short(largest, name, scale):
     unit = charts.size_unit(largest)
     assert (unit.name, unit.scale) == (name, scale)
+
+
+def test_the_timeline_and_the_list_come_in_pages(owner_client, owner, watch, timeline, monkeypatch):
+    monkeypatch.setattr(watchviews, "SNAPSHOTS_PAGE_SIZE", 3)
+    monkeypatch.setattr(watchviews, "WATCHES_PAGE_SIZE", 1)
+    watches.create(owner, "https://127.0.0.1/team/second.git")
+
+    first = page_of(owner_client, watch)
+    assert "Page 1 of 2" in first and ">Older</a>" in first and "a" * 10 + "</code>" not in first
+    second = page_of(owner_client, watch, page="2")
+    assert ">Newer</a>" in second and "a" * 10 + "</code>" in second
+    listing = owner_client.get(reverse("clones:watches"), {"page": "2"}).content.decode()
+    assert ">Previous</a>" in listing and URL in listing and "second.git" not in listing  # by URL
