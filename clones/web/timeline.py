@@ -39,17 +39,23 @@ def made_snapshots(watch: Watch):
 
 
 class CompareForm(forms.Form):
-    """Two of a watch's snapshots (in either order), for the commits between them."""
+    """Two of a watch's snapshots (in either order), for the commits between them. Offered: the
+    snapshots on the page shown (a select of hundreds helps nobody, and takes long to draw);
+    accepted: any of the watch's, as a link may name."""
 
-    older = forms.ChoiceField(label="From snapshot")
-    newer = forms.ChoiceField(label="To snapshot")
+    older = forms.ModelChoiceField(queryset=CloneJob.objects.none(), label="From snapshot")
+    newer = forms.ModelChoiceField(queryset=CloneJob.objects.none(), label="To snapshot")
 
-    def __init__(self, watch: Watch, data=None):
+    def __init__(self, watch: Watch, shown: list[CloneJob], data=None):
         super().__init__(data)
-        self.snapshots = {str(job.id): job for job in made_snapshots(watch)}
-        choices = [(key, _snapshot_name(job)) for key, job in self.snapshots.items()]
-        self.fields["older"].choices = choices[1:] + choices[:1]  # the second newest first
-        self.fields["newer"].choices = choices
+        offered = [(str(job.id), _snapshot_name(job)) for job in shown if job.status in MADE]
+        for name, choices in [("older", offered[1:] + offered[:1]), ("newer", offered)]:
+            self.fields[name].queryset = made_snapshots(watch)
+            self.fields[name].widget.choices = choices  # the second newest first, as "from"
+
+    @property
+    def offers_two(self) -> bool:
+        return len(self.fields["newer"].widget.choices) > 1
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -58,8 +64,8 @@ class CompareForm(forms.Form):
         return cleaned
 
     def comparison(self) -> Comparison:
-        first, second = (self.snapshots[self.cleaned_data[name]] for name in ("older", "newer"))
-        older, newer = sorted([first, second], key=lambda job: (job.created_at, str(job.id)))
+        picked = [self.cleaned_data["older"], self.cleaned_data["newer"]]
+        older, newer = sorted(picked, key=lambda job: (job.created_at, str(job.id)))
         return compare(older, newer)
 
 
@@ -96,19 +102,26 @@ class Day:
 def days(watch: Watch) -> list[Day]:
     """Each day of the charts' span: the size of its newest snapshot and the commits recorded
     that day (a snapshot after a force-push counts those it could list)."""
-    newest = made_snapshots(watch).first()
+    newest = made_snapshots(watch).values_list("created_at", flat=True).first()
     if newest is None:
         return []
-    last = timezone.localtime(newest.created_at).date()
+    last = timezone.localtime(newest).date()
     first = last - timedelta(days=CHART_DAYS - 1)
     sizes: dict[date, int] = {}
     commits: dict[date, int] = {}
-    rows = made_snapshots(watch).filter(created_at__gte=_midnight(first)).order_by("created_at")
-    for job in rows.only("created_at", "archive_size", "changes", "changes_total"):
-        day = timezone.localtime(job.created_at).date()
-        if job.archive_size is not None:
-            sizes[day] = job.archive_size
-        commits[day] = commits.get(day, 0) + commits_of(job)
+    in_span = made_snapshots(watch).filter(created_at__gte=_midnight(first)).order_by("created_at")
+    rows = list(in_span.values_list("created_at", "archive_size", "changes_total", "pk"))
+    # The lists of commits are read only where no count was recorded (after a force-push).
+    uncounted = [pk for *_, total, pk in rows if total is None]
+    listed = (
+        dict(in_span.filter(pk__in=uncounted).values_list("pk", "changes")) if uncounted else {}
+    )
+    for created_at, size, total, pk in rows:
+        day = timezone.localtime(created_at).date()
+        if size is not None:
+            sizes[day] = size
+        counted = total if total is not None else len(listed[pk])
+        commits[day] = commits.get(day, 0) + counted
     start = min(sizes.keys() | commits.keys())
     span = [start + timedelta(days=n) for n in range((last - start).days + 1)]
     return [Day(day, sizes.get(day), commits.get(day)) for day in span]

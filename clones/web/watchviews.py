@@ -17,7 +17,7 @@ from . import timeline
 from .forms import PastedWatchesForm
 
 WATCHES_PAGE_SIZE = 50
-SNAPSHOTS_PAGE_SIZE = 50
+SNAPSHOTS_PAGE_SIZE = 25  # as the history page
 
 
 def _own_watch(request: HttpRequest, watch_id: UUID) -> Watch:
@@ -68,9 +68,9 @@ def watch_page(request: HttpRequest, watch_id: UUID) -> HttpResponse:
     watch = _own_watch(request, watch_id)
     snapshots = watch.snapshots.order_by("-created_at", "-id")
     page = Paginator(snapshots, SNAPSHOTS_PAGE_SIZE).get_page(request.GET.get("page"))
-    compare = timeline.CompareForm(watch, request.GET if "older" in request.GET else None)
-    span = timeline.days(watch)
     shown = list(page.object_list)
+    compare = timeline.CompareForm(watch, shown, request.GET if "older" in request.GET else None)
+    span = timeline.days(watch)
     for job in shown:
         job.commit_count = timeline.commits_of(job)
     context = {

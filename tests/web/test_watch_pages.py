@@ -14,6 +14,7 @@ from django.utils import timezone
 from clones import watches
 from clones.models import CheckResult, CloneJob, Follow, History, RefusedSubmission, Watch
 from clones.web import charts, watchviews
+from clones.web.timeline import days
 
 from ..support.helpers import make_done_job
 
@@ -330,3 +331,11 @@ def test_the_timeline_and_the_list_come_in_pages(owner_client, owner, watch, tim
     assert ">Newer</a>" in second and "a" * 10 + "</code>" in second
     listing = owner_client.get(reverse("clones:watches"), {"page": "2"}).content.decode()
     assert ">Previous</a>" in listing and URL in listing and "second.git" not in listing  # by URL
+
+
+def test_the_charts_count_each_snapshot_s_commits_listed_or_counted(watch, timeline):
+    span = days(watch)
+    # The first snapshot has none; after the force-push only the one it listed counts.
+    assert sum(day.commits or 0 for day in span) == 0 + 2 + 1 + 5
+    assert span[-1].size == timeline[-1].archive_size
+    assert len(span) >= 3
