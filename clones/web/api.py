@@ -646,6 +646,7 @@ def create_watches(
     request: HttpRequest, payload: WatchRequest | list[WatchRequest], response: HttpResponse
 ):
     if isinstance(payload, list):
+        _check_length(payload)
         return Status(200, {"results": [_watch_result(request, item) for item in payload]})
     try:
         watch = add_watch(request.auth, payload.form_data())
@@ -653,6 +654,15 @@ def create_watches(
         raise _api_error_for(refused) from None
     response["Location"] = _watch_path(watch.id)
     return Status(201, watch)
+
+
+def _check_length(items: list) -> None:
+    """A list longer than anyone may have watches is refused whole, before any of its URLs
+    is looked up."""
+    most = settings.CLONES_MAX_WATCHES_PER_USER
+    if len(items) > most:
+        message = f"That is {len(items)} watches; you may have {most} at most: send fewer."
+        raise ApiError(400, "invalid", message)
 
 
 def _watch_result(request: HttpRequest, item: WatchRequest) -> dict:

@@ -50,10 +50,10 @@ def new_watch(request: HttpRequest) -> HttpResponse:
     if len(lines) == 1 and lines[0].watch:
         return redirect(lines[0].watch)
     refused = [line for line in lines if not line.watch]
-    # The refused lines stay in the box, to be corrected; the options as they were.
-    again = PastedWatchesForm(
-        initial={**form.cleaned_data, "urls": "\n".join(line.url for line in refused)}
-    )
+    # The refused lines stay in the box, to be corrected; the options as they were, but the
+    # token, which is never sent back.
+    kept = {name: value for name, value in form.cleaned_data.items() if name != "token"}
+    again = PastedWatchesForm(initial={**kept, "urls": "\n".join(line.url for line in refused)})
     return _render_form(request, again, lines=lines, refused=len(refused))
 
 

@@ -156,3 +156,11 @@ def test_pin_and_unpin_a_snapshot(api, owner):
 
     refused = api.post(f"/api/clones/{one_off.id}/pin")
     assert refused.status_code == 409 and refused.json()["code"] == "not_a_snapshot"
+
+
+@override_settings(CLONES_MAX_WATCHES_PER_USER=2)
+def test_a_list_longer_than_anyone_may_have_is_refused_whole(api):
+    response = post_watches(api, [{"url": URL}] * 3)
+    assert response.status_code == 400
+    assert response.json()["message"] == "That is 3 watches; you may have 2 at most: send fewer."
+    assert not Watch.objects.exists()
