@@ -145,6 +145,7 @@ MAX_INTERVAL_MINUTES = 366 * 24 * 60
 # Runs of a cron expression looked at for its shortest gap: a day of runs every 5 minutes, more
 # than any expression whose runs are close together only at some hour needs.
 CRON_RUNS_CHECKED = 300
+COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # as urlpolicy.check_ref returns one
 # Lines of one paste: more is a script's work, for the API.
 MAX_PASTED_URLS = 200
 KEEP_FIELDS = [
@@ -163,8 +164,13 @@ def _keep_field(label: str, model_field: str) -> forms.IntegerField:
         min_value=0,
         max_value=MAX_KEEP,
         required=False,
-        initial=Watch._meta.get_field(model_field).default,
+        initial=_default(model_field),
     )
+
+
+def _default(name: str):
+    """A Watch field's default: what an option left empty means."""
+    return Watch._meta.get_field(name).default
 
 
 class WatchForm(CloneRequestForm):
@@ -192,7 +198,7 @@ class WatchForm(CloneRequestForm):
         min_value=1,
         max_value=MAX_INTERVAL_MINUTES,
         required=False,
-        initial=Watch._meta.get_field("interval_minutes").default,
+        initial=_default("interval_minutes"),
     )
     cron = forms.CharField(
         label="Or check when this cron expression says (UTC)",
@@ -238,6 +244,11 @@ class WatchForm(CloneRequestForm):
                 name = urlpolicy.check_ref(line)
             except forms.ValidationError as error:
                 raise forms.ValidationError(f"Line {number}: {error.messages[0]}") from None
+            if COMMIT.fullmatch(name):
+                raise forms.ValidationError(
+                    f"Line {number}: {name} is a commit, which never changes; follow a branch "
+                    "or a tag."
+                )
             if name:
                 names.append(name)
         return "\n".join(names)
@@ -245,7 +256,7 @@ class WatchForm(CloneRequestForm):
     def clean_interval_minutes(self) -> int:
         minutes = self.cleaned_data["interval_minutes"]
         if minutes is None:
-            return Watch._meta.get_field("interval_minutes").default
+            return _default("interval_minutes")
         if minutes < settings.CLONES_WATCH_MIN_INTERVAL_MINUTES:
             raise forms.ValidationError(_too_often(minutes))
         return minutes
@@ -275,7 +286,7 @@ class WatchForm(CloneRequestForm):
             cleaned["refs"] = ""
         for name in KEEP_FIELDS:
             if cleaned.get(name) is None and name not in self.errors:
-                cleaned[name] = Watch._meta.get_field(name).default
+                cleaned[name] = _default(name)
         return super().clean()
 
     @property

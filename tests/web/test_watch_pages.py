@@ -235,6 +235,7 @@ def test_following_everything_makes_mirrors(owner_client, owner):
         ({"cron": "0 3 * *"}, "cron", "is not a cron expression of five fields"),
         ({"follow": "refs", "refs": ""}, "refs", "Name at least one branch or tag"),
         ({"follow": "refs", "refs": "main\nbad..name"}, "refs", "Line 2: 'bad..name'"),
+        ({"follow": "refs", "refs": "A" * 40}, "refs", "Line 1: " + "a" * 40 + " is a commit"),
         ({"keep_last": "-1"}, "keep_last", "greater than or equal to 0"),
     ],
 )
