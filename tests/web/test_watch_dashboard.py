@@ -86,3 +86,17 @@ def test_the_admin_never_shows_the_credential(client, staff, owner):
         assert TOKEN not in page and Watch.objects.get().credential not in page
         assert "credential" not in page.lower()
     assert "Access token stored" in page
+
+
+def test_staff_pause_watches_from_the_admin(client, staff, owner):
+    watch = make_watch(owner, "noisy")
+    client.force_login(staff)
+    response = client.post(
+        reverse("admin:clones_watch_changelist"),
+        {"action": "pause", "_selected_action": [str(watch.id)]},
+        follow=True,
+    )
+    assert "Paused 1 watch(es)." in response.content.decode()
+    assert not Watch.objects.get(pk=watch.pk).active
+    mirrors = client.get(reverse("admin:clones_mirror_changelist"))
+    assert mirrors.status_code == 200
