@@ -13,8 +13,17 @@ from django.views.decorators.http import require_safe
 from django_q import admin as django_q_admin
 from django_q.models import Failure, Success
 
-from . import jobs, retention
-from .models import ApiToken, CloneJob, Profile, Snapshot, Status, WebhookDelivery
+from . import jobs, retention, watches
+from .models import (
+    ApiToken,
+    CloneJob,
+    Mirror,
+    Profile,
+    Snapshot,
+    Status,
+    Watch,
+    WebhookDelivery,
+)
 from .web import apitokens, downloads
 
 
@@ -63,6 +72,8 @@ class CloneJobAdmin(admin.ModelAdmin):
         "archive_size",
         "archive_sha256",
         "webhook_url",
+        "watch",
+        "pinned",
         "error",
         "git_output",
     ]
@@ -132,6 +143,72 @@ class SnapshotAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, snapshot=None) -> bool:
         return False
+
+
+class FailingFilter(admin.SimpleListFilter):
+    title = "failing"
+    parameter_name = "failing"
+
+    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
+        return [("yes", "Failing (active, last checks failed)")]
+
+    def queryset(self, request, queryset):
+        return queryset.failing() if self.value() == "yes" else queryset
+
+
+@admin.register(Watch)
+class WatchAdmin(admin.ModelAdmin):
+    """Watches are made and steered by their owners (pages, API, `manage.py watch`); staff see
+    them and may pause them. The stored credential is in no form and no list: `has_token` only
+    says whether there is one."""
+
+    list_display = [
+        "url", "owner", "follow", "active", "next_check_at", "last_result", "failures",
+    ]  # fmt: skip
+    list_filter = [FailingFilter, "active", "follow", "last_result"]
+    search_fields = ["url", "owner__username"]
+    list_select_related = ["owner"]
+    fields = readonly_fields = [
+        "id", "owner", "url", "follow", "refs", "history", "depth", "archive_format",
+        "interval_minutes", "cron", "keep_last", "keep_hourly", "keep_daily", "keep_weekly",
+        "keep_monthly", "keep_yearly", "has_token", "webhook_url", "active", "created_at",
+        "next_check_at", "checking_since", "last_checked_at", "last_changed_at", "last_result",
+        "last_error", "failures", "last_lag_seconds",
+    ]  # fmt: skip
+    actions = ["pause"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(boolean=True, description="Access token stored")
+    def has_token(self, watch: Watch) -> bool:
+        return bool(watch.credential)
+
+    @admin.action(description="Pause selected watches", permissions=["change"])
+    def pause(self, request, queryset) -> None:
+        active = list(queryset.filter(active=True))
+        for watch in active:
+            watches.set_active(watch, False)
+        self.message_user(request, f"Paused {len(active)} watch(es).", messages.INFO)
+
+
+@admin.register(Mirror)
+class MirrorAdmin(admin.ModelAdmin):
+    """The mirror cache on the data volume: watched here, kept by the workers."""
+
+    list_display = ["url", "state", "size", "hits", "misses", "fetched_at", "last_used_at"]
+    list_filter = ["state"]
+    search_fields = ["url"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, mirror=None) -> bool:
+        return False
+
+    @admin.display(description="Size", ordering="size_bytes")
+    def size(self, mirror: Mirror) -> str:
+        return filesizeformat(mirror.size_bytes)
 
 
 @admin.register(ApiToken)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .web import dashboard, profile, views
+from .web import dashboard, profile, views, watchviews
 
 app_name = "clones"
 
@@ -13,6 +13,15 @@ urlpatterns = [
     path("clones/<uuid:job_id>/download.sha256", views.checksum, name="checksum"),
     path("clones/<uuid:job_id>/again", views.clone_again, name="again"),
     path("clones/<uuid:job_id>/cancel", views.cancel, name="cancel"),
+    path("clones/<uuid:job_id>/pin", watchviews.pin, name="pin"),
+    path("clones/<uuid:job_id>/unpin", watchviews.unpin, name="unpin"),
+    path("watches/", watchviews.watch_list, name="watches"),
+    path("watches/new", watchviews.new_watch, name="watch-new"),
+    path("watches/<uuid:watch_id>/", watchviews.watch_page, name="watch"),
+    path("watches/<uuid:watch_id>/check", watchviews.check_now, name="watch-check"),
+    path("watches/<uuid:watch_id>/pause", watchviews.set_active, {"active": False}, "watch-pause"),
+    path("watches/<uuid:watch_id>/resume", watchviews.set_active, {"active": True}, "watch-resume"),
+    path("watches/<uuid:watch_id>/delete", watchviews.delete, name="watch-delete"),
     path("profile/", profile.profile, name="profile"),
     path("profile/tokens", profile.new_token, name="token-new"),
     path("profile/tokens/<uuid:token_id>/revoke", profile.revoke_token, name="token-revoke"),

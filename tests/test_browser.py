@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from django.utils import timezone
 from playwright.sync_api import expect, sync_playwright
 
 from clones import jobs
-from clones.models import CloneJob, Status
+from clones.models import CloneJob, Status, Watch
 
 from .support import PROJECT_DIR
 from .support.gitservers import StallingServer, free_port, wait_for_port
@@ -278,3 +279,58 @@ def test_copy_buttons_work_without_the_clipboard_api(site, page, django_user_mod
     # Back, to read what was copied.
     page.evaluate("Object.defineProperty(Navigator.prototype, 'clipboard', window.realClipboard)")
     assert clipboard(page) == job.archive_sha256
+
+
+def test_watching_repositories_from_the_list_to_the_timeline(site, page, django_user_model):
+    owner = django_user_model.objects.create_user("watcher", password=PASSWORD)
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    log_in(page, site, "watcher")
+
+    page.get_by_role("link", name="Watches", exact=True).click()
+    expect(page.get_by_text("You do not watch any repository yet.")).to_be_visible()
+    look_at(page, "watches-empty")
+    page.get_by_role("link", name="Watch a repository").click()
+    look_at(page, "watch-new")
+    pasted = "https://127.0.0.1/team/widget.git\nfile:///etc/passwd"
+    page.get_by_label("Repository URLs (one per line)").fill(pasted)
+    page.get_by_label("Named branches and tags").check()
+    page.get_by_label("Branches and tags to follow (one per line)").fill("main")
+    page.get_by_label("Access token (private repositories only)").fill("ghp_browser")
+    page.get_by_role("button", name="Watch", exact=True).click()
+    expect(page.get_by_role("heading", name="2 lines: 1 refused")).to_be_visible()
+    expect(page.get_by_label("Repository URLs (one per line)")).to_have_value("file:///etc/passwd")
+    expect(page.get_by_label("Access token (private repositories only)")).to_have_value("")
+    look_at(page, "watch-pasted")
+
+    # Two snapshots, as checks would make them; a commit subject that is markup.
+    watch = Watch.objects.get(owner=owner)
+    for hours_ago, commit, changes in [
+        (30, "a", []),
+        (2, "b", [["b" * 40, '<img src=x onerror=alert("owned")>'], ["c" * 40, "Fix"]]),
+    ]:
+        job = make_done_job(owner, f"snapshot {commit}".encode(), name=f"{commit}.tar")
+        CloneJob.objects.filter(pk=job.pk).update(
+            watch=watch, commit=commit * 40, changes=changes, changes_total=len(changes) or None,
+            created_at=timezone.now() - timedelta(hours=hours_ago), expires_at=None,
+        )  # fmt: skip
+    page.get_by_role("link", name="Watches", exact=True).click()
+    look_at(page, "watches")
+    page.get_by_role("link", name=watch.url).click()
+    expect(page.get_by_role("heading", name="widget")).to_be_visible()
+    expect(page.locator("svg[role=img]")).to_have_count(2)
+    page.get_by_text("2 commits", exact=True).click()
+    expect(page.get_by_text('<img src=x onerror=alert("owned")>')).to_be_visible()
+    look_at(page, "watch-timeline")
+    page.get_by_role("button", name="Compare").click()
+    expect(page.get_by_text("2 commits listed")).to_be_visible()
+    page.get_by_role("button", name="Pin the snapshot").first.click()
+    expect(page.locator(".badge")).to_have_text("Pinned")
+    page.get_by_role("button", name="Check now").click()
+    page.set_viewport_size(PHONE)
+    look_at(page, "watch-timeline-phone")
+    page.get_by_role("link", name="Delete…").click()
+    look_at(page, "watch-delete")
+    page.get_by_role("button", name="Delete the watch").click()
+    expect(page.get_by_text("You do not watch any repository yet.")).to_be_visible()
+    assert dialogs == []  # no subject ran as script

@@ -16,7 +16,6 @@ from uuid import UUID
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.signals import got_request_exception
-from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import URLPattern, re_path, reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -24,11 +23,27 @@ from ninja import Field, NinjaAPI, Query, Schema, Status, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
-from .. import jobs
-from ..models import PACKED_FORMATS, ArchiveFormat, CloneJob, History
+from .. import jobs, watches
+from ..models import (
+    PACKED_FORMATS,
+    ArchiveFormat,
+    CheckResult,
+    CloneJob,
+    Follow,
+    History,
+    Watch,
+)
 from ..models import Status as JobStatus
 from . import apitokens, downloads
-from .forms import MAX_DEPTH, CloneRequestForm
+from .forms import (
+    MAX_DEPTH,
+    MAX_INTERVAL_MINUTES,
+    MAX_KEEP,
+    CloneRequestForm,
+    WatchRefused,
+    add_watch,
+    form_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +52,8 @@ MAX_PAGE_SIZE = 100
 MAX_OFFSET = 2**31 - 1  # past any history, and within every database's OFFSET
 
 DESCRIPTION = """
-Clone git repositories into archives, follow the jobs, download the archives.
+Clone git repositories into archives, follow the jobs, download the archives; watch
+repositories, each change of which makes a snapshot kept by the watch's retention policy.
 
 **Authentication.** Every operation needs an API token, sent as
 `Authorization: Bearer cs_…`. Make one on your profile page (`/profile/`) or with
@@ -47,9 +63,10 @@ Clone git repositories into archives, follow the jobs, download the archives.
 input adds `fields`, each field's messages (`__all__` for those of no one field). Codes:
 `invalid` (400), `unreadable` (400: the body is not JSON), `unauthorized` (401), `not_found`
 (404), `method_not_allowed` (405), `ended` (409: a job that ended cannot be cancelled),
-`no_archive` (409: the job has no archive to download), `too_large` (413: the body is over
-the site's upload limit), `limit_reached` (429, with
-`Retry-After` in seconds), `server_error` (500).
+`no_archive` (409: the job has no archive to download), `paused` (409: a paused watch is not
+checked), `not_a_snapshot` (409: only a watch's snapshot is pinned), `too_large` (413: the
+body is over the site's upload limit), `limit_reached` (429, with `Retry-After` in seconds),
+`server_error` (500).
 """
 
 
@@ -85,15 +102,12 @@ class Error(Schema):
     )
 
 
-class CloneRequest(Schema):
+class ArchiveRequest(Schema):
+    """What a clone and a watch both take: the repository and the archive's options."""
+
     url: str = Field(
         description="The repository's URL, as on the web form.",
         examples=["https://github.com/pallets/flask.git"],
-    )
-    ref: str | None = Field(
-        None,
-        description="Branch, tag or full commit SHA; none: the default branch.",
-        examples=["3.0.0"],
     )
     history: History | None = Field(None, description="What to keep; `full` when none.")
     depth: int | None = Field(
@@ -107,6 +121,14 @@ class CloneRequest(Schema):
     )
     webhook_url: str | None = Field(
         None, description="Told when the job ends, by a POST signed with your webhook secret."
+    )
+
+
+class CloneRequest(ArchiveRequest):
+    ref: str | None = Field(
+        None,
+        description="Branch, tag or full commit SHA; none: the default branch.",
+        examples=["3.0.0"],
     )
 
 
@@ -135,7 +157,13 @@ class Job(Schema):
     archive_size: int | None = Field(description="Bytes.")
     archive_sha256: str
     webhook_url: str
+    watch: UUID | None = Field(description="The watch this job is a snapshot of, if any.")
+    pinned: bool = Field(description="A watch's snapshot kept whatever its retention says.")
     links: JobLinks
+
+    @staticmethod
+    def resolve_watch(job: CloneJob) -> UUID | None:
+        return job.watch_id
 
     @staticmethod
     def resolve_links(job: CloneJob) -> dict:
@@ -153,14 +181,158 @@ class JobPage(Schema):
     items: list[Job]
 
 
-class HistoryQuery(Schema):
-    status: JobStatus | None = Field(None, description="Only jobs with this status.")
-    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Jobs per page.")
-    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Jobs to skip, newest first.")
-
-
 def _job_path(job_id: UUID) -> str:
     return reverse("api:get_clone", args=[job_id])
+
+
+class WatchRequest(ArchiveRequest):
+    follow: Follow | None = Field(
+        None, description="`default` (the default branch) when none; `everything` makes mirrors."
+    )
+    refs: list[str] | None = Field(
+        None,
+        description="The branches and tags to follow, for `follow: refs`.",
+        examples=[["main"]],
+    )
+    interval_minutes: int | None = Field(
+        None, ge=1, le=MAX_INTERVAL_MINUTES, description="How often to check; 60 when none."
+    )
+    cron: str | None = Field(
+        None, description="A cron expression (UTC) saying when to check, instead of an interval."
+    )
+    keep_last: int | None = Field(
+        None, ge=0, le=MAX_KEEP, description="Snapshots kept: the last N."
+    )
+    keep_hourly: int | None = Field(None, ge=0, le=MAX_KEEP, description="The last of N hours.")
+    keep_daily: int | None = Field(None, ge=0, le=MAX_KEEP, description="The last of N days.")
+    keep_weekly: int | None = Field(None, ge=0, le=MAX_KEEP, description="The last of N weeks.")
+    keep_monthly: int | None = Field(None, ge=0, le=MAX_KEEP, description="The last of N months.")
+    keep_yearly: int | None = Field(None, ge=0, le=MAX_KEEP, description="The last of N years.")
+    token: str | None = Field(
+        None,
+        description="An access token for a private repository (https only): stored encrypted, "
+        "never returned.",
+    )
+    webhook_url: str | None = Field(
+        None, description="Told of new snapshots and of repeated failures, signed as a clone's."
+    )
+
+    def form_data(self) -> dict:
+        data = self.model_dump(mode="json", exclude_none=True)
+        if "refs" in data:
+            data["refs"] = "\n".join(data["refs"])
+        return data
+
+
+class WatchLinks(Schema):
+    self: str = Field(description="This watch in the API.")
+    page: str = Field(description="Its timeline on the site.")
+
+
+class WatchOut(Schema):
+    id: UUID
+    url: str
+    follow: Follow
+    refs: list[str]
+    history: History
+    depth: int | None
+    archive_format: ArchiveFormat
+    interval_minutes: int
+    cron: str
+    keep_last: int
+    keep_hourly: int
+    keep_daily: int
+    keep_weekly: int
+    keep_monthly: int
+    keep_yearly: int
+    has_token: bool = Field(description="An access token is stored (it is never returned).")
+    webhook_url: str
+    active: bool = Field(description="False while paused.")
+    created_at: datetime
+    next_check_at: datetime
+    last_checked_at: datetime | None
+    last_changed_at: datetime | None
+    last_result: CheckResult | None = Field(description="How the last check ended.")
+    last_error: str = Field(description="Why the last check failed.")
+    failures: int = Field(description="Checks (or snapshots) failed in a row.")
+    links: WatchLinks
+
+    @staticmethod
+    def resolve_refs(watch: Watch) -> list[str]:
+        return watch.followed_refs
+
+    @staticmethod
+    def resolve_has_token(watch: Watch) -> bool:
+        return bool(watch.credential)
+
+    @staticmethod
+    def resolve_last_result(watch: Watch) -> str | None:
+        return watch.last_result or None
+
+    @staticmethod
+    def resolve_links(watch: Watch) -> dict:
+        return {"self": _watch_path(watch.id), "page": watch.get_absolute_url()}
+
+
+class Commit(Schema):
+    sha: str
+    subject: str = Field(description="As the repository says it: untrusted text.")
+
+
+class Snapshot(Job):
+    changes: list[Commit] = Field(
+        description="The commits since the previous snapshot, newest first (at most a few)."
+    )
+    changes_total: int | None = Field(
+        description="How many there were; none when the history was rewritten (a force-push)."
+    )
+
+    @staticmethod
+    def resolve_changes(job: CloneJob) -> list[dict]:
+        return [{"sha": sha, "subject": subject} for sha, subject in job.changes]
+
+
+class WatchDetail(WatchOut):
+    snapshot_count: int = Field(description="Its snapshots, all of them.")
+    snapshots: list[Snapshot] = Field(description=f"The newest {MAX_PAGE_SIZE}, newest first.")
+
+    @staticmethod
+    def resolve_snapshot_count(watch: Watch) -> int:
+        return watch.snapshots.count()
+
+    @staticmethod
+    def resolve_snapshots(watch: Watch) -> list[CloneJob]:
+        return list(watch.snapshots.order_by("-created_at", "-id")[:MAX_PAGE_SIZE])
+
+
+class WatchResult(Schema):
+    url: str = Field(description="The item's URL, as sent.")
+    watch: WatchOut | None = Field(description="The watch made, if it was.")
+    error: Error | None = Field(description="Why it was not.")
+
+
+class WatchResults(Schema):
+    results: list[WatchResult] = Field(description="One per item sent, in their order.")
+
+
+class WatchPage(Schema):
+    count: int = Field(description="Watches in the whole list, all pages.")
+    next: str | None = Field(description="The next page, if any.")
+    previous: str | None = Field(description="The previous page, if any.")
+    items: list[WatchOut]
+
+
+class PageQuery(Schema):
+    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Items per page.")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Items to skip.")
+
+
+class HistoryQuery(PageQuery):
+    status: JobStatus | None = Field(None, description="Only jobs with this status.")
+
+
+def _watch_path(watch_id: UUID) -> str:
+    return reverse("api:get_watch", args=[watch_id])
 
 
 UNAUTHORIZED = {401: Error}
@@ -288,7 +460,7 @@ def create_clone(request: HttpRequest, payload: CloneRequest, response: HttpResp
     form = CloneRequestForm(payload.model_dump(mode="json", exclude_none=True))
     try:
         if not form.is_valid_for(request.auth):
-            fields = _form_errors(form)
+            fields = form_errors(form)
             first_message = next(iter(fields.values()))[0]  # the form's own words say which field
             raise ApiError(400, "invalid", first_message, fields=fields)
         job = jobs.submit(request.auth, **form.cleaned_data)
@@ -297,10 +469,6 @@ def create_clone(request: HttpRequest, payload: CloneRequest, response: HttpResp
         raise ApiError(429, "limit_reached", str(refused), headers=retry) from None
     response["Location"] = _job_path(job.id)
     return Status(202, job)
-
-
-def _form_errors(form: Form) -> dict[str, list[str]]:
-    return {name: [str(message) for message in errors] for name, errors in form.errors.items()}
 
 
 @api.get(
@@ -314,21 +482,25 @@ def list_clones(request: HttpRequest, query: Query[HistoryQuery]):
     mine = CloneJob.objects.for_user(request.auth)
     if query.status:
         mine = mine.filter(status=query.status)
-    count = mine.count()
+        return _page(request, query, mine, status=query.status)
+    return _page(request, query, mine)
+
+
+def _page(request: HttpRequest, query: PageQuery, rows, **kept) -> dict:
+    """One page of `rows`, with the links to the next and previous, which keep `kept`."""
+    count = rows.count()
     end = query.offset + query.limit
     previous = max(query.offset - query.limit, 0)
     return {
         "count": count,
-        "next": _page_link(request, query, end) if end < count else None,
-        "previous": _page_link(request, query, previous) if query.offset else None,
-        "items": list(mine[query.offset : end]),
+        "next": _page_link(request, query, end, kept) if end < count else None,
+        "previous": _page_link(request, query, previous, kept) if query.offset else None,
+        "items": list(rows[query.offset : end]),
     }
 
 
-def _page_link(request: HttpRequest, query: HistoryQuery, offset: int) -> str:
-    params = {"limit": query.limit, "offset": offset}
-    if query.status:
-        params["status"] = query.status
+def _page_link(request: HttpRequest, query: PageQuery, offset: int, kept: dict) -> str:
+    params = {"limit": query.limit, "offset": offset, **kept}
     return f"{request.path}?{urlencode(params)}"
 
 
@@ -448,6 +620,148 @@ def download_clone(request: HttpRequest, job_id: UUID):
 )
 def download_clone_head(request: HttpRequest, job_id: UUID):
     return _archive_response(request, job_id)
+
+
+# --- Watches -------------------------------------------------------------------------------------
+
+
+def _own_watch(request: HttpRequest, watch_id: UUID) -> Watch:
+    watch = Watch.objects.for_user(request.auth).filter(pk=watch_id).first()
+    if watch is None:
+        raise ApiError(404, "not_found", "You have no watch with this id.")
+    return watch
+
+
+@api.post(
+    "/watches",
+    operation_id="create_watches",
+    summary="Watch a repository, or many",
+    description="One object: checked as the web form checks it, the watch made and returned "
+    "(201, with `Location`); invalid: 400; over a limit: 429. A list of objects: each is made "
+    "or refused on its own, and the answer (200) has one result per item, in their order: its "
+    "watch or its error.",
+    response={200: WatchResults, 201: WatchOut, 400: Error, 413: Error, 429: Error, **UNAUTHORIZED},
+)
+def create_watches(
+    request: HttpRequest, payload: WatchRequest | list[WatchRequest], response: HttpResponse
+):
+    if isinstance(payload, list):
+        _check_length(payload)
+        return Status(200, {"results": [_watch_result(request, item) for item in payload]})
+    try:
+        watch = add_watch(request.auth, payload.form_data())
+    except WatchRefused as refused:
+        raise _api_error_for(refused) from None
+    response["Location"] = _watch_path(watch.id)
+    return Status(201, watch)
+
+
+def _check_length(items: list) -> None:
+    """A list longer than anyone may have watches is refused whole, before any of its URLs
+    is looked up."""
+    most = settings.CLONES_MAX_WATCHES_PER_USER
+    if len(items) > most:
+        message = f"That is {len(items)} watches; you may have {most} at most: send fewer."
+        raise ApiError(400, "invalid", message)
+
+
+def _watch_result(request: HttpRequest, item: WatchRequest) -> dict:
+    try:
+        return {"url": item.url, "watch": add_watch(request.auth, item.form_data()), "error": None}
+    except WatchRefused as refused:
+        error = {"code": refused.code, "message": refused.message, "fields": refused.fields}
+        return {"url": item.url, "watch": None, "error": error}
+
+
+def _api_error_for(refused: WatchRefused) -> ApiError:
+    if refused.code == "invalid":
+        return ApiError(400, "invalid", refused.message, fields=refused.fields)
+    retry = {"Retry-After": str(refused.retry_after)} if refused.retry_after else {}
+    return ApiError(429, refused.code, refused.message, headers=retry)
+
+
+@api.get(
+    "/watches",
+    operation_id="list_watches",
+    summary="Your watches",
+    description="By URL; paginated by `limit` and `offset`.",
+    response={200: WatchPage, 400: Error, **UNAUTHORIZED},
+)
+def list_watches(request: HttpRequest, query: Query[PageQuery]):
+    return _page(request, query, Watch.objects.for_user(request.auth))
+
+
+@api.get(
+    "/watches/{uuid:watch_id}",
+    url_name="get_watch",
+    operation_id="get_watch",
+    summary="One of your watches, with its snapshots",
+    response={200: WatchDetail, **UNAUTHORIZED, **NOT_FOUND},
+)
+def get_watch(request: HttpRequest, watch_id: UUID):
+    return _own_watch(request, watch_id)
+
+
+@api.delete(
+    "/watches/{uuid:watch_id}",
+    operation_id="delete_watch",
+    summary="Stop watching a repository",
+    description="The watch and its stored token are deleted (204); its snapshots stay in your "
+    "history and expire as one-off archives do.",
+    response={204: None, **UNAUTHORIZED, **NOT_FOUND},
+)
+def delete_watch(request: HttpRequest, watch_id: UUID):
+    watches.delete(_own_watch(request, watch_id))
+    return Status(204, None)
+
+
+@api.post(
+    "/watches/{uuid:watch_id}/check",
+    operation_id="check_watch",
+    summary="Check a watch now",
+    description="Makes the watch due at once (202, with the watch); 409 `paused` if it is "
+    "paused. A check already under way is not doubled.",
+    response={202: WatchOut, 409: Error, **UNAUTHORIZED, **NOT_FOUND},
+)
+def check_watch(request: HttpRequest, watch_id: UUID):
+    watch = _own_watch(request, watch_id)
+    if not watch.active:
+        raise ApiError(409, "paused", "This watch is paused; resume it on its page first.")
+    watches.check_now(watch)
+    watch.refresh_from_db()
+    return Status(202, watch)
+
+
+PIN_DOCS = {
+    "description": "A watch's snapshot only (409 `not_a_snapshot` otherwise); 200 with the job.",
+    "response": {200: Job, 409: Error, **UNAUTHORIZED, **NOT_FOUND},
+}
+
+
+@api.post(
+    "/clones/{uuid:job_id}/pin", operation_id="pin_clone", summary="Pin a snapshot", **PIN_DOCS
+)
+def pin_clone(request: HttpRequest, job_id: UUID):
+    return _pin(request, job_id, True)
+
+
+@api.post(
+    "/clones/{uuid:job_id}/unpin",
+    operation_id="unpin_clone",
+    summary="Unpin a snapshot",
+    **PIN_DOCS,
+)
+def unpin_clone(request: HttpRequest, job_id: UUID):
+    return _pin(request, job_id, False)
+
+
+def _pin(request: HttpRequest, job_id: UUID, pinned: bool) -> CloneJob:
+    job = _own_job(request, job_id)
+    if not watches.pin(job, pinned):
+        message = "This clone is not a watch's snapshot: it is kept for its time, not pinned."
+        raise ApiError(409, "not_a_snapshot", message)
+    job.refresh_from_db()
+    return job
 
 
 # --- URLs ----------------------------------------------------------------------------------------

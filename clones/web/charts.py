@@ -69,6 +69,15 @@ def time_unit(largest_seconds: float) -> Unit:
     return Unit("seconds")
 
 
+def size_unit(largest_bytes: float) -> Unit:
+    """Bytes, or kibi-, mebi- or gibibytes (powers of 1024, as the site's sizes), whichever
+    keeps the axis's numbers short. Named in words: the axis's title is capitalized."""
+    for name, power in (("gibibytes", 3), ("mebibytes", 2), ("kibibytes", 1)):
+        if largest_bytes >= 2 * 1024**power:
+            return Unit(name, 1024**power)
+    return Unit("bytes", whole=True)
+
+
 @dataclass(frozen=True)
 class Chart:
     """What a chart shows: one value (or None) a day of each series, in `unit`, under `title`;

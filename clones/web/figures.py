@@ -27,7 +27,16 @@ from django_q.status import Stat
 from redis import RedisError
 
 from .. import units
-from ..models import LOST_AFTER_BEATS, CloneJob, Snapshot, SnapshotState, Status
+from ..models import (
+    LOST_AFTER_BEATS,
+    CloneJob,
+    Mirror,
+    MirrorState,
+    Snapshot,
+    SnapshotState,
+    Status,
+    Watch,
+)
 from ..pipeline import paths
 from .adminlinks import admin_url, job_change_url, job_changelist, user_change_url
 
@@ -36,6 +45,9 @@ RECENT_FAILURES = 10
 BUSIEST_REPOSITORIES = 10
 # More running jobs than this is no longer a list anyone reads; the count is shown above it.
 RUNNING_SHOWN = 50
+# A due watch no check has begun after this long is overdue: the dispatcher runs every minute,
+# and a busy queue may hold a check a little longer.
+WATCH_OVERDUE_AFTER = timedelta(minutes=5)
 
 # What became of the jobs of a day. An expired job was done: its archive was made, and deleted
 # after its time, so it counts as done, and its duration counts too.
@@ -89,6 +101,36 @@ class Storage:
     archive_bytes: int
     free_bytes: int | None  # on CLONES_DATA_DIR; None if it cannot be read
     admin_url: str
+
+
+@dataclass(frozen=True)
+class WatchFigures:
+    total: int
+    due: int  # active, due, no check begun
+    overdue: int  # of those, due for longer than WATCH_OVERDUE_AFTER
+    failing: int  # active, their last checks (or snapshots) failed
+    # How late checks began (Watch.last_lag_seconds), over active watches: the 95th percentile.
+    lag_p95: float | None
+    admin_url: str
+    failing_url: str
+
+    @property
+    def lag_p95_text(self) -> str:
+        return units.human_duration(self.lag_p95)
+
+
+@dataclass(frozen=True)
+class MirrorCache:
+    mirrors: int  # ready to serve
+    size_bytes: int
+    limit_bytes: int
+    hits: int  # builds served by a fetch into a mirror, since each mirror was made
+    misses: int  # builds that had to make their mirror
+
+    @property
+    def hit_rate(self) -> float | None:
+        builds = self.hits + self.misses
+        return self.hits / builds if builds else None
 
 
 @dataclass(frozen=True)
@@ -222,6 +264,48 @@ def storage() -> Storage:
         archive_bytes=totals["archive_bytes"] or 0,
         free_bytes=free,
         admin_url=admin_url("admin:clones_snapshot_changelist", state__exact=SnapshotState.READY),
+    )
+
+
+def watches() -> WatchFigures:
+    """Two queries: the counts, each by its queryset's own definition, and the lags."""
+    now = timezone.now()
+    due = Watch.objects.due(now)
+    overdue = due.filter(next_check_at__lt=now - WATCH_OVERDUE_AFTER)
+    counts = Watch.objects.aggregate(
+        total=Count("pk"),
+        due=Count("pk", filter=Q(pk__in=due.values("pk"))),
+        overdue=Count("pk", filter=Q(pk__in=overdue.values("pk"))),
+        failing=Count("pk", filter=Q(pk__in=Watch.objects.failing().values("pk"))),
+    )
+    lags = sorted(
+        Watch.objects.filter(active=True, last_lag_seconds__isnull=False).values_list(
+            "last_lag_seconds", flat=True
+        )
+    )
+    return WatchFigures(
+        **counts,
+        lag_p95=percentile(lags, 0.95) if lags else None,
+        admin_url=admin_url("admin:clones_watch_changelist"),
+        failing_url=admin_url("admin:clones_watch_changelist", failing="yes"),
+    )
+
+
+def mirror_cache() -> MirrorCache:
+    """The mirrors on the data volume (clones.pipeline.mirrors): their size and how often a
+    build found its mirror there."""
+    totals = Mirror.objects.aggregate(
+        mirrors=Count("pk", filter=Q(state=MirrorState.READY)),
+        size_bytes=Sum("size_bytes", filter=Q(state=MirrorState.READY)),
+        hits=Sum("hits"),
+        misses=Sum("misses"),
+    )
+    return MirrorCache(
+        mirrors=totals["mirrors"],
+        size_bytes=totals["size_bytes"] or 0,
+        limit_bytes=settings.CLONES_MIRROR_MAX_BYTES,
+        hits=totals["hits"] or 0,
+        misses=totals["misses"] or 0,
     )
 
 

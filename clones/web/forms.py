@@ -1,11 +1,17 @@
 import re
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import pairwise
 from urllib.parse import urlsplit
 
+from croniter import croniter
 from django import forms
+from django.conf import settings
 from django.forms.utils import ErrorDict
+from django.utils import timezone
 
-from .. import jobs
-from ..models import PACKED_FORMATS, ArchiveFormat, History
+from .. import jobs, watches
+from ..models import PACKED_FORMATS, ArchiveFormat, Follow, History, Watch
 from ..notify import webhooks
 from ..safety import urlpolicy
 
@@ -130,3 +136,266 @@ class CloneRequestForm(forms.Form):
             cleaned["archive_format"] = ArchiveFormat.BUNDLE
         else:
             cleaned["archive_format"] = cleaned.get("archive_format") or ArchiveFormat.TAR
+
+
+# --- Watches -------------------------------------------------------------------------------------
+
+MAX_KEEP = 10_000
+MAX_INTERVAL_MINUTES = 366 * 24 * 60
+# Runs of a cron expression looked at for its shortest gap: a day of runs every 5 minutes, more
+# than any expression whose runs are close together only at some hour needs.
+CRON_RUNS_CHECKED = 300
+COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # as urlpolicy.check_ref returns one
+# Lines of one paste: more is a script's work, for the API.
+MAX_PASTED_URLS = 200
+KEEP_FIELDS = [
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+]
+
+
+def _keep_field(label: str, model_field: str) -> forms.IntegerField:
+    return forms.IntegerField(
+        label=label,
+        min_value=0,
+        max_value=MAX_KEEP,
+        required=False,
+        initial=_default(model_field),
+    )
+
+
+def _default(name: str):
+    """A Watch field's default: what an option left empty means."""
+    return Watch._meta.get_field(name).default
+
+
+class WatchForm(CloneRequestForm):
+    """A watch of one repository: the clone form's URL and archive options (and their checks),
+    what to follow, when to check, what to keep. Its token is the watch's credential, stored
+    encrypted (clones.safety.vault) and never shown again."""
+
+    ref = None  # what a watch follows says which refs
+    follow = forms.ChoiceField(
+        label="What to follow",
+        choices=Follow,
+        initial=Follow.DEFAULT,
+        required=False,
+        widget=forms.RadioSelect,
+        help_text="Every ref makes each snapshot a mirror (every branch, tag and other ref).",
+    )
+    refs = forms.CharField(
+        label="Branches and tags to follow (one per line)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="For 'Named branches and tags' only.",
+    )
+    interval_minutes = forms.IntegerField(
+        label="Check every (minutes)",
+        min_value=1,
+        max_value=MAX_INTERVAL_MINUTES,
+        required=False,
+        initial=_default("interval_minutes"),
+    )
+    cron = forms.CharField(
+        label="Or check when this cron expression says (UTC)",
+        required=False,
+        max_length=100,
+        widget=forms.TextInput(attrs={"placeholder": "0 3 * * *"}),
+        help_text="Five fields: minute, hour, day of month, month, day of week. "
+        "It replaces the interval.",
+    )
+    keep_last = _keep_field("Keep the last", "keep_last")
+    keep_hourly = _keep_field("Keep hourly", "keep_hourly")
+    keep_daily = _keep_field("Keep daily", "keep_daily")
+    keep_weekly = _keep_field("Keep weekly", "keep_weekly")
+    keep_monthly = _keep_field("Keep monthly", "keep_monthly")
+    keep_yearly = _keep_field("Keep yearly", "keep_yearly")
+    token = forms.CharField(
+        label="Access token (private repositories only)",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted, used for this watch's checks and snapshots only, deleted "
+        "with the watch. It is never shown again.",
+    )
+    webhook_url = forms.CharField(
+        label="Notify this URL of new snapshots and failures (optional)",
+        required=False,
+        strip=False,
+        widget=forms.TextInput(attrs={"placeholder": "https://example.com/hooks/clones"}),
+        help_text="Signed with your webhook secret, as a clone's webhook is.",
+    )
+
+    field_order = [
+        "url", "follow", "refs", "history", "depth", "archive_format", "interval_minutes",
+        "cron", *KEEP_FIELDS, "token", "webhook_url",
+    ]  # fmt: skip
+
+    def clean_follow(self) -> str:
+        return self.cleaned_data["follow"] or Follow.DEFAULT
+
+    def clean_refs(self) -> str:
+        names = []
+        for number, line in enumerate(self.cleaned_data["refs"].splitlines(), start=1):
+            try:
+                name = urlpolicy.check_ref(line)
+            except forms.ValidationError as error:
+                raise forms.ValidationError(f"Line {number}: {error.messages[0]}") from None
+            if COMMIT.fullmatch(name):
+                raise forms.ValidationError(
+                    f"Line {number}: {name} is a commit, which never changes; follow a branch "
+                    "or a tag."
+                )
+            if name:
+                names.append(name)
+        return "\n".join(names)
+
+    def clean_interval_minutes(self) -> int:
+        minutes = self.cleaned_data["interval_minutes"]
+        if minutes is None:
+            return _default("interval_minutes")
+        if minutes < settings.CLONES_WATCH_MIN_INTERVAL_MINUTES:
+            raise forms.ValidationError(_too_often(minutes))
+        return minutes
+
+    def clean_cron(self) -> str:
+        expression = " ".join(self.cleaned_data["cron"].split())
+        if not expression:
+            return ""
+        if len(expression.split()) != 5 or not croniter.is_valid(expression):
+            raise forms.ValidationError(
+                f"'{expression}' is not a cron expression of five fields (minute, hour, day of "
+                "month, month, day of week), such as '0 3 * * *'."
+            )
+        shortest = _shortest_gap_minutes(expression)
+        if shortest < settings.CLONES_WATCH_MIN_INTERVAL_MINUTES:
+            raise forms.ValidationError(_too_often(shortest))
+        return expression
+
+    def clean(self) -> dict:
+        cleaned = self.cleaned_data
+        follow = cleaned.get("follow")
+        if follow == Follow.EVERYTHING:
+            cleaned["history"] = History.MIRROR
+        if follow == Follow.REFS and "refs" in cleaned and not cleaned["refs"]:
+            self.add_error("refs", "Name at least one branch or tag to follow.")
+        elif follow != Follow.REFS:
+            cleaned["refs"] = ""
+        for name in KEEP_FIELDS:
+            if cleaned.get(name) is None and name not in self.errors:
+                cleaned[name] = _default(name)
+        return super().clean()
+
+    @property
+    def retention_fields(self) -> list[forms.BoundField]:
+        """The keep_* fields, which the page groups under one heading."""
+        return [self[name] for name in KEEP_FIELDS]
+
+    def watch_options(self) -> dict:
+        """What clones.watches.create takes, from the cleaned data: the token is the watch's
+        credential."""
+        options = dict(self.cleaned_data)
+        options["credential"] = options.pop("token")
+        return options
+
+
+def _too_often(minutes: int) -> str:
+    least = settings.CLONES_WATCH_MIN_INTERVAL_MINUTES
+    return (
+        f"That checks every {minutes} minute(s); this site checks a repository at most every "
+        f"{least} minutes. Enter {least} or more."
+    )
+
+
+def _shortest_gap_minutes(expression: str) -> int:
+    runs = croniter(expression, timezone.now())
+    times = [runs.get_next(datetime) for _ in range(CRON_RUNS_CHECKED)]
+    return min(int((later - earlier).total_seconds() // 60) for earlier, later in pairwise(times))
+
+
+class WatchRefused(Exception):
+    """A watch not made: `code` says why for programs (invalid, limit_reached), the message
+    for people; `fields` each field's messages, for invalid input."""
+
+    def __init__(self, code: str, message: str, fields: dict | None = None, retry_after=None):
+        super().__init__(message)
+        self.code, self.message, self.fields, self.retry_after = code, message, fields, retry_after
+
+
+def add_watch(owner, data: dict) -> Watch:
+    """A watch made from a person's input (a form's, an API request's, a pasted line's), checked
+    by WatchForm as the clone form checks a clone; WatchRefused if it is not."""
+    form = WatchForm(data)
+    try:
+        if not form.is_valid_for(owner):
+            fields = form_errors(form)
+            raise WatchRefused("invalid", next(iter(fields.values()))[0], fields)
+        return watches.create(owner, **form.watch_options())
+    except jobs.Refused as refused:
+        raise WatchRefused("limit_reached", str(refused), retry_after=refused.retry_after) from None
+    except watches.Refused as refused:
+        raise WatchRefused("limit_reached", str(refused)) from None
+
+
+def form_errors(form: forms.Form) -> dict[str, list[str]]:
+    return {name: [str(message) for message in errors] for name, errors in form.errors.items()}
+
+
+class PastedWatchesForm(WatchForm):
+    """Watches of many repositories at once, with the same options: one URL a line, each
+    accepted or refused on its own (add_watch)."""
+
+    url = None
+    urls = forms.CharField(
+        label="Repository URLs (one per line)",
+        strip=False,
+        error_messages={"required": "Enter the URL of a git repository, or several, one a line."},
+        widget=forms.Textarea(
+            attrs={"rows": 4, "placeholder": "https://github.com/owner/repo.git"}
+        ),
+        help_text=f"One repository, or up to {MAX_PASTED_URLS}, one per line; each is checked "
+        "on its own and watched with the options below.",
+    )
+    field_order = ["urls", *WatchForm.field_order[1:]]
+
+    def clean_urls(self) -> list[tuple[int, str]]:
+        lines = [
+            (number, line.strip())
+            for number, line in enumerate(self.cleaned_data["urls"].splitlines(), start=1)
+            if line.strip()
+        ]
+        if not lines:
+            raise forms.ValidationError(self.fields["urls"].error_messages["required"])
+        if len(lines) > MAX_PASTED_URLS:
+            raise forms.ValidationError(
+                f"That is {len(lines)} URLs; paste at most {MAX_PASTED_URLS} at once "
+                "(the API takes a list of any length)."
+            )
+        return lines
+
+    def add_all(self, owner) -> "list[PastedLine]":
+        """One watch per line of a valid form, or the line's refusal. Each line's URL is checked
+        as a clone's is, and a refused one counts towards jobs.check_refusals: past its limit,
+        the remaining lines are refused unchecked."""
+        options = {name: value for name, value in self.data.items() if name in self.fields}
+        options.pop("urls")
+        results = []
+        for number, url in self.cleaned_data["urls"]:
+            try:
+                results.append(
+                    PastedLine(number, url, watch=add_watch(owner, {**options, "url": url}))
+                )
+            except WatchRefused as refused:
+                results.append(PastedLine(number, url, reason=refused.message))
+        return results
+
+
+@dataclass
+class PastedLine:
+    number: int
+    url: str
+    watch: Watch | None = None
+    reason: str = ""

@@ -262,7 +262,7 @@ def test_a_job_reads_as_json(api, owner):
     assert body["links"]["download"] == f"/api/clones/{job.id}/download"
     fields = "id url ref commit history depth archive_format status phase progress error "
     fields += "created_at started_at finished_at expires_at archive_size archive_sha256 "
-    assert set(body) == {*fields.split(), "webhook_url", "links"}
+    assert set(body) == {*fields.split(), "webhook_url", "watch", "pinned", "links"}
 
 
 @pytest.mark.parametrize("what", ["", "/cancel", "/download"])
@@ -419,6 +419,13 @@ def test_the_schema_documents_the_bearer_scheme_and_every_operation(client):
         ("POST", "/api/clones/{job_id}/cancel"),
         ("GET", "/api/clones/{job_id}/download"),
         ("HEAD", "/api/clones/{job_id}/download"),
+        ("POST", "/api/clones/{job_id}/pin"),
+        ("POST", "/api/clones/{job_id}/unpin"),
+        ("POST", "/api/watches"),
+        ("GET", "/api/watches"),
+        ("GET", "/api/watches/{watch_id}"),
+        ("DELETE", "/api/watches/{watch_id}"),
+        ("POST", "/api/watches/{watch_id}/check"),
     }
     create = schema["paths"]["/api/clones"]["post"]
     assert {"202", "400", "401", "429"} <= set(create["responses"])

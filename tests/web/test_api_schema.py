@@ -19,6 +19,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from clones import watches
+from clones.models import CloneJob
 from clones.web import apitokens
 
 from ..support.helpers import make_done_job
@@ -42,7 +44,13 @@ def real_user(transactional_db, django_user_model, dns):
     dns["github.com"] = ["8.8.8.8"]  # the schema's example URL is accepted; nothing connects
     user = django_user_model.objects.create_user("schemathesis", password="pw-schema-123")
     job = make_done_job(user, bytes(range(256)) * 8)
-    return {"token": apitokens.make(user, "schemathesis")[1], "job_id": str(job.id)}
+    watch = watches.create(user, "https://github.com/pallets/flask.git")
+    CloneJob.objects.filter(pk=job.pk).update(watch=watch)  # a snapshot, to pin
+    return {
+        "token": apitokens.make(user, "schemathesis")[1],
+        "job_id": str(job.id),
+        "watch_id": str(watch.id),
+    }
 
 
 @schema.parametrize()
@@ -52,10 +60,12 @@ def real_user(transactional_db, django_user_model, dns):
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_the_api_answers_as_its_schema_says(case, real_user):
-    if case.path_parameters and _heads(case.path_parameters.get("job_id")):
-        # Half of the generated ids name the user's real job, so that cancelling and
-        # downloading (with generated Range and conditional headers) meet a real archive.
-        case.path_parameters["job_id"] = real_user["job_id"]
+    for name in ["job_id", "watch_id"]:
+        if case.path_parameters and _heads(case.path_parameters.get(name)):
+            # Half of the generated ids name the user's real job (or watch), so that
+            # cancelling, pinning and downloading (with generated Range and conditional
+            # headers) meet a real archive.
+            case.path_parameters[name] = real_user[name]
     case.call_and_validate(headers={"Authorization": f"Bearer {real_user['token']}"}, checks=CHECKS)
 
 

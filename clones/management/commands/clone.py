@@ -60,24 +60,12 @@ class Command(BaseCommand):
             reasons = [f"{field}: {error}" for field, errs in form.errors.items() for error in errs]
             raise CommandError("\n".join(reasons))
         try:
-            job = jobs.submit(self.owner(user), **form.cleaned_data)
+            job = jobs.submit(owner_named(user), **form.cleaned_data)
         except jobs.Refused as refused:
             raise CommandError(str(refused)) from None
         self.stdout.write(f"queued {job.id}")
         if wait:
             self.report(self.wait_for(job, timeout))
-
-    def owner(self, username: str | None):
-        users = get_user_model().objects
-        if username:
-            try:
-                return users.get(username=username)
-            except users.model.DoesNotExist:
-                raise CommandError(f"There is no user named {username!r}.") from None
-        superusers = list(users.filter(is_superuser=True)[:2])
-        if len(superusers) != 1:
-            raise CommandError("Say who owns the job with --user NAME.")
-        return superusers[0]
 
     def wait_for(self, job: CloneJob, timeout: float) -> CloneJob:
         deadline = time.monotonic() + timeout
@@ -98,6 +86,20 @@ class Command(BaseCommand):
         self.stdout.write(f"commit {job.commit}")
         self.stdout.write(f"sha256 {job.archive_sha256}")
         self.stdout.write(f"archive {archive_location(job)}")
+
+
+def owner_named(username: str | None, of: str = "the job"):
+    """The user named, or else the only superuser (the commands' --user): the owner `of`."""
+    users = get_user_model().objects
+    if username:
+        try:
+            return users.get(username=username)
+        except users.model.DoesNotExist:
+            raise CommandError(f"There is no user named {username!r}.") from None
+    superusers = list(users.filter(is_superuser=True)[:2])
+    if len(superusers) != 1:
+        raise CommandError(f"Say who owns {of} with --user NAME.")
+    return superusers[0]
 
 
 def archive_location(job: CloneJob) -> str:
