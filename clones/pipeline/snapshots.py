@@ -12,7 +12,7 @@ import hashlib
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Exists, F, Max, OuterRef
+from django.db.models import Exists, F, Max, OuterRef, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -161,9 +161,10 @@ def stranded() -> list[Snapshot]:
 def release(snapshot: Snapshot) -> None:
     """A job using `snapshot` has expired early (the admin's "expire now"): keep the file only
     as long as the jobs still using it need it."""
-    needed_until = CloneJob.objects.filter(snapshot=snapshot, status=Status.DONE).aggregate(
-        until=Max("expires_at")
-    )["until"]
+    delivering = CloneJob.objects.filter(snapshot=snapshot, status=Status.DONE)
+    if delivering.filter(expires_at__isnull=True).exists():
+        return  # a watch's snapshot: kept until its retention policy lets it go
+    needed_until = delivering.aggregate(until=Max("expires_at"))["until"]
     # Only if no cache hit has extended it since it was read.
     Snapshot.objects.filter(
         pk=snapshot.pk, state=SnapshotState.READY, expires_at=snapshot.expires_at
@@ -172,10 +173,14 @@ def release(snapshot: Snapshot) -> None:
 
 def due_for_deletion():
     """Ready snapshots past their time that no done job still delivers. The second half is not
-    implied by the first: a job's expiry is taken a moment after the one its snapshot got."""
+    implied by the first: a job's expiry is taken a moment after the one its snapshot got, and
+    a watch's done snapshot job has none (clones.jobs.mark_done): it delivers its snapshot
+    until retention sets one."""
     now = timezone.now()
     still_delivered = CloneJob.objects.filter(
-        snapshot=OuterRef("pk"), status=Status.DONE, expires_at__gt=now
+        Q(expires_at__gt=now) | Q(expires_at__isnull=True),
+        snapshot=OuterRef("pk"),
+        status=Status.DONE,
     )
     return Snapshot.objects.filter(state=SnapshotState.READY, expires_at__lte=now).exclude(
         Exists(still_delivered)
