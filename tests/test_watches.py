@@ -17,9 +17,10 @@ from django_q.models import OrmQ
 from clones import queue, tasks, watches
 from clones.models import CheckResult, CloneJob, Follow, History, Status, Watch
 from clones.pipeline import gitwords, refs, snapshots
-from clones.safety import urlpolicy
+from clones.safety import tokens, urlpolicy
 
 from .notify.test_webhooks import run_queued_tasks
+from .support.gitservers import GitHTTPServer
 from .support.repos import ServedRepo, git
 
 pytestmark = [pytest.mark.database, pytest.mark.django_db(transaction=True)]
@@ -266,6 +267,49 @@ def test_a_failed_snapshot_counts_as_a_failure_of_its_watch(owner, new_repo, git
     watch.refresh_from_db()
     assert job.status == Status.FAILED
     assert (watch.failures, watch.last_error) == (1, f"Its latest snapshot failed: {job.error}")
+
+
+# A watch's credential.
+
+TOKEN = "glpat-watched-4321"
+
+
+@pytest.fixture
+def private_server(served_root):
+    server = GitHTTPServer(served_root, auth=f"{gitwords.TOKEN_USER}:{TOKEN}")
+    yield server
+    server.stop()
+
+
+def test_a_stored_credential_opens_a_private_repository_for_the_check_and_its_snapshot(
+    owner, new_repo, private_server
+):
+    repo = new_repo()
+    url = private_server.url(repo.name)
+    watch = watch_of(owner, url, credential=TOKEN)
+    assert TOKEN not in watch.credential
+    anonymous = watch_of(owner, url)
+
+    assert check(watch).last_result == CheckResult.CHANGED
+    [job] = queued_snapshots(watch)
+    assert job.used_token and tokens.read(job.id) == TOKEN  # for its clone only
+    run_snapshots(watch)
+    assert tokens.read(job.id) == ""
+    anonymous = check(anonymous)
+    assert anonymous.last_result == CheckResult.FAILED
+    assert anonymous.last_error.startswith("This repository needs authentication")
+
+
+def test_a_credential_no_key_opens_fails_the_watch_saying_so(owner, new_repo, private_server):
+    repo = new_repo()
+    watch = watch_of(owner, private_server.url(repo.name), credential=TOKEN)
+    Watch.objects.filter(pk=watch.pk).update(credential=watch.credential[:-8] + "AAAAAAA=")
+
+    watch = check(watch)
+
+    assert watch.last_result == CheckResult.FAILED
+    assert watch.last_error.startswith("The stored access token cannot be decrypted")
+    assert not watch.snapshots.exists()
 
 
 # Scheduling.
