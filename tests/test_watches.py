@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import default_storage
 from django.utils import timezone
-from django_q.models import OrmQ
+from django_q.models import OrmQ, Schedule
 
 from clones import queue, tasks, watches
 from clones.models import CheckResult, CloneJob, Follow, History, Status, Watch
@@ -360,9 +360,7 @@ def test_dispatch_claims_each_due_watch_once_and_a_dead_checks_claim_after_its_l
     assert watch.snapshots.count() == 1
 
 
-def test_the_check_schedule_runs_every_minute(transactional_db):
-    from django_q.models import Schedule
-
+def test_the_check_schedule_runs_every_minute():
     tasks.ensure_schedules()
     schedule = Schedule.objects.get(name=queue.CHECKS_SCHEDULE)
     assert (schedule.func, schedule.minutes) == (queue.DISPATCH_CHECKS, 1)
