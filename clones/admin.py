@@ -253,6 +253,8 @@ class ProfileAdmin(admin.ModelAdmin):
 
 DELIVERY_FIELDS = [
     "job",
+    "watch",
+    "event",
     "url",
     "state",
     "attempts",
@@ -268,7 +270,7 @@ class WebhookDeliveryInline(admin.StackedInline):
     """A job's webhook delivery, on the job's page: watched, never edited."""
 
     model = WebhookDelivery
-    fields = readonly_fields = DELIVERY_FIELDS[1:]
+    fields = readonly_fields = DELIVERY_FIELDS[2:]
     can_delete = False
 
     def has_add_permission(self, request, job=None) -> bool:
@@ -287,8 +289,16 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     """Webhooks sent when jobs ended (clones.notify.webhooks): their state, attempts and last
     error."""
 
-    list_display = ["job", "url", "state", "attempts", "response_status", "next_attempt_at"]
-    list_filter = ["state"]
+    list_display = [
+        "job",
+        "event",
+        "url",
+        "state",
+        "attempts",
+        "response_status",
+        "next_attempt_at",
+    ]
+    list_filter = ["state", "event"]
     search_fields = ["url", "job__url", "job__owner__username"]
     list_select_related = ["job"]
     fields = readonly_fields = DELIVERY_FIELDS

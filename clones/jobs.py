@@ -11,13 +11,13 @@ from functools import partial
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Count, F, Min, Q
+from django.db.models import Case, Count, F, Min, Q, Value, When
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from . import queue
+from . import queue, watches
 from .models import (
     CloneJob,
     RefusedSubmission,
@@ -66,16 +66,16 @@ def submit(owner, url: str, ref: str = "", token: str = "", **options) -> CloneJ
         if token:
             tokens.keep(job.id, token)
         try:
-            _enqueue(job.id)
+            enqueue(job.id)
         except BaseException:
             tokens.discard(job.id)  # the row is rolled back; the file must go with it
             raise
     return job
 
 
-def _enqueue(job_id, delay: float = 0) -> None:
+def enqueue(job_id, delay: float = 0) -> None:
     """Give a queued job a task: now, or after `delay` seconds (a one-off schedule). Called in
-    the transaction that queues the job."""
+    the transaction that queues the job (here, or a watch's check: clones.watches)."""
     due = timezone.now() + timedelta(seconds=delay)
     CloneJob.objects.filter(pk=job_id).update(task_due_at=due)
     if delay:
@@ -106,7 +106,7 @@ def give_a_task_again(job: CloneJob) -> bool:
             pk=job.pk, status=Status.QUEUED, task_due_at=job.task_due_at
         ).exists()
         if still_lost:
-            _enqueue(job.id)
+            enqueue(job.id)
     return still_lost
 
 
@@ -211,18 +211,20 @@ def _phase(text: str = "", progress: int | None = None) -> dict:
 
 
 def mark_done(job: CloneJob, snapshot: Snapshot) -> bool:
-    """The job delivers the ready `snapshot`, for CLONES_ARCHIVE_TTL_HOURS from now."""
+    """The job delivers the ready `snapshot`, for CLONES_ARCHIVE_TTL_HOURS from now, or, a
+    watch's snapshot, until its watch's retention policy lets it go."""
     return _finish(job, Status.DONE, **_delivering(snapshot))
 
 
 def _delivering(snapshot: Snapshot) -> dict:
+    expiry = Value(snapshots.job_expiry())
     return {
         "snapshot": snapshot,
         "commit": snapshot.commit,
         "archive": snapshot.archive.name,
         "archive_size": snapshot.archive_size,
         "archive_sha256": snapshot.archive_sha256,
-        "expires_at": snapshots.job_expiry(),
+        "expires_at": Case(When(watch__isnull=False, then=Value(None)), default=expiry),
         "finished_at": timezone.now(),
     }
 
@@ -364,7 +366,7 @@ def _queue_again(job: CloneJob, phase: str, delay: float, only_if: Q = ANY, **co
             .update(status=Status.QUEUED, started_at=None, **_phase(phase), **counters)
         )
         if updated:
-            _enqueue(job.id, delay)
+            enqueue(job.id, delay)
     return bool(updated)
 
 
@@ -393,6 +395,13 @@ def _announce(job_ids: list) -> None:
     that is rolled back. A failure to tell is logged, and leaves the ending as it is."""
     if job_ids:
         transaction.on_commit(partial(email.job_ended, job_ids), robust=True)
+        transaction.on_commit(partial(_tell_watches, job_ids), robust=True)
+
+
+def _tell_watches(job_ids: list) -> None:
+    """The watches whose snapshot jobs have just ended count them (watches.snapshot_ended)."""
+    for job in CloneJob.objects.filter(pk__in=job_ids, watch__isnull=False):
+        watches.snapshot_ended(job)
 
 
 def _unchanged(job: CloneJob):
@@ -435,5 +444,5 @@ def requeue(job: CloneJob) -> bool:
             snapshot=None,  # it looks its ref up afresh
         )
         if updated:
-            _enqueue(job.id)
+            enqueue(job.id)
     return bool(updated)

@@ -128,7 +128,7 @@ class CloneJobQuerySet(models.QuerySet):
         return self.filter(lost_its_worker())
 
     def task_lost(self) -> "CloneJobQuerySet":
-        """Queued, but their task is long overdue: the broker lost it (clones.jobs._enqueue)."""
+        """Queued, but their task is long overdue: the broker lost it (clones.jobs.enqueue)."""
         overdue = timezone.now() - timedelta(seconds=settings.CLONES_TASK_LOST_SECONDS)
         return self.filter(status=Status.QUEUED, task_due_at__lt=overdue)
 
@@ -582,11 +582,40 @@ class DeliveryState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class WebhookEvent(models.TextChoices):
+    """What a webhook tells (its payload's "event", its X-Cloneshelf-Event header)."""
+
+    CLONE_FINISHED = "clone.finished", "A job ended"
+    # A watch's snapshot job is done: a new snapshot in its timeline.
+    WATCH_SNAPSHOT = "watch.snapshot", "A watch's new snapshot"
+    # A watch failed CLONES_WATCH_FAILURES_TO_TELL times in a row (told once a streak).
+    WATCH_FAILING = "watch.failing", "A watch keeps failing"
+
+
 class WebhookDelivery(models.Model):
-    """The notification of one job's end to its webhook URL, with its attempts."""
+    """The notification of one job's end, or of a watch failing, to its webhook URL, with its
+    attempts."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    job = models.OneToOneField(CloneJob, on_delete=models.CASCADE, related_name="delivery")
+    job = models.OneToOneField(
+        CloneJob,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="delivery",
+        help_text="The job whose end it tells (a watch's new snapshot is a job's end too).",
+    )
+    watch = models.ForeignKey(
+        "Watch",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        help_text="The watch whose failing it tells.",
+    )
+    event = models.CharField(
+        max_length=32, choices=WebhookEvent, default=WebhookEvent.CLONE_FINISHED
+    )
     url = models.CharField(max_length=2048)
     state = models.CharField(max_length=16, choices=DeliveryState, default=DeliveryState.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -603,4 +632,9 @@ class WebhookDelivery(models.Model):
         indexes = [models.Index(fields=["state", "next_attempt_at"])]
 
     def __str__(self) -> str:
-        return f"webhook for {self.job_id} to {self.url} ({self.get_state_display()})"
+        about = self.job_id or self.watch_id
+        return f"{self.event} of {about} to {self.url} ({self.get_state_display()})"
+
+    @property
+    def owner(self):
+        return (self.job or self.watch).owner

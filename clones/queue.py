@@ -14,9 +14,13 @@ EXPIRE_ARCHIVES = "clones.tasks.expire_archives"
 RECOVER = "clones.tasks.recover"
 DELIVER_WEBHOOK = "clones.tasks.deliver_webhook"
 SEND_EMAIL = "clones.tasks.send_email"
+DISPATCH_CHECKS = "clones.tasks.dispatch_checks"
+CHECK_WATCH = "clones.tasks.check_watch"
+SEND_WATCH_EMAIL = "clones.tasks.send_watch_email"
 
 EXPIRY_SCHEDULE = "cloneshelf: delete expired archives"
 RECOVERY_SCHEDULE = "cloneshelf: recover stuck jobs and leftovers"
+CHECKS_SCHEDULE = "cloneshelf: check due watches"
 
 # What Schedule rows written before these names call them: tasks.ensure_schedules renames them.
 FORMER_NAMES = {

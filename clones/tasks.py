@@ -8,7 +8,7 @@ from django.conf import settings
 from django_q.exceptions import TimeoutException
 from django_q.models import Schedule
 
-from . import jobs, queue, retention, stopping, units
+from . import jobs, queue, retention, stopping, units, watches
 from .models import CloneJob, Snapshot, Status, Watch
 from .notify import email, webhooks
 from .ops import heartbeat, outages, recovery
@@ -24,7 +24,6 @@ INTERNAL_ERROR = "The clone failed because of an internal error; staff can see w
 WAITING_FOR_ENGINE = "Waiting for the Docker engine to be reachable."
 DATABASE_LOST = "Queued again: the database was unreachable during the clone."
 PACKING = "Packing the archive"
-REF_LOOKUP_SECONDS = 20
 
 
 class Cancelled(Exception):
@@ -108,7 +107,7 @@ def _deliver(job: CloneJob) -> None:
     token = tokens.read(job.id)
     jobs.record_phase(job, f"Looking up {job.ref or 'the default branch'}")
     # Part of the clone's time: a server that will not answer is not waited for any longer.
-    lookup_timeout = min(REF_LOOKUP_SECONDS, settings.CLONES_CLONE_TIMEOUT)
+    lookup_timeout = min(refs.LOOKUP_SECONDS, settings.CLONES_CLONE_TIMEOUT)
     # Checked and resolved once for the lookup and the clone, seconds apart: both reach the same
     # addresses. A job that must wait for the engine or disk space runs all of this again.
     pinned = gitwords.pinned(job.url)
@@ -305,10 +304,30 @@ def send_email(job_id: str) -> None:
     email.send(job_id)
 
 
-# (name, task, the setting of its interval in minutes)
+@outages.ridden_out
+def send_watch_email(watch_id: str) -> None:
+    """An owner's email that their watch keeps failing (email.watch_failing)."""
+    email.send_watch_failing(watch_id)
+
+
+@outages.ridden_out
+def dispatch_checks() -> int:
+    """Queue a check of every due watch (CHECKS_SCHEDULE, every minute)."""
+    return watches.dispatch()
+
+
+@outages.ridden_out
+def check_watch(watch_id: str, claim: str) -> None:
+    """One check of a watch that dispatch_checks claimed at `claim`, on the webhooks' queue."""
+    watches.check(watch_id, claim)
+
+
+# (name, task, the setting of its interval in minutes, or the minutes)
 SCHEDULES = [
     (queue.EXPIRY_SCHEDULE, queue.EXPIRE_ARCHIVES, "CLONES_EXPIRY_INTERVAL_MINUTES"),
     (queue.RECOVERY_SCHEDULE, queue.RECOVER, "CLONES_RECOVERY_INTERVAL_MINUTES"),
+    # Every minute: a watch is checked within a minute of its due time (its lag).
+    (queue.CHECKS_SCHEDULE, queue.DISPATCH_CHECKS, 1),
 ]
 
 
@@ -324,7 +343,7 @@ def ensure_schedules(**kwargs) -> None:
             defaults={
                 "func": func,
                 "schedule_type": Schedule.MINUTES,
-                "minutes": getattr(settings, minutes),
+                "minutes": minutes if isinstance(minutes, int) else getattr(settings, minutes),
                 "repeats": -1,
             },
         )

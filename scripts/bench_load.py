@@ -36,9 +36,7 @@ import argparse
 import contextlib
 import random
 import re
-import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -47,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import harness
-import requests
 
 CAP = "10000"
 ROOT = harness.setup_django(
@@ -63,47 +60,11 @@ from clones import jobs  # noqa: E402
 from clones.models import CloneJob, Status  # noqa: E402
 from clones.web import apitokens  # noqa: E402
 from tests.support.engines import Engine  # noqa: E402
-from tests.support.gitservers import GitDaemon, free_port, wait_for_port  # noqa: E402
-from tests.support.helpers import web_server_command  # noqa: E402
+from tests.support.gitservers import GitDaemon, free_port  # noqa: E402
 from tests.support.repos import ServedRepo, git, make_repo  # noqa: E402
 
 PASSWORD = "load-bench-pw"
-CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 FORM_ERROR = re.compile(r'class="errorlist[^"]*"[^>]*>\s*<li>(.*?)</li>', re.DOTALL)
-
-
-class Visitor:
-    """One user's browser: logged in over HTTP, holding the form's CSRF token."""
-
-    def __init__(self, base: str, username: str, api_token: str = ""):
-        self.base, self.username, self.api_token = base, username, api_token
-        self.session = requests.Session()
-        login = f"{base}/accounts/login/"
-        token = csrf_token(self.session.get(login))
-        credentials = {"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token}
-        answer = self.session.post(login, data=credentials, allow_redirects=False)
-        if answer.status_code != 302:
-            sys.exit(f"could not log {username} in: HTTP {answer.status_code}")
-        self.token = csrf_token(self.session.get(f"{base}/"))  # login rotates the token
-
-    def another_tab(self) -> requests.Session:
-        """A session with this user's cookies (and API token), for use in another thread."""
-        tab = requests.Session()
-        tab.cookies.update(self.session.cookies)
-        if self.api_token:
-            tab.headers["Authorization"] = f"Bearer {self.api_token}"
-        return tab
-
-    def submit(self, url: str) -> requests.Response:
-        form = {"url": url, "ref": "", "csrfmiddlewaretoken": self.token}
-        return self.session.post(f"{self.base}/", data=form, allow_redirects=False)
-
-
-def csrf_token(page: requests.Response) -> str:
-    found = CSRF_FIELD.search(page.text)
-    if page.status_code != 200 or not found:
-        sys.exit(f"no CSRF token on {page.url} (HTTP {page.status_code})")
-    return found.group(1)
 
 
 @dataclass
@@ -118,7 +79,7 @@ class Burst:
     over: threading.Event = field(default_factory=threading.Event)
 
 
-def submit_all(visitor: Visitor, repos: list[ServedRepo], daemon: GitDaemon, burst: Burst):
+def submit_all(visitor: harness.Visitor, repos: list[ServedRepo], daemon: GitDaemon, burst: Burst):
     for repo in repos:
         started = time.perf_counter()
         answer = visitor.submit(daemon.url(repo.name))
@@ -145,7 +106,7 @@ PAGES = {
 }
 
 
-def read_pages(visitors: list[Visitor], staff: Visitor, burst: Burst) -> None:
+def read_pages(visitors: list[harness.Visitor], staff: harness.Visitor, burst: Burst) -> None:
     tabs = {visitor.username: visitor.another_tab() for visitor in visitors}
     staff_tab = staff.another_tab()
     while not burst.over.is_set():
@@ -220,14 +181,6 @@ def wrong_commits(burst: Burst, done: dict[str, CloneJob]) -> int:
     return mismatches
 
 
-def milliseconds(samples: list[float]) -> str:
-    if len(samples) < 2:
-        return "too few samples"
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    figures = [cuts[49], cuts[94], cuts[98], max(samples)]
-    return "  ".join(f"{seconds * 1000:7.1f}" for seconds in figures)
-
-
 def report(burst: Burst, first_submission, options) -> None:
     finished = CloneJob.objects.filter(pk__in=[job_id for _, job_id, _ in burst.submitted])
     done = {str(job.pk): job for job in finished if job.status == Status.DONE}
@@ -238,9 +191,9 @@ def report(burst: Burst, first_submission, options) -> None:
     print(f"GET, by page ({options.readers} readers)")
     for page in PAGES:
         samples = burst.page_seconds[page]
-        print(f"  {page:<32}{milliseconds(samples)}  {len(samples)}")
+        print(f"  {page:<32}{harness.milliseconds(samples)}  {len(samples)}")
     post = burst.post_seconds
-    print(f"{f'POST / ({options.users} users)':<34}{milliseconds(post)}  {len(post)}")
+    print(f"{f'POST / ({options.users} users)':<34}{harness.milliseconds(post)}  {len(post)}")
     print(f"page errors: {dict(burst.page_errors) or 'none'}")
     print(f"submissions refused: {dict(burst.refused) or 'none'}")
     print(
@@ -251,12 +204,6 @@ def report(burst: Burst, first_submission, options) -> None:
     for error, count in failed.most_common():
         print(f"  failed {count}x: {error}")
     print(f"done jobs without their repository's HEAD commit: {wrong_commits(burst, done)}")
-
-
-def start_web(port: int) -> harness.Process:
-    web = harness.Process(web_server_command(port), ROOT / "web.log")
-    wait_for_port(port, timeout=30)
-    return web
 
 
 def warm_up(url: str, owner) -> None:
@@ -294,7 +241,7 @@ def main() -> None:
         daemon = GitDaemon(served)
         cleanup.callback(daemon.stop)
         port = free_port()
-        cleanup.callback(start_web(port).stop)
+        cleanup.callback(harness.start_web(port, ROOT / "web.log").stop)
         print(
             f"database {connection.vendor}, queue {'redis' if settings.CLONES_REDIS_URL else 'orm'}"
         )
@@ -320,13 +267,14 @@ def burst_with(clusters: int, served: Path, daemon: GitDaemon, port: int, option
         warm_up(daemon.url(repos[0].name), owners[0])
         base = f"http://127.0.0.1:{port}"
         visitors = [
-            Visitor(base, owner.username, apitokens.make(owner, "bench")[1]) for owner in owners
+            harness.Visitor(base, owner.username, PASSWORD, apitokens.make(owner, "bench")[1])
+            for owner in owners
         ]
         (staff,) = harness.create_users([f"{run}-staff"], password=PASSWORD)
         staff.is_staff = True
         staff.save()
         burst, first_submission = run_burst(
-            visitors, Visitor(base, staff.username), repos[1:], daemon, options
+            visitors, harness.Visitor(base, staff.username, PASSWORD), repos[1:], daemon, options
         )
         report(burst, first_submission, options)
 

@@ -19,8 +19,10 @@ CLONESHELF_TEST_ROOT and the settings given to setup_django).
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 import psutil
+import requests
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -175,6 +178,62 @@ class Process:
 def start_worker(log: Path, env: dict[str, str] | None = None) -> Process:
     """`manage.py worker`: one django-q2 cluster of CLONES_WORKERS processes."""
     return Process([sys.executable, "manage.py", "worker"], log, env)
+
+
+def start_web(port: int, log: Path) -> Process:
+    """The real web server (gunicorn, as the image runs it) on 127.0.0.1:`port`."""
+    from tests.support.gitservers import wait_for_port
+    from tests.support.helpers import web_server_command
+
+    web = Process(web_server_command(port), log)
+    wait_for_port(port, timeout=30)
+    return web
+
+
+CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+class Visitor:
+    """One user's browser: logged in over HTTP, holding the form's CSRF token."""
+
+    def __init__(self, base: str, username: str, password: str, api_token: str = ""):
+        self.base, self.username, self.api_token = base, username, api_token
+        self.session = requests.Session()
+        login = f"{base}/accounts/login/"
+        token = csrf_token(self.session.get(login))
+        credentials = {"username": username, "password": password, "csrfmiddlewaretoken": token}
+        answer = self.session.post(login, data=credentials, allow_redirects=False)
+        if answer.status_code != 302:
+            sys.exit(f"could not log {username} in: HTTP {answer.status_code}")
+        self.token = csrf_token(self.session.get(f"{base}/"))  # login rotates the token
+
+    def another_tab(self) -> requests.Session:
+        """A session with this user's cookies (and API token), for use in another thread."""
+        tab = requests.Session()
+        tab.cookies.update(self.session.cookies)
+        if self.api_token:
+            tab.headers["Authorization"] = f"Bearer {self.api_token}"
+        return tab
+
+    def submit(self, url: str) -> requests.Response:
+        form = {"url": url, "ref": "", "csrfmiddlewaretoken": self.token}
+        return self.session.post(f"{self.base}/", data=form, allow_redirects=False)
+
+
+def csrf_token(page: requests.Response) -> str:
+    found = CSRF_FIELD.search(page.text)
+    if page.status_code != 200 or not found:
+        sys.exit(f"no CSRF token on {page.url} (HTTP {page.status_code})")
+    return found.group(1)
+
+
+def milliseconds(samples: list[float]) -> str:
+    """p50, p95, p99 and max of `samples` (seconds), in milliseconds."""
+    if len(samples) < 2:
+        return "too few samples"
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    figures = [cuts[49], cuts[94], cuts[98], max(samples)]
+    return "  ".join(f"{seconds * 1000:7.1f}" for seconds in figures)
 
 
 def remove(path: Path) -> None:

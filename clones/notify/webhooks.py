@@ -1,5 +1,7 @@
 """Webhooks: a job's end POSTed as JSON to the URL its owner gave, signed as Standard Webhooks
-sign (https://www.standardwebhooks.com), tried again on failure.
+sign (https://www.standardwebhooks.com), tried again on failure. A watch's webhook URL is told
+of each new snapshot (watch.snapshot: the job's end, told as such) and of a failing streak
+(watch.failing), the same way.
 
 Under the clone URLs' policy, with a reach of its own (RECEIVERS): private hosts only where
 CLONES_WEBHOOK_ALLOWED_PRIVATE_HOSTS lets them in, whatever git servers are allowed. The URL is
@@ -31,6 +33,7 @@ import re
 import ssl
 import time
 from datetime import timedelta
+from functools import partial
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -39,6 +42,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
@@ -46,12 +50,21 @@ from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
 from .. import queue, stopping
-from ..models import CloneJob, DeliveryState, Profile, WebhookDelivery, storable
+from ..models import (
+    CloneJob,
+    DeliveryState,
+    Profile,
+    Status,
+    Watch,
+    WebhookDelivery,
+    WebhookEvent,
+    storable,
+)
 from ..safety import pinnedhttp, urlpolicy
 
 logger = logging.getLogger(__name__)
 
-EVENT = "clone.finished"
+EVENT = WebhookEvent.CLONE_FINISHED
 # django-q2's queue (its "cluster") for attempts: manage.py worker serves it with a cluster of
 # its own, never with the clones' workers.
 QUEUE = "cloneshelf-webhooks"
@@ -94,10 +107,11 @@ def _under_policy(check, url: str):
     return check(url, RECEIVERS)
 
 
-def payload(job: CloneJob) -> dict:
-    """What a receiver is told about a job that has ended: never a token, nor git's output."""
-    return {
-        "event": EVENT,
+def payload(job: CloneJob, event: str = EVENT) -> dict:
+    """What a receiver is told about a job that has ended: never a token, nor git's output. A
+    watch's new snapshot says which watch, too."""
+    told = {
+        "event": event,
         "job_id": str(job.id),
         "status": job.status,
         "url": job.url,
@@ -114,6 +128,28 @@ def payload(job: CloneJob) -> dict:
         "expires_at": job.expires_at,
         "links": job_links(job),
     }
+    if event == WebhookEvent.WATCH_SNAPSHOT and job.watch is not None:
+        told |= {"watch_id": str(job.watch_id), "refs_digest": job.refs_digest}
+        told["links"]["watch"] = watch_link(job.watch)
+    return told
+
+
+def watch_payload(watch: Watch) -> dict:
+    """What a receiver is told about a watch that keeps failing (never its credential)."""
+    return {
+        "event": WebhookEvent.WATCH_FAILING,
+        "watch_id": str(watch.id),
+        "url": watch.url,
+        "failures": watch.failures,
+        "error": watch.last_error,
+        "last_checked_at": watch.last_checked_at,
+        "next_check_at": watch.next_check_at,
+        "links": {"watch": watch_link(watch)},
+    }
+
+
+def watch_link(watch: Watch) -> str:
+    return settings.CLONES_SITE_URL + watch.get_absolute_url()
 
 
 def job_links(job: CloneJob) -> dict[str, str | None]:
@@ -133,27 +169,40 @@ def signature(key: bytes, delivery_id: str, timestamp: int, body: bytes) -> str:
 
 
 def start(job: CloneJob) -> WebhookDelivery:
-    """Queue the first attempt to tell the job's webhook URL that the job has ended, unless its
-    owner has too many pending already. A job run again (the admin's retry) ends again: its
-    earlier delivery makes way, and a task still due for that one finds nothing to claim."""
+    """Queue the first attempt to tell the job's webhook URL that the job has ended (a watch's
+    done job: that the watch has a new snapshot), unless its owner has too many pending
+    already. A job run again (the admin's retry) ends again: its earlier delivery makes way,
+    and a task still due for that one finds nothing to claim."""
+    snapshot = job.watch_id is not None and job.status == Status.DONE
+    event = WebhookEvent.WATCH_SNAPSHOT if snapshot else EVENT
     with transaction.atomic():
         WebhookDelivery.objects.filter(job=job).delete()
-        pending = WebhookDelivery.objects.filter(
-            job__owner_id=job.owner_id, state=DeliveryState.PENDING
-        ).count()
-        if pending >= settings.CLONES_MAX_PENDING_WEBHOOKS_PER_USER:
-            return WebhookDelivery.objects.create(
-                job=job,
-                url=job.webhook_url,
-                state=DeliveryState.FAILED,
-                error=f"{pending} of your webhooks were already waiting to be delivered, the "
-                "most this site holds for one account.",
-            )
-        delivery = WebhookDelivery.objects.create(
-            job=job, url=job.webhook_url, next_attempt_at=timezone.now()
+        return _start(job.owner_id, job.webhook_url, job=job, event=event)
+
+
+def start_watch_failing(watch: Watch) -> WebhookDelivery:
+    """Queue the first attempt to tell the watch's webhook URL that it keeps failing."""
+    with transaction.atomic():
+        return _start(
+            watch.owner_id, watch.webhook_url, watch=watch, event=WebhookEvent.WATCH_FAILING
         )
+
+
+def _start(owner_id, url: str, **about) -> WebhookDelivery:
+    pending = WebhookDelivery.objects.filter(
+        Q(job__owner_id=owner_id) | Q(watch__owner_id=owner_id), state=DeliveryState.PENDING
+    ).count()
+    if pending >= settings.CLONES_MAX_PENDING_WEBHOOKS_PER_USER:
+        return WebhookDelivery.objects.create(
+            url=url,
+            state=DeliveryState.FAILED,
+            error=f"{pending} of your webhooks were already waiting to be delivered, the "
+            "most this site holds for one account.",
+            **about,
+        )
+    delivery = WebhookDelivery.objects.create(url=url, next_attempt_at=timezone.now(), **about)
     # Lost if the broker loses it: the recovery sweep gives the delivery another (lost()).
-    _queue(delivery.pk, 1)
+    transaction.on_commit(partial(_queue, delivery.pk, 1))
     return delivery
 
 
@@ -179,8 +228,10 @@ def deliver(delivery_id: str, attempt: int) -> None:
             "webhook delivery %s: attempt %d is not due; nothing to do", delivery_id, attempt
         )
         return
-    delivery = WebhookDelivery.objects.select_related("job__owner").get(pk=delivery_id)
-    if delivery.job.is_active:
+    delivery = WebhookDelivery.objects.select_related(
+        "job__owner", "job__watch", "watch__owner"
+    ).get(pk=delivery_id)
+    if delivery.job is not None and delivery.job.is_active:
         # Run again (the admin's retry) before this was delivered: its next end is told anew.
         _give_up(delivery, attempt, None, "The job was run again before this was delivered.")
         return
@@ -235,12 +286,13 @@ def backoff_seconds(attempt: int) -> int:
 def _request(delivery: WebhookDelivery, timestamp: int) -> tuple[bytes, dict[str, str]]:
     """The body and headers of the POST made at `timestamp` (Unix seconds), signed with the
     owner's key (made on first use). webhook-id is the delivery's, the same on every attempt."""
-    body = json.dumps(payload(delivery.job), cls=DjangoJSONEncoder).encode()
-    profile, _ = Profile.objects.get_or_create(user=delivery.job.owner)
+    told = payload(delivery.job, delivery.event) if delivery.job else watch_payload(delivery.watch)
+    body = json.dumps(told, cls=DjangoJSONEncoder).encode()
+    profile, _ = Profile.objects.get_or_create(user=delivery.owner)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "cloneshelf-webhook",
-        "X-Cloneshelf-Event": EVENT,
+        "X-Cloneshelf-Event": delivery.event,
         "webhook-id": str(delivery.pk),
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature(profile.signing_key, str(delivery.pk), timestamp, body),

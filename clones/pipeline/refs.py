@@ -20,6 +20,7 @@ This is as safe as running git in the container:
   socket timeout of each wait only.)
 """
 
+import hashlib
 import re
 import socket
 import ssl
@@ -53,6 +54,9 @@ PROTOCOL_VERSION = 2
 # advertise even in protocol 0, which sends every ref the server keeps (pull requests' included).
 # dulwich keeps them in dicts: at the limit the worker grows by some 190 MiB for a moment.
 MAX_ADVERTISEMENT_BYTES = 64 * 1024 * 1024
+
+# How long a ref lookup may take, a job's (clones.tasks) or a watch's check (clones.watches).
+LOOKUP_SECONDS = 20
 
 HEAD = b"HEAD"
 PEELED = b"^{}"  # "refs/tags/v1^{}": the commit an annotated tag (or a chain of them) points at
@@ -89,6 +93,46 @@ def resolve(
     except Exception as error:  # whatever the server sent, the answer is that it could not be read
         message = _explain(error, url.strip(), token, timeout)
         raise gitwords.CloneFailed(message, _detail(error)) from None
+
+
+def list_refs(
+    url: str,
+    pinned: urlpolicy.PinnedURL,
+    token: str = "",
+    prefixes: tuple[str, ...] = ("refs/",),
+    timeout: float = LOOKUP_SECONDS,
+) -> dict[str, str]:
+    """Every ref under `prefixes` at `url`, as `git ls-remote` lists them: full ref name -> the
+    object it names, and for an annotated tag also "<name>^{}" -> the commit it peels to
+    (commit_of reads either). One ref advertisement, asked and bounded as resolve's is; raises
+    gitwords.CloneFailed with a message for the person who asked."""
+    try:
+        advertised = _ls_remote(pinned, [p.encode() for p in prefixes], token, _Budget(timeout))
+        listed = {
+            name.decode("utf-8", "replace"): value.decode("ascii", "replace")
+            for name, value in advertised.refs.items()
+            if value and name.startswith(b"refs/")  # not HEAD, nor an unborn one
+        }
+    except Exception as error:  # whatever the server sent, the answer is that it could not be read
+        message = _explain(error, url.strip(), token, timeout)
+        raise gitwords.CloneFailed(message, _detail(error)) from None
+    # v2's ref-prefix is a prefix: "refs/heads/main" also brings "refs/heads/main-old".
+    return {name: value for name, value in listed.items() if name.startswith(prefixes)}
+
+
+def commit_of(listed: dict[str, str], name: str) -> str | None:
+    """The commit a listed ref names: an annotated tag peeled; None if it is not listed."""
+    return listed.get(name + PEELED.decode()) or listed.get(name)
+
+
+def digest(listed: dict[str, str]) -> str:
+    """sha256 of every ref and the object it names (peeled entries left out), over the sorted
+    lines "<name> <object>\n": what a watch following every ref compares between checks, and
+    what a mirror snapshot records as CloneJob.refs_digest. Both must compute it here."""
+    lines = sorted(
+        f"{name} {value}\n" for name, value in listed.items() if not name.endswith("^{}")
+    )
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def _wanted(ref: str) -> list[bytes]:

@@ -168,9 +168,10 @@ def stranded() -> list[Snapshot]:
 def release(snapshot: Snapshot) -> None:
     """A job using `snapshot` has expired early (the admin's "expire now"): keep the file only
     as long as the jobs still using it need it."""
-    needed_until = CloneJob.objects.filter(snapshot=snapshot, status=Status.DONE).aggregate(
-        until=Max("expires_at")
-    )["until"]
+    delivering = CloneJob.objects.filter(snapshot=snapshot, status=Status.DONE)
+    if delivering.filter(expires_at__isnull=True).exists():
+        return  # a watch's snapshot: kept until its retention policy lets it go
+    needed_until = delivering.aggregate(until=Max("expires_at"))["until"]
     # Only if no cache hit has extended it since it was read.
     Snapshot.objects.filter(
         pk=snapshot.pk, state=SnapshotState.READY, expires_at=snapshot.expires_at
@@ -180,7 +181,8 @@ def release(snapshot: Snapshot) -> None:
 def due_for_deletion():
     """Ready snapshots past their time that no done job still delivers. The second half is not
     implied by the first: a job's expiry is taken a moment after the one its snapshot got, and
-    a watch's snapshot has none while its retention keeps it, or is pinned (clones.retention)."""
+    a watch's done snapshot job has none while its retention keeps it (clones.jobs.mark_done),
+    or is pinned (clones.retention)."""
     now = timezone.now()
     still_delivered = CloneJob.objects.filter(
         Q(expires_at__gt=now) | Q(expires_at__isnull=True) | pinned_on_a_watch(),

@@ -29,7 +29,7 @@ from django.utils.module_loading import import_string
 from django_q.models import OrmQ, Schedule
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from clones import jobs, queue, stopping
+from clones import jobs, queue, stopping, watches
 from clones.models import (
     LOST_AFTER_BEATS,
     CloneJob,
@@ -38,7 +38,9 @@ from clones.models import (
     Snapshot,
     SnapshotState,
     Status,
+    Watch,
     WebhookDelivery,
+    WebhookEvent,
 )
 from clones.notify import webhooks
 from clones.ops import recovery
@@ -892,3 +894,143 @@ def test_staff_see_deliveries_in_the_admin(client, staff, owner):
     assert client.get(changelist, {"state__exact": "failed"}).context["cl"].result_count == 1
     page = client.get(reverse("admin:clones_clonejob_change", args=[job.id])).content.decode()
     assert "https://hooks.example/in" in page and "nope" in page
+
+
+# A watch's new snapshot, and its failing streak (clones.watches).
+
+
+WATCHED_URL = "https://example.com/team/widget.git"
+
+
+def watched(owner, hook_url: str) -> Watch:
+    return watches.create(
+        owner, WATCHED_URL, webhook_url=hook_url, credential="glpat-watch-secret-99"
+    )
+
+
+def snapshot_job(watch: Watch) -> CloneJob:
+    return CloneJob.objects.create(
+        owner=watch.owner, watch=watch, url=watch.url, webhook_url=watch.webhook_url
+    )
+
+
+def fail_checks(watch: Watch, times: int) -> None:
+    """`times` failed checks in a row, as a check records them."""
+    for _ in range(times):
+        with transaction.atomic():
+            locked = Watch.objects.select_for_update().get(pk=watch.pk)
+            watches._failed(
+                locked, timezone.now(), "There is no git repository at " + WATCHED_URL + "."
+            )
+
+
+def test_a_watchs_new_snapshot_is_told_as_such_signed_with_the_watch(
+    owner, allowlisted, receiver, snapshot, settings
+):
+    settings.CLONES_SITE_URL = SITE
+    hook = receiver()
+    watch = watched(owner, hook.url())
+    job = snapshot_job(watch)
+
+    assert jobs.mark_done(running(job), snapshot)
+    run_deliveries()
+
+    [received] = hook.received
+    assert signed_by(owner, received)
+    assert received.headers["X-Cloneshelf-Event"] == "watch.snapshot"
+    told = received.json
+    assert (told["event"], told["job_id"], told["watch_id"]) == (
+        "watch.snapshot",
+        str(job.id),
+        str(watch.id),
+    )
+    assert told["links"]["watch"] == f"{SITE}/watches/{watch.id}/"
+    assert told["expires_at"] is None  # kept by the watch's retention
+    assert b"glpat-watch-secret-99" not in received.body
+    assert watch.credential.encode() not in received.body
+
+
+def test_a_watch_failing_is_told_once_a_streak_reaches_the_setting(
+    owner, allowlisted, receiver, settings
+):
+    settings.CLONES_WATCH_FAILURES_TO_TELL = 3
+    settings.CLONES_SITE_URL = SITE
+    hook = receiver()
+    watch = watched(owner, hook.url())
+
+    fail_checks(watch, 2)
+    run_deliveries()
+    assert not hook.received
+    fail_checks(watch, 1)  # the 3rd in a row
+    run_deliveries()
+    fail_checks(watch, 2)  # more of the same streak
+    run_deliveries()
+
+    [received] = hook.received
+    assert signed_by(owner, received)
+    assert received.headers["X-Cloneshelf-Event"] == "watch.failing"
+    told = received.json
+    assert (told["event"], told["watch_id"], told["url"], told["failures"]) == (
+        "watch.failing",
+        str(watch.id),
+        WATCHED_URL,
+        3,
+    )
+    assert told["error"] == f"There is no git repository at {WATCHED_URL}."
+    assert told["links"] == {"watch": f"{SITE}/watches/{watch.id}/"}
+    delivery = WebhookDelivery.objects.get(watch=watch)
+    assert (delivery.event, delivery.state, delivery.job) == (
+        WebhookEvent.WATCH_FAILING,
+        DeliveryState.DELIVERED,
+        None,
+    )
+
+    watches.snapshot_ended(CloneJob(watch=watch, status=Status.DONE))  # the streak ends
+    fail_checks(watch, 3)  # a new one
+    run_deliveries()
+    assert len(hook.received) == 2
+
+
+def test_a_failing_snapshot_job_counts_toward_the_streak(owner, allowlisted, receiver, settings):
+    settings.CLONES_WATCH_FAILURES_TO_TELL = 1
+    hook = receiver()
+    watch = watched(owner, hook.url())
+    job = snapshot_job(watch)
+
+    jobs.mark_failed(running(job), "The repository is empty: it has no commit to archive.")
+    run_deliveries()
+
+    events = sorted(received.json["event"] for received in hook.received)
+    assert events == ["clone.finished", "watch.failing"]
+    watch.refresh_from_db()
+    assert watch.failures == 1
+    assert watch.last_error == (
+        "Its latest snapshot failed: The repository is empty: it has no commit to archive."
+    )
+
+
+def test_the_owner_is_emailed_of_a_new_snapshot_and_of_a_failing_watch(
+    owner, mailer_on, mail_server, snapshot, settings
+):
+    mailer_on(mail_server.port)
+    settings.CLONES_SITE_URL = SITE
+    settings.CLONES_WATCH_FAILURES_TO_TELL = 2
+    owner.email = "owner@example.com"
+    owner.save()
+    watch = watched(owner, "")
+
+    jobs.mark_done(running(snapshot_job(watch)), snapshot)
+    fail_checks(watch, 2)
+    run_queued_tasks(queue.SEND_EMAIL, queue.SEND_WATCH_EMAIL)
+
+    by_subject = {message["Subject"]: message for message in mail_server.handler.messages}
+    failing = f"cloneshelf: watch of widget failing: There is no git repository at {WATCHED_URL}."
+    assert set(by_subject) == {"cloneshelf: widget done", failing}
+    assert (
+        by_subject["cloneshelf: widget done"]
+        .get_content()
+        .startswith(f"The new snapshot of your watch of {WATCHED_URL} is done.")
+    )
+    text = by_subject[failing].get_content()
+    assert f"Your watch of {WATCHED_URL} has failed 2 times in a row." in text
+    assert f"The watch: {SITE}/watches/{watch.id}/" in text
