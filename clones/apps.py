@@ -7,8 +7,9 @@ class ClonesConfig(AppConfig):
     verbose_name = "Clones"
 
     def ready(self) -> None:
-        from . import tasks
+        from . import jobs, tasks, watches
         from .pipeline import archives
 
         post_migrate.connect(tasks.ensure_schedules, sender=self)
         post_delete.connect(archives.delete_with_row, sender="clones.CloneJob")
+        jobs.snapshot_ended.connect(watches.snapshot_ended)

@@ -12,12 +12,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Case, Count, F, Min, Q, Value, When
+from django.dispatch import Signal
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from . import queue, watches
+from . import queue
 from .models import (
     CloneJob,
     RefusedSubmission,
@@ -398,10 +399,15 @@ def _announce(job_ids: list) -> None:
         transaction.on_commit(partial(_tell_watches, job_ids), robust=True)
 
 
+# Sent, once the ending is committed, for each of a watch's snapshot jobs that has ended: its
+# watch counts it (clones.watches.snapshot_ended, connected in apps.py). A signal, because
+# watches sit above jobs: they queue jobs, and jobs know nothing of them.
+snapshot_ended = Signal()
+
+
 def _tell_watches(job_ids: list) -> None:
-    """The watches whose snapshot jobs have just ended count them (watches.snapshot_ended)."""
     for job in CloneJob.objects.filter(pk__in=job_ids, watch__isnull=False):
-        watches.snapshot_ended(job)
+        snapshot_ended.send(sender=CloneJob, job=job)
 
 
 def _unchanged(job: CloneJob):

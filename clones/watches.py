@@ -347,10 +347,10 @@ def _backed_off(watch: Watch, after: datetime) -> datetime:
     return after + min(wait * 2 ** (watch.failures - 1), MAX_BACKOFF)
 
 
-def snapshot_ended(job: CloneJob) -> None:
-    """One of a watch's snapshot jobs has ended (clones.jobs): a failed one counts as a failure
-    of the watch, a done one ends its failing streak and lets its retention policy forget what
-    it no longer keeps. A cancelled one is neither."""
+def snapshot_ended(job: CloneJob, **signal) -> None:
+    """One of a watch's snapshot jobs has ended (the signal clones.jobs.snapshot_ended): a
+    failed one counts as a failure of the watch, a done one ends its failing streak and lets its
+    retention policy forget what it no longer keeps. A cancelled one is neither."""
     if job.status == Status.DONE:
         Watch.objects.filter(pk=job.watch_id).update(failures=0, last_error="")
         _apply_retention(job.watch_id)
