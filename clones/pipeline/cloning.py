@@ -105,7 +105,10 @@ def _build_from_mirror(
         changes = mirrors.changes_commands(since, resolved.commit) if since else []
         # Only what comes from the mirror may use the file transport.
         from_mirror = [*config, "-c", "protocol.file.allow=always"]
-        commands = [*_configured(config, fetch), *changes, *_configured(from_mirror, plan.commands)]
+        commands = [
+            *_configured(config, [*fetch, *changes]),
+            *_configured(from_mirror, plan.commands),
+        ]
         try:
             execute(commands, mirror)
         finally:

@@ -23,6 +23,8 @@ from ..support.gitservers import GitHTTPServer
 from ..support.helpers import assert_is_clean_checkout, assert_left_nothing_behind
 from ..support.repos import ServedRepo, git
 
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
 TOKEN = "mirror-s3cret"
 
 
