@@ -97,8 +97,11 @@ def lease(url: str) -> Iterator[Lease]:
     trusted, or else a fresh empty directory."""
     mirror_key = key(url)
     with paths.lock_file(_lock(mirror_key)):
-        # A worker killed mid-fetch leaves its container running: it must not write on.
-        engine.remove_mirror_containers(mirror_key)
+        if _marker(mirror_key).exists():
+            # A worker killed mid-fetch leaves its container running: it must not write on.
+            # (Without a marker no container can be: it is written before one starts and
+            # removed after it is gone.)
+            engine.remove_mirror_containers(mirror_key)
         fresh = not _trusted(mirror_key)
         if fresh:
             _discard(mirror_key)
