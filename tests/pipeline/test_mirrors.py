@@ -18,6 +18,7 @@ from clones import jobs, tasks
 from clones.models import CloneJob, History, Mirror, MirrorState, Status, Watch
 from clones.pipeline import engine, mirrors, refs
 from clones.safety import urlpolicy
+from clones.web.forms import CloneRequestForm
 
 from ..support.gitservers import GitHTTPServer
 from ..support.helpers import assert_is_clean_checkout, assert_left_nothing_behind
@@ -360,3 +361,28 @@ def test_a_files_job_uses_a_mirror_only_once_there_is_one(owner, new_repo, git_d
 
     assert files.status == Status.DONE, files.error
     assert mirror_of(url).hits == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "errors"),
+    [
+        ({"history": "mirror", "archive_format": "bundle"}, {}),
+        ({"history": "mirror", "archive_format": "zip"}, {}),
+        (
+            {"history": "mirror", "ref": "main"},
+            {
+                "ref": [
+                    "A mirror holds every branch and tag: leave the branch, tag or commit empty."
+                ]
+            },
+        ),
+        (
+            {"history": "full", "archive_format": "bundle"},
+            {"archive_format": ["A bundle is made of the bundle and mirror histories only."]},
+        ),
+    ],
+)
+def test_the_form_takes_a_mirror_with_any_format_and_no_ref(fields, errors):
+    form = CloneRequestForm({"url": "http://127.0.0.1:9/team/repo.git", **fields})
+    form.is_valid()
+    assert form.errors == errors
