@@ -118,6 +118,8 @@ def _deliver(job: CloneJob) -> None:
         CloneJob.objects.filter(pk=job.pk).update(refs_digest=job.refs_digest)
     snapshot, role = snapshots.take(job, resolved)
     if role is snapshots.Role.HIT:
+        if job.watch_id:
+            _record_changes_of_a_hit(job)
         jobs.mark_done(job, snapshot)
     elif role is snapshots.Role.FOLLOW:
         jobs.follow(job, snapshot)
@@ -218,6 +220,31 @@ def _clone_and_archive(
         mtime=built.commit_time,
         on_progress=_throttled(lambda percent: jobs.record_phase(job, PACKING, percent)),
     )
+
+
+CHANGES_TIMEOUT = 60
+
+
+def _record_changes_of_a_hit(job: CloneJob) -> None:
+    """A watch's snapshot that someone else's job built: the commits since the watch's previous
+    one are listed in the mirror all the same, in a container of their own. They are a nicety:
+    if they cannot be listed, the job is still done, without them."""
+    since = _previous_commit(job)
+    if not since:
+        return
+    discarded = ""
+    try:
+        with paths.job_dir_lock(job.id):
+            try:
+                job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
+                changes, total = cloning.changes_since(job, since, job_dir, CHANGES_TIMEOUT)
+            finally:
+                discarded = paths.discard_job_dir(job.id)
+        CloneJob.objects.filter(pk=job.pk).update(changes=changes, changes_total=total)
+    except (engine.EngineError, gitwords.CloneFailed, OSError):
+        logger.warning("job %s: could not list the commits since %s", job.id, since, exc_info=True)
+    finally:
+        _remove_discarded(discarded)
 
 
 def _previous_commit(job: CloneJob) -> str:

@@ -120,6 +120,20 @@ def _build_from_mirror(
     return dataclasses.replace(built, changes=changes, changes_total=total)
 
 
+def changes_since(
+    job: CloneJob, since: str, job_dir: Path, timeout: int
+) -> tuple[list[list[str]], int | None]:
+    """For a watch's snapshot that another job built: the commits after `since` up to the job's
+    commit and their number, listed in the repository's mirror as it is (the build fetched what
+    it needed); ([], None) if there is no mirror or either commit is not in it."""
+    with mirrors.reading(job.url) as mirror:
+        if mirror is None:
+            return [], None
+        commands = mirrors.changes_commands(since, job.commit)
+        run(job, job_dir, commands, time.monotonic() + timeout, lambda: None, mirror=mirror)
+    return mirrors.read_changes(job_dir)
+
+
 def _configured(config: list[str], commands: list) -> list:
     """`commands` with git's `-c` options before each one's arguments."""
     return [

@@ -119,6 +119,17 @@ def lease(url: str) -> Iterator[Lease]:
     evict(in_use=mirror_key)
 
 
+@contextmanager
+def reading(url: str) -> Iterator[Lease | None]:
+    """The mirror of `url`, held for reading only (nothing is fetched into it) for as long as
+    the block runs; None if there is none that can be trusted (left for the next writer to
+    make afresh)."""
+    mirror_key = key(url)
+    with paths.lock_file(_lock(mirror_key)):
+        trusted = _trusted(mirror_key)
+        yield Lease(mirror_key, _directory(mirror_key), fresh=False) if trusted else None
+
+
 def _trusted(mirror_key: str) -> bool:
     if not Mirror.objects.filter(key=mirror_key, state=MirrorState.READY).exists():
         return False

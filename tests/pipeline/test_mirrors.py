@@ -335,6 +335,25 @@ def test_a_watchs_snapshot_records_the_commits_since_its_previous_one(owner, new
     assert second.changes[0][0] == new_head
 
 
+def test_a_watchs_snapshot_built_by_another_watch_still_records_its_own_changes(
+    owner, other_user, new_repo, git_daemon
+):
+    repo = new_repo()
+    url = git_daemon.url(repo.name)
+    mine, theirs = watch_of(owner, url), watch_of(other_user, url)
+    assert run(owner, url, watch=mine).status == Status.DONE
+    assert run(other_user, url, watch=theirs).status == Status.DONE
+    push_commits(repo, 2)
+    built = run(owner, url, watch=mine)
+
+    shared = run(other_user, url, watch=theirs)
+
+    assert shared.status == Status.DONE, shared.error
+    assert shared.snapshot_id == built.snapshot_id  # no build of its own
+    assert (shared.changes, shared.changes_total) == (built.changes, 2)
+    assert_left_nothing_behind(shared)
+
+
 def test_commits_since_a_previous_snapshot_gone_from_the_mirror_are_not_told(
     owner, new_repo, git_daemon
 ):
