@@ -104,6 +104,24 @@ def test_a_second_snapshot_after_new_commits_fetches_only_them_into_the_same_mir
     assert_left_nothing_behind(second)
 
 
+def test_the_mirrors_head_follows_the_servers_default_branch(owner, new_repo, git_daemon, tmp_path):
+    repo = new_repo()
+    url = git_daemon.url(repo.name)
+    assert run(owner, url).status == Status.DONE
+    git("symbolic-ref", "HEAD", "refs/heads/feature", cwd=repo.bare)
+
+    job = run(owner, url)
+
+    assert job.status == Status.DONE, job.error
+    assert job.commit == repo.refs["feature"]
+    assert (mirror_dir(url) / "HEAD").read_text() == "ref: refs/heads/feature\n"
+    checkout = extract(job, tmp_path)
+    assert git("symbolic-ref", "HEAD", cwd=checkout) == "refs/heads/feature"
+    assert git("symbolic-ref", "refs/remotes/origin/HEAD", cwd=checkout) == (
+        "refs/remotes/origin/feature"
+    )
+
+
 def test_a_mirror_corrupted_on_disk_is_detected_discarded_and_rebuilt(
     owner, new_repo, git_daemon, tmp_path
 ):
