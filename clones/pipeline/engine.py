@@ -209,7 +209,8 @@ class LiveLine:
 
 
 def hardening() -> dict:
-    """What a clone container may do: write its job directory and reach the network, no more.
+    """What a clone container may do: write its job directory (and its repository's mirror) and
+    reach the network, no more.
 
     git runs on input from strangers; if it is ever tricked, it finds no capabilities, no
     writable system, no way to gain privileges, and limits on memory, processes and file sizes.
