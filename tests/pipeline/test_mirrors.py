@@ -423,3 +423,21 @@ def test_the_form_takes_a_mirror_with_any_format_and_no_ref(fields, errors):
     form = CloneRequestForm({"url": "http://127.0.0.1:9/team/repo.git", **fields})
     form.is_valid()
     assert form.errors == errors
+
+
+@pytest.mark.parametrize("ref", ["feature", "v1.0", "commit"])
+def test_a_shallow_clone_from_a_mirror_keeps_its_depth(ref, owner, new_repo, git_daemon, tmp_path):
+    repo = new_repo()
+    url = git_daemon.url(repo.name)
+    assert run(owner, url).status == Status.DONE  # the mirror, with every commit
+    asked = repo.refs["v1.0"] if ref == "commit" else ref
+
+    job = run(owner, url, asked, history=History.SHALLOW, depth=1)
+
+    assert job.status == Status.DONE, job.error
+    assert mirror_of(url).hits == 1
+    commit = repo.refs["v1.0" if ref == "commit" else ref]
+    checkout = extract(job, tmp_path)
+    assert git("rev-parse", "HEAD", cwd=checkout) == commit
+    assert git("rev-list", "--count", "--all", cwd=checkout) == "1"
+    assert git("config", "remote.origin.url", cwd=checkout) == urlpolicy.origin_url(url)
