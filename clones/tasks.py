@@ -9,7 +9,7 @@ from django_q.exceptions import TimeoutException
 from django_q.models import Schedule
 
 from . import jobs, queue, retention, stopping, units, watches
-from .models import CloneJob, Snapshot, Status, Watch
+from .models import CloneJob, History, Snapshot, Status, Watch
 from .notify import email, webhooks
 from .ops import heartbeat, outages, recovery
 from .pipeline import archives, cloning, engine, gitwords, paths, refs, snapshots
@@ -111,10 +111,16 @@ def _deliver(job: CloneJob) -> None:
     # Checked and resolved once for the lookup and the clone, seconds apart: both reach the same
     # addresses. A job that must wait for the engine or disk space runs all of this again.
     pinned = gitwords.pinned(job.url)
-    resolved = refs.resolve(job.url, pinned, job.ref, token, timeout=lookup_timeout)
+    every_ref = job.history == History.MIRROR  # a mirror's snapshot is of them all
+    resolved = refs.resolve(job.url, pinned, job.ref, token, lookup_timeout, every_ref)
     job.commit = resolved.commit
+    if every_ref:
+        job.refs_digest = resolved.every_ref_digest
+        CloneJob.objects.filter(pk=job.pk).update(refs_digest=job.refs_digest)
     snapshot, role = snapshots.take(job, resolved)
     if role is snapshots.Role.HIT:
+        if job.watch_id:
+            _record_changes_of_a_hit(job)
         jobs.mark_done(job, snapshot)
     elif role is snapshots.Role.FOLLOW:
         jobs.follow(job, snapshot)
@@ -197,7 +203,11 @@ def _clone_and_archive(
         on_git_output,
         token=token,
         keep_going=lambda: _keep_going(job),
+        since=_previous_commit(job),
     )
+    if job.watch_id:
+        changes = {"changes": built.changes, "changes_total": built.changes_total}
+        CloneJob.objects.filter(pk=job.pk).update(**changes)
     name = f"{snapshot.id}.{job.archive_format}"
     if built.commit_time is None:  # git made the archive itself
         return archives.store_file(built.path, name)
@@ -211,6 +221,41 @@ def _clone_and_archive(
         mtime=built.commit_time,
         on_progress=_throttled(lambda percent: jobs.record_phase(job, PACKING, percent)),
     )
+
+
+CHANGES_TIMEOUT = 60
+
+
+def _record_changes_of_a_hit(job: CloneJob) -> None:
+    """A watch's snapshot that someone else's job built: the commits since the watch's previous
+    one are listed in the mirror all the same, in a container of their own. They are a nicety:
+    if they cannot be listed, the job is still done, without them."""
+    since = _previous_commit(job)
+    if not since:
+        return
+    discarded = ""
+    try:
+        with paths.job_dir_lock(job.id):
+            try:
+                job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
+                changes, total = cloning.changes_since(job, since, job_dir, CHANGES_TIMEOUT)
+            finally:
+                discarded = paths.discard_job_dir(job.id)
+        CloneJob.objects.filter(pk=job.pk).update(changes=changes, changes_total=total)
+    except (engine.EngineError, gitwords.CloneFailed, OSError):
+        logger.warning("job %s: could not list the commits since %s", job.id, since, exc_info=True)
+    finally:
+        _remove_discarded(discarded)
+
+
+def _previous_commit(job: CloneJob) -> str:
+    """For a watch's snapshot: the commit of the watch's last done snapshot of the same ref,
+    whose changes since this one lists; "" for none."""
+    if job.watch_id is None:
+        return ""
+    earlier = CloneJob.objects.filter(watch=job.watch_id, ref=job.ref, status=Status.DONE)
+    latest = earlier.exclude(pk=job.pk).order_by("-finished_at").first()
+    return latest.commit if latest else ""
 
 
 def _remove_discarded(name: str) -> None:

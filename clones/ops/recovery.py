@@ -16,7 +16,7 @@ from django.utils import timezone
 from .. import jobs
 from ..models import CloneJob, Snapshot, Status, WorkerReport
 from ..notify import webhooks
-from ..pipeline import archives, engine, paths, snapshots
+from ..pipeline import archives, engine, mirrors, paths, snapshots
 from ..safety import tokens
 
 logger = logging.getLogger(__name__)
@@ -61,14 +61,15 @@ def report_engine() -> None:
 
 
 def reap_leftovers() -> dict[str, int]:
-    """Remove clone containers, job directories, archives and tokens that no live job owns;
-    how many of each."""
+    """Remove clone containers, job directories, archives, tokens and mirrors that no live job
+    owns; how many of each."""
     reaped = {}
     for kind, reap in [
         ("containers", _reap_containers),
         ("directories", _reap_job_dirs),
         ("archives", _reap_archives),
         ("tokens", _reap_tokens),
+        ("mirrors", mirrors.reap),
     ]:
         try:
             reaped[kind] = reap()

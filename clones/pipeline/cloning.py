@@ -2,6 +2,7 @@
 output read back as a reason is clones.pipeline.gitwords' business; the container itself is
 clones.pipeline.engine's."""
 
+import dataclasses
 import os
 import re
 import signal
@@ -15,9 +16,9 @@ from urllib.parse import quote, urlsplit
 from django.conf import settings
 
 from .. import units
-from ..models import CloneJob, History
+from ..models import ArchiveFormat, CloneJob, History
 from ..safety import urlpolicy
-from . import engine, gitwords, paths, refs
+from . import engine, gitwords, mirrors, paths, refs
 
 CHECKOUT_DIR = "repo"  # inside the job directory
 BARE_DIR = "repo.git"  # files only and bundle: no working tree is needed
@@ -43,6 +44,10 @@ class Built:
 
     path: Path  # a checkout to pack, or (files only, bundle) the finished archive
     commit_time: int | None = None  # a checkout's: every entry of its archive gets it
+    # A watch's snapshot: [sha, subject] of the commits since its previous one, and how many
+    # there were (None: they could not be told).
+    changes: list[list[str]] = dataclasses.field(default_factory=list)
+    changes_total: int | None = None
 
 
 def build(
@@ -54,20 +59,95 @@ def build(
     on_phase: Callable[[str], None],
     token: str = "",
     keep_going: Callable[[], None] = lambda: None,
+    since: str = "",
 ) -> Built:
     """Clone the job's repository at `resolved.commit` as its options say, in one container,
-    within `timeout` seconds, from the addresses `pinned` checked for the ref lookup. `keep_going`
-    is called about once a second while git runs and may raise to stop it."""
+    within `timeout` seconds, from the addresses `pinned` checked for the ref lookup: through
+    its mirror (mirrors.serves), fetched first in the same container, or straight from the
+    server. `keep_going` is called about once a second while git runs and may raise to stop it.
+    `since`, for a watch's snapshot: the commit of its previous one, to list the commits after
+    it (Built.changes)."""
     config = git_config(pinned, with_credentials=bool(token))
-    plan = PLANS[job.history](job, resolved, pinned.url)
-    commands = [[*config, *command] for command in plan.commands]
+    deadline = time.monotonic() + timeout
+
+    def execute(commands: list, mirror: mirrors.Lease | None = None) -> None:
+        run(job, job_dir, commands, deadline, keep_going, on_phase, mirror)
+
     try:
         with _credentials(job_dir, job.url, token):
-            run(job, job_dir, commands, time.monotonic() + timeout, keep_going, on_phase)
+            if mirrors.serves(job):
+                return _build_from_mirror(
+                    job, pinned.url, resolved, job_dir, config, execute, since
+                )
+            plan = PLANS[job.history](job, resolved, Source(pinned.url))
+            execute(_configured(config, plan.commands))
+            return _finish(plan, job_dir, resolved)
     except engine.ContainerTimedOut:
         raise gitwords.CloneFailed(f"The clone timed out after {timeout} s.", shared=True) from None
+
+
+def _build_from_mirror(
+    job: CloneJob,
+    url: str,
+    resolved: refs.Resolved,
+    job_dir: Path,
+    config: list[str],
+    execute: Callable[..., None],
+    since: str,
+) -> Built:
+    # The lookup of the default branch (no ref asked) names it: the mirror's HEAD follows it.
+    head = "" if job.ref else resolved.ref
+    with mirrors.lease(job.url) as mirror:
+        plan = PLANS[job.history](
+            job, resolved, Source(MIRROR_URL, mirrors.MOUNT_POINT, mirror.path)
+        )
+        fetch = mirrors.fetch_commands(mirror, url, head)
+        changes = mirrors.changes_commands(since, resolved.commit) if since else []
+        # Only what comes from the mirror may use the file transport.
+        from_mirror = [*config, "-c", "protocol.file.allow=always"]
+        commands = [
+            *_configured(config, [*fetch, *changes]),
+            *_configured(from_mirror, plan.commands),
+        ]
+        try:
+            execute(commands, mirror)
+        finally:
+            mirror.fetched = (job_dir / mirrors.FETCHED).is_file()
+        built = _finish(plan, job_dir, resolved)
+    if not since:
+        return built
+    changes, total = mirrors.read_changes(job_dir)
+    return dataclasses.replace(built, changes=changes, changes_total=total)
+
+
+def changes_since(
+    job: CloneJob, since: str, job_dir: Path, timeout: int
+) -> tuple[list[list[str]], int | None]:
+    """For a watch's snapshot that another job built: the commits after `since` up to the job's
+    commit and their number, listed in the repository's mirror as it is (the build fetched what
+    it needed); ([], None) if there is no mirror or either commit is not in it."""
+    with mirrors.reading(job.url) as mirror:
+        if mirror is None:
+            return [], None
+        commands = mirrors.changes_commands(since, job.commit)
+        run(job, job_dir, commands, time.monotonic() + timeout, lambda: None, mirror=mirror)
+    return mirrors.read_changes(job_dir)
+
+
+def _configured(config: list[str], commands: list) -> list:
+    """`commands` with git's `-c` options before each one's arguments."""
+    return [
+        dataclasses.replace(command, args=[*config, *command.args])
+        if isinstance(command, engine.Step)
+        else [*config, *command]
+        for command in commands
+    ]
+
+
+def _finish(plan: "Plan", job_dir: Path, resolved: refs.Resolved) -> Built:
     check_size(job_dir)  # a clone quicker than one look at it is checked here
-    _check_commit(job_dir / plan.git_dir, resolved)
+    if plan.git_dir:
+        _check_commit(job_dir / plan.git_dir, resolved)
     return plan.built(job_dir)
 
 
@@ -85,8 +165,30 @@ def _check_commit(git_dir: Path, resolved: refs.Resolved) -> None:
 @dataclass(frozen=True)
 class Plan:
     commands: list[list[str]]  # git's arguments, before the -c options
-    git_dir: str  # in the job directory, once they ran
+    git_dir: str  # whose HEAD must be the commit, in the job directory (or absolute); "": none
     built: Callable[[Path], Built]  # from the job directory
+
+
+# The mirror, from inside the container: cloned through upload-pack (as from a server, so that
+# --depth and --single-branch hold and only the objects asked for come), or copied (every
+# object, without the cost of packing and indexing them again). git copies rather than
+# hardlinks between two bind mounts anyway (link() fails with EXDEV across mounts, and git
+# falls back to copying unless --local is given); --no-hardlinks says so and skips the try.
+MIRROR_URL = f"file://{mirrors.MOUNT_POINT}"
+COPY = "--no-hardlinks"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a plan's git takes the repository from."""
+
+    url: str  # the server's (pinned) URL, or MIRROR_URL
+    path: str = ""  # the mirror in the container, to copy from; "": no mirror
+    app_path: Path | None = None  # the mirror, as the worker sees it
+
+    def whole(self) -> tuple[list[str], str]:
+        """(clone options, source) for a clone that takes every object."""
+        return ([COPY], self.path) if self.path else ([], self.url)
 
 
 def _container_path(name: str) -> str:
@@ -104,15 +206,17 @@ def _short_name(ref: str) -> str:
     return ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
 
 
-def _checkout_plan(job: CloneJob, resolved: refs.Resolved, url: str) -> Plan:
+def _checkout_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
     """Full and shallow clones: the working tree and .git, packed by the worker."""
     checkout = _container_path(CHECKOUT_DIR)
     commit = resolved.commit
+    url = source.url
+    copy, whole = source.whole()
     if job.history == History.FULL and resolved.ref:
-        commands = [[*_clone(resolved), "--", url, checkout]]
+        commands = [[*_clone(resolved, *copy), "--", whole, checkout]]
     elif job.history == History.FULL:  # a commit: every branch, HEAD detached at it
         commands = [
-            [*_clone(resolved, "--no-checkout"), "--", url, checkout],
+            [*_clone(resolved, *copy, "--no-checkout"), "--", whole, checkout],
             ["-C", checkout, "checkout", "--quiet", "--detach", commit],
         ]
     elif resolved.ref:
@@ -125,7 +229,6 @@ def _checkout_plan(job: CloneJob, resolved: refs.Resolved, url: str) -> Plan:
             ["-C", checkout, *fetch],
             ["-C", checkout, "checkout", "--quiet", "--detach", commit],
         ]
-    commit_time = ["log", "-1", "--format=%ct", f"--output={_container_path(COMMIT_TIME)}"]
     commands += [
         # git wrote the URL it was given, pinned (for git://, to an address) and as this job
         # spelled it: the archive, shared, names the repository as its key does.
@@ -134,18 +237,25 @@ def _checkout_plan(job: CloneJob, resolved: refs.Resolved, url: str) -> Plan:
         # HEAD's tree it holds none, so that every archive of the commit is the same. git
         # compares the files' contents once, on the first `git status` after unpacking.
         ["-C", checkout, "read-tree", "HEAD"],
-        ["-C", checkout, *commit_time, "HEAD"],
+        ["-C", checkout, *COMMIT_TIME_COMMAND, "HEAD"],
     ]
-    return Plan(commands, f"{CHECKOUT_DIR}/.git", _checkout_built)
+    return Plan(commands, f"{CHECKOUT_DIR}/.git", _to_pack(CHECKOUT_DIR, f"{CHECKOUT_DIR}/.git"))
 
 
-def _checkout_built(job_dir: Path) -> Built:
-    checkout = job_dir / CHECKOUT_DIR
-    for made_by_the_clone in CLONE_TIME_FILES:  # they say when it was cloned, not what
-        paths.remove(checkout / ".git" / made_by_the_clone)
-    commit_time = job_dir / COMMIT_TIME
-    built = Built(checkout, int(commit_time.read_text()))
-    commit_time.unlink()  # not in the archive
+COMMIT_TIME_COMMAND = ["log", "-1", "--format=%ct", f"--output={_container_path(COMMIT_TIME)}"]
+
+
+def _to_pack(directory: str, git_dir: str) -> Callable[[Path], Built]:
+    """A checkout or a bare repository, in the job directory, for the worker to pack."""
+
+    def built(job_dir: Path) -> Built:
+        for made_by_the_clone in CLONE_TIME_FILES:  # they say when it was cloned, not what
+            paths.remove(job_dir / git_dir / made_by_the_clone)
+        commit_time = job_dir / COMMIT_TIME
+        packable = Built(job_dir / directory, int(commit_time.read_text()))
+        commit_time.unlink()  # not in the archive
+        return packable
+
     return built
 
 
@@ -161,20 +271,27 @@ def _bare_clone(resolved: refs.Resolved, url: str, *options: str) -> list[list[s
     ]
 
 
-def _files_plan(job: CloneJob, resolved: refs.Resolved, url: str) -> Plan:
+def _files_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
     """The tree at the commit, no .git: `git archive`, whose archives depend on the commit
     alone (every entry dated the commit's time, modes normalized)."""
     output = f"archive.{job.archive_format}"
-    archive = [
-        *("-C", _container_path(BARE_DIR), "archive", f"--format={job.archive_format}"),
-        *(f"--prefix={job.top_level}/", f"--output={_container_path(output)}", "HEAD"),
-    ]
+
+    def archive(git_dir: str, tree: str) -> list[str]:
+        return [
+            *("-C", git_dir, "archive", f"--format={job.archive_format}"),
+            *(f"--prefix={job.top_level}/", f"--output={_container_path(output)}", tree),
+        ]
+
+    if source.path:  # the commit is in the mirror, by name: nothing to clone
+        return Plan([archive(source.path, resolved.commit)], "", _made_by_git(output))
+    url = source.url
     # Only the tip's tree is needed: one commit deep when a ref names it.
     clone = _bare_clone(resolved, url, "--depth", "1", "--no-tags") if resolved.ref else None
-    return Plan([*(clone or _bare_clone(resolved, url)), archive], BARE_DIR, _made_by_git(output))
+    commands = [*(clone or _bare_clone(resolved, url)), archive(_container_path(BARE_DIR), "HEAD")]
+    return Plan(commands, BARE_DIR, _made_by_git(output))
 
 
-def _bundle_plan(job: CloneJob, resolved: refs.Resolved, url: str) -> Plan:
+def _bundle_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
     """One `git bundle` of the commit's history, with HEAD and the ref asked for, which `git
     clone` takes as it would a server."""
     output = "archive.bundle"
@@ -183,8 +300,46 @@ def _bundle_plan(job: CloneJob, resolved: refs.Resolved, url: str) -> Plan:
         *("-C", _container_path(BARE_DIR), "-c", "pack.threads=1", "bundle", "create"),
         *("--quiet", _container_path(output), "HEAD", *filter(None, [resolved.ref])),
     ]
-    clone = _bare_clone(resolved, url, "--no-tags")
+    clone = _bare_clone(resolved, source.url, "--no-tags")
     return Plan([*clone, bundle], BARE_DIR, _made_by_git(output))
+
+
+def _mirror_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
+    """Every ref, as `git clone --mirror` keeps them: one bundle of them all, made in the
+    mirror, or a copy of the mirror (a bare repository whose origin is the job's URL) packed by
+    the worker as a checkout is. Either holds the refs the lookup saw, or the job fails."""
+    if job.archive_format == ArchiveFormat.BUNDLE:
+        output = "archive.bundle"
+        bundle = [
+            *("-C", source.path, "-c", "pack.threads=1", "bundle", "create", "--quiet"),
+            *(_container_path(output), "--all"),
+        ]
+        built = _made_by_git(output)
+        return Plan([bundle], str(source.app_path), _with_refs_of(resolved, built))
+    bare = _container_path(BARE_DIR)
+    commands = [
+        ["clone", "--mirror", COPY, "--", source.path, bare],
+        ["-C", bare, "remote", "set-url", "origin", urlpolicy.origin_url(job.url)],
+        ["-C", bare, *COMMIT_TIME_COMMAND, "HEAD"],
+    ]
+    return Plan(commands, BARE_DIR, _with_refs_of(resolved, _to_pack(BARE_DIR, BARE_DIR)))
+
+
+def _with_refs_of(
+    resolved: refs.Resolved, built: Callable[[Path], Built]
+) -> Callable[[Path], Built]:
+    """`built`, once the mirror's refs are seen to be those the lookup saw (and the snapshot's
+    key names): not so if a ref moved in between."""
+
+    def checked(job_dir: Path) -> Built:
+        if refs.digest(mirrors.mirror_refs(job_dir)) != resolved.every_ref_digest:
+            raise gitwords.CloneFailed(REFS_MOVED)
+        return built(job_dir)
+
+    return checked
+
+
+REFS_MOVED = "The repository's branches or tags changed while it was being cloned; try again."
 
 
 def _made_by_git(output: str) -> Callable[[Path], Built]:
@@ -196,6 +351,7 @@ PLANS = {
     History.SHALLOW: _checkout_plan,
     History.FILES: _files_plan,
     History.BUNDLE: _bundle_plan,
+    History.MIRROR: _mirror_plan,
 }
 
 # A full clone of a tag: HEAD detached at the commit, and the tag named nowhere of its own (the
@@ -211,10 +367,13 @@ def ref_in_archive(history: str, resolved: refs.Resolved) -> str:
       ANY_TAG; a commit ("") has the default branch as its local branch, HEAD detached.
     - shallow: the branch or tag, as HEAD, local branch or tag, and fetch refspec.
     - bundle: the branch or tag, which the bundle names beside HEAD.
+    - mirror: every ref, by the digest of them all (refs.refs_digest).
     The default branch asked for by name or by "" gives the same bytes: both resolve to its
     full name."""
     if history == History.FILES:
         return ""
+    if history == History.MIRROR:
+        return f"all refs sha256:{resolved.every_ref_digest}"
     if history == History.FULL and resolved.ref.startswith("refs/tags/"):
         return ANY_TAG
     return resolved.ref
@@ -222,9 +381,10 @@ def ref_in_archive(history: str, resolved: refs.Resolved) -> str:
 
 def url_in_archive(history: str, url: str) -> str:
     """The spelling of the repository's URL that a `history` archive's bytes depend on, for
-    the snapshots' key: a checkout's .git names its origin (_checkout_plan); the others name
-    none, and every spelling of the repository shares them."""
-    if history in (History.FULL, History.SHALLOW):
+    the snapshots' key: a checkout's .git and a mirror's config name their origin
+    (_checkout_plan, _mirror_plan); the others name none, and every spelling of the repository
+    shares them."""
+    if history in (History.FULL, History.SHALLOW, History.MIRROR):
         return urlpolicy.origin_url(url)
     return urlpolicy.normalized_url(url)
 
@@ -315,8 +475,9 @@ def _credentials(job_dir: Path, url: str, token: str) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def check_size(job_dir: Path) -> None:
-    size, files = paths.usage(job_dir)
+def check_size(directory: Path) -> None:
+    """The job's directory, or its mirror, is within the caps of every clone."""
+    size, files = paths.usage(directory)
     if size > settings.CLONES_MAX_REPO_BYTES:
         raise _too_large()
     if files > settings.CLONES_MAX_REPO_FILES:
@@ -334,11 +495,16 @@ def run(
     deadline: float,
     keep_going: Callable[[], None],
     on_phase: Callable[[str], None] = lambda phase: None,
+    mirror: mirrors.Lease | None = None,
 ) -> None:
+    directories = [job_dir, *([mirror.path] if mirror else [])]
+
     def watch() -> None:
-        check_size(job_dir)
+        for directory in directories:
+            check_size(directory)
         keep_going()
 
+    mounts = {mirrors.MOUNT_POINT: paths.engine_path(mirror.path)} if mirror else {}
     result = engine.run_git(
         str(job.id),
         commands,
@@ -347,9 +513,12 @@ def run(
         environment=GIT_ENVIRONMENT,
         on_phase=on_phase,
         watch=watch,
+        more_mounts=mounts,
+        labels={engine.MIRROR_LABEL: mirror.key} if mirror else {},
     )
     if result.exit_code != 0:
-        check_size(job_dir)
+        for directory in directories:
+            check_size(directory)
         if result.out_of_memory:
             memory = units.human_size(settings.CLONES_CONTAINER_MEMORY)
             message = f"git ran out of memory ({memory}) cloning this repository."

@@ -1,7 +1,8 @@
 """The Docker seam: the only module that talks to the Docker engine.
 
-It runs one git command in a throwaway container of CLONES_GIT_IMAGE with one job directory
-bind-mounted, and always removes the container again. Every docker-py error comes out as an
+It runs git commands in a throwaway container of CLONES_GIT_IMAGE with one job directory (and,
+for a build from a mirror, the mirror beside it) bind-mounted, and always removes the container
+again. Every docker-py error comes out as an
 EngineError whose message a user can act on.
 """
 
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 # docker-py raises its own errors for what the engine says, and requests' for a connection lost.
 ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
 JOB_LABEL = "cloneshelf.job"
+# The mirror a container writes in (clones.pipeline.mirrors): whoever takes the mirror over
+# removes a dead worker's container that may still be fetching into it.
+MIRROR_LABEL = "cloneshelf.mirror"
 # Installations that share an engine (staging beside production) must not reap each other's
 # containers; each has its own data directory on the engine, which names it.
 INSTALLATION_LABEL = "cloneshelf.installation"
@@ -45,12 +49,29 @@ LINE_LIMIT = 1000  # characters of git's live output kept
 IGNORE_SIGXFSZ = 'trap "" XFSZ'
 
 
-def git_script(commands: list[list[str]]) -> list[str]:
+@dataclass(frozen=True)
+class Step:
+    """A git command whose standard output goes to `stdout` (a path in the container), and
+    whose failure, if `optional`, stops nothing (the file may then be empty)."""
+
+    args: list[str]
+    stdout: str
+    optional: bool = False
+
+
+def git_script(commands: list["list[str] | Step"]) -> list[str]:
     """The container's command line: each `git <args>` in turn, stopping at the first that
     fails (its exit status is the container's). One container for all: each costs a create and
     a start. Every argument is quoted, so nothing in one can be read by the shell."""
-    steps = " && ".join(shlex.join(["git", *args]) for args in commands)
+    steps = " && ".join(_shell_step(command) for command in commands)
     return ["/bin/sh", "-c", f"{IGNORE_SIGXFSZ}; {steps}"]
+
+
+def _shell_step(command: "list[str] | Step") -> str:
+    if not isinstance(command, Step):
+        return shlex.join(["git", *command])
+    step = f"{shlex.join(['git', *command.args])} > {shlex.quote(command.stdout)}"
+    return f"{{ {step} || true; }}" if command.optional else step
 
 
 class EngineError(Exception):
@@ -102,15 +123,18 @@ def _client(api_version: str, options: dict) -> docker.DockerClient:
 
 def run_git(
     job_id: str,
-    commands: list[list[str]],
+    commands: list["list[str] | Step"],
     mount_source: PurePosixPath,
     timeout: float,
     environment: dict[str, str],
     on_phase: Callable[[str], None] = lambda phase: None,
     watch: Callable[[], None] = lambda: None,
+    more_mounts: dict[str, PurePosixPath] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> ContainerResult:
     """Run `git <args>` for each of `commands`, one after another in one container, with
-    `mount_source` (an engine-side path) at MOUNT_POINT.
+    `mount_source` (an engine-side path) at MOUNT_POINT, and each of `more_mounts` (container
+    path -> engine-side path) where it says; `labels` are added to the container's.
 
     The container is locked down (see hardening()). It is killed after `timeout` seconds
     (ContainerTimedOut), or when `watch`, called about once a second while git runs, raises;
@@ -121,10 +145,13 @@ def run_git(
         container = engine.containers.create(
             settings.CLONES_GIT_IMAGE,
             entrypoint=git_script(commands),
-            labels={JOB_LABEL: str(job_id), INSTALLATION_LABEL: installation()},
-            # A Mount (not a -v volume string): the engine refuses a missing source instead of
+            labels={JOB_LABEL: str(job_id), INSTALLATION_LABEL: installation(), **(labels or {})},
+            # Mounts (not -v volume strings): the engine refuses a missing source instead of
             # quietly creating an empty directory where we would never look.
-            mounts=[Mount(target=MOUNT_POINT, source=str(mount_source), type="bind")],
+            mounts=[
+                Mount(target=target, source=str(source), type="bind")
+                for target, source in {MOUNT_POINT: mount_source, **(more_mounts or {})}.items()
+            ],
             working_dir=MOUNT_POINT,
             environment=environment,
             **hardening(),
@@ -182,7 +209,8 @@ class LiveLine:
 
 
 def hardening() -> dict:
-    """What a clone container may do: write its job directory and reach the network, no more.
+    """What a clone container may do: write its job directory (and its repository's mirror) and
+    reach the network, no more.
 
     git runs on input from strangers; if it is ever tricked, it finds no capabilities, no
     writable system, no way to gain privileges, and limits on memory, processes and file sizes.
@@ -291,8 +319,17 @@ def installation() -> str:
 
 def remove_job_containers(job_id: str) -> int:
     """Force-remove every container labelled with this job; how many there were."""
+    return _remove_labelled(f"{JOB_LABEL}={job_id}")
+
+
+def remove_mirror_containers(key: str) -> int:
+    """Force-remove every container that was writing in the mirror `key`; how many there were."""
+    return _remove_labelled(f"{MIRROR_LABEL}={key}")
+
+
+def _remove_labelled(label: str) -> int:
     with connected() as engine:
-        found = _ours(engine, f"{JOB_LABEL}={job_id}")
+        found = _ours(engine, label)
         for container in found:
             remove(container)
     return len(found)

@@ -30,17 +30,28 @@ def engine_path(app_path: Path) -> PurePosixPath:
     return PurePosixPath(settings.CLONES_ENGINE_DATA_DIR) / relative
 
 
-class JobDirBusy(Exception):
+class Busy(Exception):
+    """Someone else holds the lock."""
+
+
+class JobDirBusy(Busy):
     """Someone else holds the job directory's lock."""
 
 
 @contextmanager
 def job_dir_lock(job_id: UUID | str, wait: bool = True) -> Iterator[None]:
     """Hold the job's directory for as long as the block runs, so that one attempt working in it
-    and the reaper removing it (which takes seconds for a big checkout) never overlap. The lock
-    is the kernel's (flock): a holder that is killed lets go of it. Without `wait`, raise
-    JobDirBusy at once if it is held."""
-    path = jobs_root() / f"{job_id}.lock"
+    and the reaper removing it (which takes seconds for a big checkout) never overlap. Without
+    `wait`, raise JobDirBusy at once if it is held."""
+    with lock_file(jobs_root() / f"{job_id}.lock", wait, busy=lambda: JobDirBusy(job_id)):
+        yield
+
+
+@contextmanager
+def lock_file(path: Path, wait: bool = True, busy=Busy) -> Iterator[None]:
+    """Hold the lock file `path` for as long as the block runs. The lock is the kernel's
+    (flock): a holder that is killed lets go of it. Without `wait`, raise `busy()` at once if
+    it is held."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -48,7 +59,7 @@ def job_dir_lock(job_id: UUID | str, wait: bool = True) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise JobDirBusy(job_id) from None
+            raise busy() from None
         if _names(fd, path):
             break
         os.close(fd)  # its last holder removed the file while we waited: lock the new one

@@ -20,6 +20,7 @@ This is as safe as running git in the container:
   socket timeout of each wait only.)
 """
 
+import dataclasses
 import hashlib
 import re
 import socket
@@ -72,22 +73,37 @@ class Resolved:
     # The full ref it came from: "refs/heads/main", "refs/tags/v1.0"; "" when the person gave a
     # full SHA, or the server's HEAD is detached (a commit, on no branch).
     ref: str
+    # Asked with every_ref: digest() of every ref the server advertised.
+    every_ref_digest: str = ""
 
 
 def resolve(
-    url: str, pinned: urlpolicy.PinnedURL, ref: str = "", token: str = "", timeout: float = 20
+    url: str,
+    pinned: urlpolicy.PinnedURL,
+    ref: str = "",
+    token: str = "",
+    timeout: float = 20,
+    every_ref: bool = False,
 ) -> Resolved:
     """The commit `ref` names at `url`, chosen as `git clone --branch` would (a branch before a
     tag of the same name; the default branch for ""), or a full SHA as it is. Asked of the
     addresses `pinned` (gitwords.pinned(url)) checked; `url` as the person gave it, for the
-    messages. Raises gitwords.CloneFailed with a message for the person who asked."""
+    messages. With `every_ref` (and no `ref`), the digest of every ref too, for a mirror.
+    Raises gitwords.CloneFailed with a message for the person who asked."""
     ref = ref.strip()
     sha = ref.lower() if gitwords.FULL_SHA.fullmatch(ref.lower()) else ""
+    wanted = [HEAD] if sha else [HEAD, b"refs/"] if every_ref else _wanted(ref)
     try:
         # A full SHA needs no lookup, but the request is made all the same: a snapshot is shared
         # with whoever may read the repository, and only the server can say who may.
-        advertised = _ls_remote(pinned, [HEAD] if sha else _wanted(ref), token, _Budget(timeout))
-        return Resolved(sha, "") if sha else _pick(advertised, ref)
+        advertised = _ls_remote(pinned, wanted, token, _Budget(timeout))
+        if sha:
+            return Resolved(sha, "")
+        resolved = _pick(advertised, ref)
+        if every_ref:
+            every = digest(_listed(advertised.refs))
+            return dataclasses.replace(resolved, every_ref_digest=every)
+        return resolved
     except gitwords.CloneFailed:
         raise
     except Exception as error:  # whatever the server sent, the answer is that it could not be read
@@ -108,11 +124,7 @@ def list_refs(
     gitwords.CloneFailed with a message for the person who asked."""
     try:
         advertised = _ls_remote(pinned, [p.encode() for p in prefixes], token, _Budget(timeout))
-        listed = {
-            name.decode("utf-8", "replace"): value.decode("ascii", "replace")
-            for name, value in advertised.refs.items()
-            if value and name.startswith(b"refs/")  # not HEAD, nor an unborn one
-        }
+        listed = _listed(advertised.refs)
     except Exception as error:  # whatever the server sent, the answer is that it could not be read
         message = _explain(error, url.strip(), token, timeout)
         raise gitwords.CloneFailed(message, _detail(error)) from None
@@ -181,6 +193,16 @@ def _pick(advertised: LsRemoteResult, ref: str) -> Resolved:
         raise gitwords.CloneFailed(NO_DEFAULT_BRANCH)
     name = branch.decode("utf-8", "replace").removeprefix("refs/heads/")
     raise gitwords.CloneFailed(gitwords.DEFAULT_BRANCH_MISSING.format(branch=name))
+
+
+def _listed(advertised: dict[bytes, bytes | None]) -> dict[str, str]:
+    """The advertised refs below refs/ (not HEAD, nor an unborn one), peeled entries too, as
+    `git ls-remote` lists them: what `git fetch '+refs/*:refs/*'` keeps, and their peelings."""
+    return {
+        name.decode("utf-8", "replace"): sha.decode("ascii", "replace")
+        for name, sha in advertised.items()
+        if sha and name.startswith(b"refs/")
+    }
 
 
 class _Budget:

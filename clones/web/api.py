@@ -9,7 +9,6 @@ form, ninja's own validation, authentication, an unknown path or method, a crash
 import logging
 from datetime import datetime
 from functools import wraps
-from typing import Literal
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -25,7 +24,6 @@ from ninja.security import HttpBearer
 
 from .. import jobs, watches
 from ..models import (
-    PACKED_FORMATS,
     ArchiveFormat,
     CheckResult,
     CloneJob,
@@ -113,8 +111,10 @@ class ArchiveRequest(Schema):
     depth: int | None = Field(
         None, ge=1, le=MAX_DEPTH, description="Commits to keep, for a shallow clone only."
     )
-    archive_format: Literal[PACKED_FORMATS] | None = Field(
-        None, description="`tar` when none; a bundle is always its own format."
+    archive_format: ArchiveFormat | None = Field(
+        None,
+        description="`tar` when none; a bundle history is always a bundle, and `bundle` is "
+        "for it and the mirror history only.",
     )
     token: str | None = Field(
         None, description="An access token for a private repository (https only); never kept."

@@ -11,13 +11,13 @@ from django.forms.utils import ErrorDict
 from django.utils import timezone
 
 from .. import jobs, watches
-from ..models import PACKED_FORMATS, ArchiveFormat, Follow, History, Watch
+from ..models import ArchiveFormat, Follow, History, Watch
 from ..notify import webhooks
 from ..safety import urlpolicy
 
 MAX_DEPTH = 1_000_000
 # What a person picks; a bundle is its own format.
-FORMATS = [(value, label) for value, label in ArchiveFormat.choices if value in PACKED_FORMATS]
+FORMATS = ArchiveFormat.choices  # a bundle: for the bundle and mirror histories only
 
 # The fields whose checks may resolve a host name: a submission refused for one of them counts
 # towards CLONES_MAX_REFUSED_PER_HOUR (jobs.check_refusals).
@@ -60,7 +60,8 @@ class CloneRequestForm(forms.Form):
         choices=FORMATS,
         initial=ArchiveFormat.TAR,
         required=False,
-        help_text="A bundle is always one git bundle file.",
+        help_text="A bundle history is always one git bundle file; a mirror is a tar, tar.gz "
+        "or zip of the bare repository, or one bundle of every ref.",
     )
     token = forms.CharField(
         label="Access token (private repositories only)",
@@ -116,9 +117,15 @@ class CloneRequestForm(forms.Form):
     def clean_history(self) -> str:
         return self.cleaned_data["history"] or History.FULL
 
+    def _check_mirror(self, cleaned: dict) -> None:
+        if cleaned.get("history") == History.MIRROR and cleaned.get("ref"):
+            message = "A mirror holds every branch and tag: leave the branch, tag or commit empty."
+            self.add_error("ref", message)
+
     def clean(self) -> dict:
         cleaned = super().clean()
         self._settle_options(cleaned)
+        self._check_mirror(cleaned)
         url, token = cleaned.get("url"), cleaned.get("token")
         if url and token and urlsplit(url).scheme.lower() not in {"https", "http"}:
             self.add_error("token", "An access token can only be sent over https:// URLs.")
@@ -132,10 +139,15 @@ class CloneRequestForm(forms.Form):
         if depth and history != History.SHALLOW:
             self.add_error("depth", "A number of commits only applies to a shallow clone.")
         cleaned["depth"] = (depth or 1) if history == History.SHALLOW else None
+        archive_format = cleaned.get("archive_format") or ArchiveFormat.TAR
         if history == History.BUNDLE:
             cleaned["archive_format"] = ArchiveFormat.BUNDLE
+        elif archive_format == ArchiveFormat.BUNDLE and history != History.MIRROR:
+            self.add_error(
+                "archive_format", "A bundle is made of the bundle and mirror histories only."
+            )
         else:
-            cleaned["archive_format"] = cleaned.get("archive_format") or ArchiveFormat.TAR
+            cleaned["archive_format"] = archive_format
 
 
 # --- Watches -------------------------------------------------------------------------------------

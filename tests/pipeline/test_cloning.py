@@ -82,3 +82,23 @@ def test_each_git_command_reaches_git_word_for_word_through_the_shell():
     ).stdout
 
     assert printed.split("---\n") == [*("\n".join(args) + "\n" for args in commands), ""]
+
+
+def test_a_step_writes_gits_output_to_its_file_and_an_optional_ones_failure_stops_nothing(
+    tmp_path,
+):
+    kept, failing = tmp_path / "kept out", tmp_path / "failing"
+    commands = [
+        engine.Step(["log", "$(id)"], stdout=str(kept)),
+        engine.Step(["fail"], stdout=str(failing), optional=True),
+        ["after"],
+    ]
+    shell, dash_c, script = engine.git_script(commands)
+    # git replaced by a function that prints its arguments, and fails when told "fail".
+    fake_git = 'git() { echo "$@"; [ "$1" != fail ]; }; '
+
+    ran = subprocess.run([shell, dash_c, fake_git + script], capture_output=True, text=True)
+
+    assert (ran.returncode, ran.stdout) == (0, "after\n")
+    assert kept.read_text() == "log $(id)\n"
+    assert failing.read_text() == "fail\n"
