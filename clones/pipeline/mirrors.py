@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Count, F, Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from ..models import CloneJob, History, Mirror, MirrorState, storable
@@ -194,21 +194,6 @@ def evict(in_use: str = "") -> int:
         total -= mirror.size_bytes
         evicted += 1
     return evicted
-
-
-def stats() -> dict:
-    """For the dashboard: the cache's size and mirrors, and how many builds were served by a
-    fetch into a mirror (hits) or made one afresh (misses)."""
-    held = Mirror.objects.filter(state=MirrorState.READY).aggregate(
-        size_bytes=Sum("size_bytes"), count=Count("pk")
-    )
-    uses = Mirror.objects.aggregate(hits=Sum("hits"), misses=Sum("misses"))
-    return {
-        "size_bytes": held["size_bytes"] or 0,
-        "count": held["count"],
-        "hits": uses["hits"] or 0,
-        "misses": uses["misses"] or 0,
-    }
 
 
 def reap() -> int:
