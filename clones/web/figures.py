@@ -267,17 +267,24 @@ def storage() -> Storage:
     )
 
 
-def watches() -> WatchFigures:
-    """Two queries: the counts, each by its queryset's own definition, and the lags."""
+def watch_counts(watches) -> dict[str, int]:
+    """How many of `watches` (a Watch queryset) there are, and are due, overdue and failing,
+    each by its queryset's own definition, in one query: the dashboard's, and a person's on
+    their history page."""
     now = timezone.now()
-    due = Watch.objects.due(now)
+    due = watches.due(now)
     overdue = due.filter(next_check_at__lt=now - WATCH_OVERDUE_AFTER)
-    counts = Watch.objects.aggregate(
+    return watches.aggregate(
         total=Count("pk"),
         due=Count("pk", filter=Q(pk__in=due.values("pk"))),
         overdue=Count("pk", filter=Q(pk__in=overdue.values("pk"))),
-        failing=Count("pk", filter=Q(pk__in=Watch.objects.failing().values("pk"))),
+        failing=Count("pk", filter=Q(pk__in=watches.failing().values("pk"))),
     )
+
+
+def watches() -> WatchFigures:
+    """Two queries: the counts (watch_counts), and the lags."""
+    counts = watch_counts(Watch.objects.all())
     lags = sorted(
         Watch.objects.filter(active=True, last_lag_seconds__isnull=False).values_list(
             "last_lag_seconds", flat=True

@@ -9,8 +9,8 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST, require_safe
 
 from .. import jobs
-from ..models import CloneJob
-from . import downloads
+from ..models import CloneJob, Watch
+from . import downloads, figures
 from .forms import CloneRequestForm
 from .history import HistoryFilter
 
@@ -69,6 +69,7 @@ def history(request: HttpRequest) -> HttpResponse:
         "kept_query": kept.urlencode(),
         # Someone with no clones yet needs a first step, not filters.
         "show_filters": filters.is_filtering or page.paginator.count > 0,
+        "watches": figures.watch_counts(Watch.objects.filter(owner=request.user)),
     }
     return render(request, "clones/history.html", context)
 

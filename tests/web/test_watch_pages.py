@@ -199,6 +199,19 @@ def test_the_history_links_a_snapshot_to_its_watch(owner_client, watch, timeline
     assert watch.get_absolute_url() in job_page
 
 
+def test_the_history_says_how_ones_watches_are_doing(owner_client, owner, other_user, watch):
+    history = lambda: owner_client.get(reverse("clones:history")).content.decode()  # noqa: E731
+    assert "You watch" in history() and "1 repository" in history()
+    Watch.objects.filter(pk=watch.pk).update(
+        next_check_at=timezone.now() - timedelta(hours=1), failures=2
+    )
+    watches.create(other_user, "https://example.org/theirs.git")  # not counted
+    page = history()
+    assert "1 repository</a>: 1 due for a check (1 overdue), 1 failing." in page
+    Watch.objects.all().delete()
+    assert reverse("clones:watch-new") in history()
+
+
 # --- New watches ---------------------------------------------------------------------------------
 
 
