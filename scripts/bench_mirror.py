@@ -13,7 +13,8 @@ never seen. Two shapes of repository of 300+ MiB:
 - history-heavy (history_stream): as real big repositories are, a long history and a checkout
   a fraction of its pack (git/git: ~70k commits, ~250 MiB pack, ~50 MiB checkout): files of
   code-like text adding up to ~12 % of the pack, then ~11k commits each editing 5 of them (4
-  hunks of 50 lines replaced), stored as delta chains (fast-import's, kept by `git repack -adb`).
+  hunks of 50 lines replaced), stored as delta chains (fast-import's, each file's newest
+  version whole, as `git gc` stores them; kept by `git repack -adb`).
   A cold job is mostly the server's packing, the transfer, and resolving and checking the deltas.
 - checkout-heavy (bench_clone's repository): 8 commits, a checkout larger than its pack, so
   that any job is mostly checking out and packing the working tree.
@@ -58,7 +59,7 @@ FILES_PER_COMMIT = 5
 
 
 # The history-heavy shape: a long history of edits, a checkout a fraction of its pack.
-HISTORY_GENERATOR = "history-v1"  # change when the generator changes: a new cache key
+HISTORY_GENERATOR = "history-v3"  # change when the generator changes: a new cache key
 CHECKOUT_SHARE = 0.12  # the checkout's bytes, of the pack's
 EDITS_PER_COMMIT = 5  # files a commit edits
 HUNKS_PER_EDIT, HUNK_LINES = 4, 50  # each replaced by as many new lines: ~9 KiB of new text
@@ -70,7 +71,8 @@ def history_stream(target_bytes: int, out) -> str:
     commits, each editing EDITS_PER_COMMIT of them (hunks replaced), as the history's new text,
     compressed, needs to make up the rest. fast-import stores a blob as a delta against the
     blob before it in the stream, so every file's versions are written one after another
-    first (marked), and then the commits that name them. What it made, in words."""
+    first (marked, newest first), and then the commits that name them. What it made, in
+    words."""
     repo, rng = TextRepo(), random.Random(1)
     count = raw = 0
     while raw < target_bytes * CHECKOUT_SHARE:
@@ -87,18 +89,30 @@ def history_stream(target_bytes: int, out) -> str:
             edits_of[i].append(commit)
     marks: dict[tuple[int, int], int] = {}  # (commit, file) -> its blob's mark
     for i in range(count):
-        lines = repo.lines(i, 0)
+        lines, versions = repo.lines(i, 0), []
         for commit in [0, *edits_of[i]]:
             if commit:
                 _edit(lines, rng, repo.pool)
+            versions.append((commit, _text(lines)))
+        # Newest first: each older version a delta against the newer, as `git gc` and forges
+        # store them, so that checking out the tip resolves no chain.
+        # fast-import takes any delta smaller than the blob: a tiny blob (too small to be one,
+        # unique so that it is stored; unreachable, dropped by the repack) comes first, lest the
+        # newest version be a delta of the file before's oldest.
+        _blob(out, f"file {i}\n".encode())
+        for commit, data in reversed(versions):
             marks[commit, i] = len(marks) + 1
-            data = _text(lines)
-            out.write(f"blob\nmark :{len(marks)}\ndata {len(data)}\n".encode() + data + b"\n")
+            _blob(out, data, mark=len(marks))
     for commit, chosen in enumerate([range(count), *edited]):
         bench_clone._commit_header(out, commit)
         for i in chosen:
             out.write(f"M 100644 :{marks[commit, i]} {repo.path(i)}\n".encode())
     return f"{count} files, {commits + 1} commits"
+
+
+def _blob(out, data: bytes, mark: int = 0) -> None:
+    marked = f"mark :{mark}\n" if mark else ""
+    out.write(f"blob\n{marked}data {len(data)}\n".encode() + data + b"\n")
 
 
 def _new_lines(rng: random.Random, pool: list[str]) -> list[str]:
