@@ -187,11 +187,19 @@ def _modify(out, path: str, data: bytes) -> None:
     out.write(data + b"\n")
 
 
-def cached_repo(megabytes: int) -> Path:
-    """The bare repository of about `megabytes` packed, built once into CACHE."""
-    bare = CACHE / f"{GENERATOR}-{megabytes}mib.git"
+REPACK_AFRESH = ["repack", "-a", "-d", "-f", "-b", "--window=10", "--depth=50", "-q"]
+
+
+def cached_repo(
+    megabytes: int, generator: str = GENERATOR, stream=None, repack: list[str] = REPACK_AFRESH
+) -> Path:
+    """The bare repository of about `megabytes` packed, built once into CACHE: `stream(target
+    bytes, out)` writes fast-import's input (by default fast_import_stream's) and says what it
+    made; then `git repack`."""
+    bare = CACHE / f"{generator}-{megabytes}mib.git"
     if bare.exists():
         return bare
+    stream = stream or (lambda target, out: f"{fast_import_stream(TextRepo(), target, out)} files")
     CACHE.mkdir(parents=True, exist_ok=True)
     building = CACHE / f"building-{os.getpid()}.git"
     started = time.perf_counter()
@@ -199,13 +207,13 @@ def cached_repo(megabytes: int) -> Path:
     importer = subprocess.Popen(
         ["git", "fast-import", "--quiet"], stdin=subprocess.PIPE, cwd=building, env=GIT_ENV
     )
-    files = fast_import_stream(TextRepo(), megabytes * 2**20, importer.stdin)
+    made = stream(megabytes * 2**20, importer.stdin)
     importer.stdin.close()
     if importer.wait() != 0:
         sys.exit("git fast-import failed")
-    git("repack", "-a", "-d", "-f", "-b", "--window=10", "--depth=50", "-q", cwd=building)
+    git(*repack, cwd=building)
     building.rename(bare)
-    print(f"built {bare.name}: {files} files, in {time.perf_counter() - started:.0f} s")
+    print(f"built {bare.name}: {made}, in {time.perf_counter() - started:.0f} s")
     return bare
 
 
@@ -246,10 +254,14 @@ class ServiceRun:
     notice: float  # finished_at -> seen done here
 
 
-def run_job(owner, url: str) -> ServiceRun:
+def run_job(owner, url: str, **options) -> ServiceRun:
+    return timed_job(lambda: jobs.submit(owner, url, **options))
+
+
+def timed_job(submit) -> ServiceRun:
+    """The job `submit()` queues, from its submission until it is seen done."""
     started = time.perf_counter()
-    job = jobs.submit(owner, url)
-    job = wait_done([job])[0]
+    job = wait_done([submit()])[0]
     seen = time.time()
     elapsed = time.perf_counter() - started
     return ServiceRun(
