@@ -27,6 +27,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings_xdist_suffix():
+    """Unlike pytest-django's, no suffix on the database's name for each pytest-xdist worker:
+    each has a database of its own already (tests.settings), and the worker processes that
+    tests start, which read tests.settings without pytest-django, must find it by that name."""
+
+
+@pytest.fixture(scope="session")
 def served_root() -> Path:
     root = settings.TEST_ROOT / "served"
     root.mkdir(parents=True, exist_ok=True)
