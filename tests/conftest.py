@@ -19,7 +19,12 @@ from clones.safety import urlpolicy
 from .support import PROJECT_DIR
 from .support.gitservers import GitDaemon, GitHTTPServer
 from .support.repos import make_repo
-from .support.services import bucket, redis, s3_endpoint  # noqa: F401 - fixtures for every module
+from .support.services import (  # noqa: F401 - fixtures for every module
+    bucket,
+    initialised_cluster,
+    redis,
+    s3_endpoint,
+)
 
 
 def pytest_sessionfinish(session, exitstatus):
