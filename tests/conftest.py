@@ -19,11 +19,23 @@ from clones.safety import urlpolicy
 from .support import PROJECT_DIR
 from .support.gitservers import GitDaemon, GitHTTPServer
 from .support.repos import make_repo
-from .support.services import bucket, redis, s3_endpoint  # noqa: F401 - fixtures for every module
+from .support.services import (  # noqa: F401 - fixtures for every module
+    bucket,
+    initialised_cluster,
+    redis,
+    s3_endpoint,
+)
 
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(settings.TEST_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings_xdist_suffix():
+    """Unlike pytest-django's, no suffix on the database's name for each pytest-xdist worker:
+    each has a database of its own already (tests.settings), and the worker processes that
+    tests start, which read tests.settings without pytest-django, must find it by that name."""
 
 
 @pytest.fixture(scope="session")

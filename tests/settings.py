@@ -9,6 +9,15 @@ import os
 import tempfile
 from pathlib import Path
 
+# pytest-xdist's workers (scripts/test.sh runs two) inherit the controlling process's
+# environment, and so its directory: each worker takes one of its own instead, with its own
+# database and data directory (so its clone containers carry an installation label of their
+# own), which the worker processes it starts inherit in turn.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if XDIST_WORKER and os.environ.get("CLONESHELF_TEST_ROOT_OF") != XDIST_WORKER:
+    os.environ["CLONESHELF_TEST_ROOT_OF"] = XDIST_WORKER
+    os.environ["CLONESHELF_TEST_ROOT"] = tempfile.mkdtemp(prefix=f"cloneshelf-test-{XDIST_WORKER}-")
+    os.environ.pop("CLONES_DATA_DIR", None)  # the controlling process's, set below
 os.environ.setdefault("CLONESHELF_TEST_ROOT", tempfile.mkdtemp(prefix="cloneshelf-test-"))
 TEST_ROOT = Path(os.environ["CLONESHELF_TEST_ROOT"])
 

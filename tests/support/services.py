@@ -80,22 +80,17 @@ class PostgresServer:
     """A throwaway PostgreSQL cluster that a test may stop and restart at will (never the suite's
     shared one): trust authentication for the postgres user, nothing synced to disk."""
 
-    def __init__(self):
-        self.bin = Path(max(glob.glob("/usr/lib/postgresql/*/bin"), key=_version))
-        # Not under pytest's tmp_path: the postgres user, which initdb insists on, cannot enter it.
-        self.directory = Path(tempfile.mkdtemp(prefix="cloneshelf-test-pg-"))
-        shutil.chown(self.directory, "postgres", "postgres")
+    def __init__(self, initialised: Path):
+        """`initialised`: a cluster as initdb made it (initialised_cluster), copied here."""
+        self.directory = _postgres_directory()
         self.port = free_port()
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-        self._as_postgres("initdb", "-D", "data", "-U", "postgres", "--auth=trust")
+        # -a: as root, the copy keeps the postgres user's ownership.
+        subprocess.run(["cp", "-a", initialised, self.directory / "data"], check=True)
         self.start()
 
-    def _as_postgres(self, program: str, *args: str) -> None:
-        command = ["runuser", "-u", "postgres", "--", str(self.bin / program), *args]
-        subprocess.run(command, cwd=self.directory, check=True, stdout=subprocess.DEVNULL)
-
     def _pg_ctl(self, *args: str) -> None:
-        self._as_postgres("pg_ctl", "-D", "data", "-l", "log", "-w", *args)
+        _as_postgres("pg_ctl", "-D", "data", "-l", "log", "-w", *args, cwd=self.directory)
 
     def start(self) -> None:
         options = f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -109,13 +104,36 @@ class PostgresServer:
         shutil.rmtree(self.directory)
 
 
+def _postgres_directory() -> Path:
+    # Not under pytest's tmp_path: the postgres user, which initdb insists on, cannot enter it.
+    directory = Path(tempfile.mkdtemp(prefix="cloneshelf-test-pg-"))
+    shutil.chown(directory, "postgres", "postgres")
+    return directory
+
+
+def _as_postgres(program: str, *args: str, cwd: Path) -> None:
+    newest = max(glob.glob("/usr/lib/postgresql/*/bin"), key=_version)
+    command = ["runuser", "-u", "postgres", "--", f"{newest}/{program}", *args]
+    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+
+
 def _version(bin_directory: str) -> int:
     return int(Path(bin_directory).parent.name)
 
 
+@pytest.fixture(scope="session")
+def initialised_cluster():
+    """A cluster as initdb makes it, made once a session: initdb takes seconds, and each
+    PostgresServer starts from a copy of it instead, as fresh."""
+    directory = _postgres_directory()
+    _as_postgres("initdb", "-D", "data", "-U", "postgres", "--auth=trust", cwd=directory)
+    yield directory / "data"
+    shutil.rmtree(directory)
+
+
 @pytest.fixture
-def postgres():
-    server = PostgresServer()
+def postgres(initialised_cluster):
+    server = PostgresServer(initialised_cluster)
     yield server
     server.remove()
 
