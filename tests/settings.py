@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-# pytest-xdist's workers (scripts/test.sh runs two) inherit the controlling process's
+# pytest-xdist's workers (the README's test commands run two) inherit the controlling process's
 # environment, and so its directory: each worker takes one of its own instead, with its own
 # database and data directory (so its clone containers carry an installation label of their
 # own), which the worker processes it starts inherit in turn.
