@@ -191,6 +191,15 @@ class WatchAdmin(admin.ModelAdmin):
             watches.set_active(watch, False)
         self.message_user(request, f"Paused {len(active)} watch(es).", messages.INFO)
 
+    # Deleted as its owner deletes one: its snapshots on their way cancelled, the done ones
+    # given the one-off expiry (a bare Watch.delete would keep them for ever).
+    def delete_model(self, request, watch: Watch) -> None:
+        watches.delete(watch)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for watch in queryset:
+            watches.delete(watch)
+
 
 @admin.register(Mirror)
 class MirrorAdmin(admin.ModelAdmin):

@@ -553,7 +553,7 @@ class Profile(models.Model):
     )
     # The signing key, 32 random bytes, in hex.
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
-    quota_bytes = models.BigIntegerField(
+    quota_bytes = models.PositiveBigIntegerField(
         null=True,
         blank=True,
         help_text="The most bytes of archives this user keeps; empty for CLONES_USER_QUOTA_BYTES.",

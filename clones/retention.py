@@ -10,9 +10,10 @@ the last four weeks, and raising one count never lets go of a snapshot another k
 restic (0.17) and borg (1.2) do, a rule that finds fewer periods than its count keeps the oldest
 snapshot as well, so that the first snapshot ages until a newer one can take its place.
 
-Beyond the policy: pinned snapshots, and the newest done one of a watch, are never forgotten.
-Forgetting sets a done job's `expires_at` to now; the expiry sweep (clones.tasks.expire_archives)
-then expires it, and deletes its snapshot's file once no other job needs it.
+Beyond the policy: pinned snapshots, and the newest done one of each ref a watch follows, are
+never forgotten. Forgetting sets a done job's `expires_at` to now; the expiry sweep
+(clones.tasks.expire_archives) then expires it, and deletes its snapshot's file once no other job
+needs it.
 """
 
 from collections.abc import Callable, Hashable, Iterable
@@ -94,14 +95,14 @@ def apply(watch: Watch) -> int:
     newest; take back, with no expiry, those forgotten but not expired yet that are kept now
     (pinned again, or a policy changed meanwhile). Returns how many it forgot."""
     done = CloneJob.objects.filter(watch=watch, status=Status.DONE)
-    rows = list(done.values_list("pk", "created_at", "pinned", "expires_at"))
+    rows = list(done.values_list("pk", "created_at", "pinned", "expires_at", "ref"))
     now = timezone.now()
     kept = _kept(rows, Policy.of(watch), now)
-    taken_back = [pk for pk, _, _, expires in rows if pk in kept and expires is not None]
+    taken_back = [pk for pk, _, _, expires, _ in rows if pk in kept and expires is not None]
     _in_batches(taken_back, lambda batch: done.filter(pk__in=batch).update(expires_at=None))
     # Not forgotten yet: no expiry, or one to come (the TTL a job is done with, should one
     # have been given).
-    forget = [pk for pk, _, _, expires in rows if pk not in kept and not _due(expires, now)]
+    forget = [pk for pk, _, _, expires, _ in rows if pk not in kept and not _due(expires, now)]
     # Asked again in the UPDATE: one pinned since it was read stays.
     still_forgettable = done.filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=now), pinned=False
@@ -112,12 +113,15 @@ def apply(watch: Watch) -> int:
 
 
 def _kept(rows: list, policy: Policy, now: datetime) -> set:
-    """The ids of the rows (id, time, pinned, expiry) kept: by the policy, pinned, or newest."""
-    if not rows:
-        return set()
-    kept = keep_set([(pk, created) for pk, created, _, _ in rows], policy, now)
-    kept.update(pk for pk, _, pinned, _ in rows if pinned)
-    kept.add(max(rows, key=lambda row: (row[1], row[0]))[0])  # the newest, as keep_set orders
+    """The ids of the rows (id, time, pinned, expiry, ref) kept: by the policy, pinned, or the
+    newest of each followed ref (a watch of `main` and `stable` keeps stable's last one however
+    busy main is: its check compares with it, and would snapshot it again were it gone)."""
+    kept = keep_set([(pk, created) for pk, created, *_ in rows], policy, now)
+    kept.update(pk for pk, _, pinned, *_ in rows if pinned)
+    newest = {}
+    for row in sorted(rows, key=lambda row: (row[1], row[0])):  # as keep_set orders
+        newest[row[4]] = row[0]
+    kept.update(newest.values())
     return kept
 
 

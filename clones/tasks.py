@@ -288,6 +288,7 @@ def expire_archives() -> int:
     past their expiry date expired, then delete the snapshots no unexpired job needs any more
     (scheduled). Returns the number of jobs expired."""
     _apply_retention()
+    _give_orphans_an_expiry()
     due = list(
         CloneJob.objects.expired()
         .order_by("expires_at")
@@ -304,6 +305,14 @@ def expire_archives() -> int:
     )
     logger.info("expired %d jobs, deleted %d archives", expired, deleted)
     return expired
+
+
+def _give_orphans_an_expiry() -> None:
+    """Done jobs with no expiry and no watch: a watch's snapshots, kept by its retention, whose
+    watch was deleted without watches.delete giving them one (a snapshot done while it ran).
+    They are kept as one-off archives are, from now."""
+    orphans = CloneJob.objects.filter(status=Status.DONE, watch=None, expires_at=None)
+    orphans.update(expires_at=snapshots.job_expiry())
 
 
 def _apply_retention() -> None:

@@ -14,6 +14,7 @@ from functools import partial
 
 from croniter import croniter
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 CLAIM_LEASE_SECONDS = 2 * refs.LOOKUP_SECONDS + 60
 # The longest a failing watch waits between checks.
 MAX_BACKOFF = timedelta(days=1)
+MAX_DOUBLINGS = 20  # a minute doubled 20 times is two years, past MAX_BACKOFF
 # Due watches claimed by one dispatch (a minute's schedule); the next one takes the rest.
 DISPATCH_BATCH = 5000
 SNAPSHOT_STATUSES = (*ACTIVE_STATUSES, Status.DONE)
@@ -48,6 +50,8 @@ def create(owner, url: str, credential: str = "", **options) -> Watch:
     first check comes at a random moment within its interval, so that watches made together
     (a pasted list) are not all checked together ever after."""
     with transaction.atomic():
+        # The owner's row locked: two requests at once are counted one after the other.
+        get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
         count = Watch.objects.filter(owner=owner).count()
         if count >= settings.CLONES_MAX_WATCHES_PER_USER:
             raise Refused(
@@ -99,9 +103,13 @@ def pin(job: CloneJob, pinned: bool) -> bool:
 
 
 def delete(watch: Watch) -> None:
-    """Delete a watch and its credential. Its snapshots stay in their owner's history, kept as
-    a one-off archive is: CLONES_ARCHIVE_TTL_HOURS from now, pinned or not."""
+    """Delete a watch and its credential, and cancel its snapshots still on their way (their
+    copies of the credential go with them). Its done snapshots stay in their owner's history,
+    kept as a one-off archive is: CLONES_ARCHIVE_TTL_HOURS from now, pinned or not (a snapshot
+    done meanwhile gets that expiry from the expiry sweep: tasks.expire_archives)."""
     with transaction.atomic():
+        for job in CloneJob.objects.filter(watch=watch).active():
+            jobs.cancel(job, by="the deletion of its watch")
         kept = CloneJob.objects.filter(watch=watch, status=Status.DONE, expires_at__isnull=True)
         kept.update(expires_at=snapshots.job_expiry())
         watch.delete()
@@ -260,7 +268,7 @@ def _end(
         watch.last_checked_at = timezone.now()
         if found is not None:
             error = " ".join(_gone(watch, name) for name in found.missing)
-            if found.jobs and _queue_is_full():
+            if found.jobs and _queue_is_full(adding=len(found.jobs)):
                 # Left for the next check, which finds the same change: none is recorded.
                 logger.warning("check of watch %s: the queue is full; retried later", watch.pk)
                 return _record(watch, watch.last_result, next_check_at(watch, started))
@@ -281,10 +289,12 @@ def _gone(watch: Watch, name: str) -> str:
     return gitwords.NO_SUCH_REF.format(ref=name)
 
 
-def _queue_is_full() -> bool:
-    """The global queue cap (CLONES_MAX_QUEUED) holds for watches too; a person's caps on
-    one-off submissions (at once, per hour) do not: a watch's snapshots are what it was made for."""
-    return CloneJob.objects.filter(status=Status.QUEUED).count() >= settings.CLONES_MAX_QUEUED
+def _queue_is_full(adding: int) -> bool:
+    """Whether `adding` more jobs would pass the global queue cap (CLONES_MAX_QUEUED), which
+    holds for watches too; a person's caps on one-off submissions (at once, per hour) do not: a
+    watch's snapshots are what it was made for."""
+    queued = CloneJob.objects.filter(status=Status.QUEUED).count()
+    return queued + adding > settings.CLONES_MAX_QUEUED
 
 
 def _queue_snapshots(found: _Found) -> None:
@@ -344,7 +354,10 @@ def _backed_off(watch: Watch, after: datetime) -> datetime:
     """A failing watch's next check: its usual wait, doubled for every failure in a row after
     the first, at most MAX_BACKOFF."""
     wait = next_check_at(watch, after) - after
-    return after + min(wait * 2 ** (watch.failures - 1), MAX_BACKOFF)
+    # Doubled at most MAX_DOUBLINGS times: 2 ** failures overflows a timedelta after some 30
+    # failures, and the cap is reached long before.
+    doublings = min(watch.failures - 1, MAX_DOUBLINGS)
+    return after + min(wait * 2**doublings, MAX_BACKOFF)
 
 
 def snapshot_ended(job: CloneJob, **signal) -> None:

@@ -349,3 +349,20 @@ def test_staff_set_a_persons_quota_in_the_admin(client, staff, owner):
     assert retention.quota(owner) == 5000
     listed = client.get(reverse("admin:clones_profile_changelist")).content.decode()
     assert "owner" in listed and "5000" in listed
+
+
+@pytest.mark.django_db
+def test_the_newest_snapshot_of_each_followed_ref_is_kept_however_busy_the_others_are(watch):
+    with_policy(watch, keep_last=3)
+    now = timezone.now()
+    made = [("stable", 10)] + [("main", hours) for hours in (5, 4, 3, 2, 1)]
+    for ref, hours_ago in made:
+        CloneJob.objects.create(
+            owner=watch.owner, url=watch.url, watch=watch, ref=ref, status=Status.DONE,
+            created_at=now - timedelta(hours=hours_ago),
+        )  # fmt: skip
+
+    assert retention.apply(watch) == 2  # the two oldest of main's
+
+    kept = CloneJob.objects.filter(watch=watch, expires_at__isnull=True)
+    assert sorted(kept.values_list("ref", flat=True)) == ["main", "main", "main", "stable"]

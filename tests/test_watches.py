@@ -411,3 +411,40 @@ def test_a_watchs_snapshot_is_never_deleted_by_the_expiry_sweep_until_retention_
     run_snapshots(watch)
     tasks.expire_archives()
     assert not default_storage.exists(kept.archive.name)
+
+
+def test_a_watch_failing_for_weeks_backs_off_a_day_and_no_more(owner):
+    watch = watch_of(owner, "https://example.org/gone.git", interval_minutes=5)
+    watch.failures = 1000  # 2 ** 999 intervals would overflow any date
+    now = timezone.now()
+    assert watches._backed_off(watch, now) == now + watches.MAX_BACKOFF
+
+
+def test_deleting_a_watch_cancels_its_snapshots_on_their_way_and_drops_their_token(
+    owner, new_repo, git_http
+):
+    repo = new_repo()
+    watch = watch_of(owner, git_http.url(repo.name), credential="watch-s3cret")
+    check(watch)
+    [queued] = queued_snapshots(watch)
+    assert tokens.read(queued.id) == "watch-s3cret"
+
+    watches.delete(watch)
+
+    queued.refresh_from_db()
+    assert queued.status == Status.CANCELLED and queued.watch is None
+    assert tokens.read(queued.id) == ""
+
+
+def test_a_snapshot_left_without_its_watch_and_an_expiry_gets_the_one_off_expiry(owner, settings):
+    watch = watch_of(owner, "https://example.org/widget.git")
+    kept = CloneJob.objects.create(
+        owner=owner, url=watch.url, watch=watch, status=Status.DONE, expires_at=None
+    )
+    Watch.objects.filter(pk=watch.pk).delete()  # not through watches.delete: no expiry given
+
+    tasks.expire_archives()
+
+    kept.refresh_from_db()
+    assert kept.expires_at is not None
+    assert kept.expires_at > timezone.now() + timedelta(hours=settings.CLONES_ARCHIVE_TTL_HOURS - 1)

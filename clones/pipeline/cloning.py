@@ -169,13 +169,13 @@ class Plan:
     built: Callable[[Path], Built]  # from the job directory
 
 
-# The mirror, from inside the container: cloned through upload-pack (as from a server, so that
-# --depth and --single-branch hold and only the objects asked for come), or copied (every
-# object, without the cost of packing and indexing them again). git copies rather than
-# hardlinks between two bind mounts anyway (link() fails with EXDEV across mounts, and git
-# falls back to copying unless --local is given); --no-hardlinks says so and skips the try.
+# The mirror, from inside the container: always cloned through upload-pack, as from a server, so
+# that --depth and --single-branch hold and only the objects the refs reach come. A copy of its
+# files would be cheaper (no packing and indexing again) but would carry every object it ever
+# fetched: a commit force-pushed away upstream, and pruned from the mirror's refs, stays in its
+# packs, and would go on into every later archive, anyone's. --no-local says so for a path.
 MIRROR_URL = f"file://{mirrors.MOUNT_POINT}"
-COPY = "--no-hardlinks"
+COPY = "--no-local"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from datetime import datetime
 from itertools import pairwise
 from urllib.parse import urlsplit
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from django import forms
 from django.conf import settings
 from django.forms.utils import ErrorDict
@@ -160,6 +160,7 @@ CRON_RUNS_CHECKED = 300
 COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # as urlpolicy.check_ref returns one
 # Lines of one paste: more is a script's work, for the API.
 MAX_PASTED_URLS = 200
+MAX_FOLLOWED_REFS = 50
 KEEP_FIELDS = [
     "keep_last",
     "keep_hourly",
@@ -263,6 +264,12 @@ class WatchForm(CloneRequestForm):
                 )
             if name:
                 names.append(name)
+        if len(names) > MAX_FOLLOWED_REFS:
+            raise forms.ValidationError(
+                f"That is {len(names)} branches and tags; a watch follows at most "
+                f"{MAX_FOLLOWED_REFS} (each one that moves is a snapshot). To keep them all, "
+                "follow every ref: one mirror snapshot holds them."
+            )
         return "\n".join(names)
 
     def clean_interval_minutes(self) -> int:
@@ -282,7 +289,13 @@ class WatchForm(CloneRequestForm):
                 f"'{expression}' is not a cron expression of five fields (minute, hour, day of "
                 "month, month, day of week), such as '0 3 * * *'."
             )
-        shortest = _shortest_gap_minutes(expression)
+        try:
+            shortest = _shortest_gap_minutes(expression)
+        except CroniterBadDateError:  # valid fields, but a date no month has: "0 0 31 2 *"
+            raise forms.ValidationError(
+                f"'{expression}' names no date that exists, so it would never check; "
+                "give another day or month."
+            ) from None
         if shortest < settings.CLONES_WATCH_MIN_INTERVAL_MINUTES:
             raise forms.ValidationError(_too_often(shortest))
         return expression

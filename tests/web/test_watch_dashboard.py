@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from clones import watches
-from clones.models import Mirror, MirrorState, Watch
+from clones.models import CloneJob, Mirror, MirrorState, Status, Watch
 from clones.web import figures
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
@@ -100,3 +100,13 @@ def test_staff_pause_watches_from_the_admin(client, staff, owner):
     assert not Watch.objects.get(pk=watch.pk).active
     mirrors = client.get(reverse("admin:clones_mirror_changelist"))
     assert mirrors.status_code == 200
+
+
+def test_a_watch_deleted_in_the_admin_leaves_its_snapshots_the_one_off_expiry(client, staff, owner):
+    watch = make_watch(owner, "gone")
+    kept = CloneJob.objects.create(owner=owner, url=watch.url, watch=watch, status=Status.DONE)
+    client.force_login(staff)
+    response = client.post(reverse("admin:clones_watch_delete", args=[watch.id]), {"post": "yes"})
+    assert response.status_code == 302 and not Watch.objects.exists()
+    kept.refresh_from_db()
+    assert kept.watch is None and kept.expires_at is not None

@@ -246,6 +246,8 @@ def test_following_everything_makes_mirrors(owner_client, owner):
         ({"interval_minutes": "1"}, "interval_minutes", "at most every 5 minutes"),
         ({"cron": "* * * * *"}, "cron", "That checks every 1 minute(s)"),
         ({"cron": "0 3 * *"}, "cron", "is not a cron expression of five fields"),
+        ({"cron": "0 0 31 2 *"}, "cron", "names no date that exists"),
+        ({"follow": "refs", "refs": "\n".join(f"b{n}" for n in range(51))}, "refs", "at most 50"),
         ({"follow": "refs", "refs": ""}, "refs", "Name at least one branch or tag"),
         ({"follow": "refs", "refs": "main\nbad..name"}, "refs", "Line 2: 'bad..name'"),
         ({"follow": "refs", "refs": "A" * 40}, "refs", "Line 1: " + "a" * 40 + " is a commit"),
