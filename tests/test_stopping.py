@@ -121,17 +121,24 @@ def test_a_worker_running_a_clone_hands_it_back_on_every_stop_signal(
     stalling.stop()
 
 
-def forked_children(worker: subprocess.Popen) -> list[psutil.Process]:
-    """The worker's children that are forks of it (its sentinels), not the commands it runs
-    while it starts (croniter's import runs `file` to learn the machine's word size)."""
+def cluster_starting(worker: subprocess.Popen) -> bool:
+    """The worker has set its stop handler and forked a sentinel. Any child will not do: while
+    the worker starts, croniter's import runs `file`, whose child has the worker's command line
+    until it execs, and a SIGTERM then meets no handler yet."""
     process = psutil.Process(worker.pid)
+    if not catches(worker.pid, signal.SIGTERM):
+        return False
     own = process.cmdline()
-    forks = []
-    for child in process.children():
-        with contextlib.suppress(psutil.Error):  # a command that has just ended
-            if child.cmdline() == own:
-                forks.append(child)
-    return forks
+    with contextlib.suppress(psutil.Error):  # a child that has just ended
+        return any(child.cmdline() == own for child in process.children())
+    return False
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler of its own for `signum` (/proc's SigCgt mask)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signum - 1)))
 
 
 def test_a_worker_told_to_stop_as_its_cluster_starts_exits_cleanly(start_worker):
@@ -139,7 +146,7 @@ def test_a_worker_told_to_stop_as_its_cluster_starts_exits_cleanly(start_worker)
     for _ in range(ROUNDS):
         worker = start_worker(env=ONE_WORKER)
         # The sentinel is forked, and has yet to make itself deaf to the signals.
-        wait_until(partial(forked_children, worker), interval=0.005)
+        wait_until(partial(cluster_starting, worker), interval=0.005)
         took.append(stop(worker, term_group, IDLE_EXIT_SECONDS))
     report("SIGTERM to the group", "starting", took)
 
