@@ -95,6 +95,12 @@ def storable(text: str) -> str:
     return text.replace("\x00", "")
 
 
+def repo_name(url: str) -> str:
+    """`flask` for https://github.com/pallets/flask.git: a job's or a watch's repository."""
+    path = urlsplit(url).path.rstrip("/")
+    return path.rsplit("/", 1)[-1].removesuffix(".git") or "repository"
+
+
 def lost_after_seconds() -> int:
     return settings.CLONES_HEARTBEAT_SECONDS * LOST_AFTER_BEATS
 
@@ -294,10 +300,8 @@ class CloneJob(models.Model):
 
     @property
     def repo_name(self) -> str:
-        """`flask` for https://github.com/pallets/flask.git; used to name the download."""
-        path = urlsplit(self.url).path.rstrip("/")
-        name = path.rsplit("/", 1)[-1].removesuffix(".git")
-        return name or "repository"
+        """Used to name the download."""
+        return repo_name(self.url)
 
     @property
     def top_level(self) -> str:
@@ -458,8 +462,7 @@ class Watch(models.Model):
 
     @property
     def repo_name(self) -> str:
-        path = urlsplit(self.url).path.rstrip("/")
-        return path.rsplit("/", 1)[-1].removesuffix(".git") or "repository"
+        return repo_name(self.url)
 
 
 class MirrorState(models.TextChoices):
