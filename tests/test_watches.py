@@ -200,6 +200,9 @@ def test_a_force_push_makes_a_new_snapshot_and_the_old_one_keeps_its_bytes(
     [after] = run_snapshots(watch)
 
     assert after.commit == rewritten != before.commit
+    # Told before the mirror lets the commit force-pushed away go: what the new tip has that
+    # the old one had not.
+    assert (after.changes_total, after.changes) == (1, [[rewritten, "rewritten"]])
     before.refresh_from_db()
     assert before.status == Status.DONE
     assert file_sha256(before) == bytes_before == before.archive_sha256

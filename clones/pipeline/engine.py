@@ -59,7 +59,21 @@ class Step:
     optional: bool = False
 
 
-def git_script(commands: list["list[str] | Step"]) -> list[str]:
+@dataclass(frozen=True)
+class UnlessQuiet:
+    """`commands`, run in turn unless `git <probe>`, reading its standard input from `stdin` (a
+    path in the container), succeeds and prints nothing: work needed only when the probe finds
+    something, and done also when the probe itself fails."""
+
+    probe: list[str]
+    stdin: str
+    commands: list[list[str]]
+
+
+Command = list[str] | Step | UnlessQuiet
+
+
+def git_script(commands: list[Command]) -> list[str]:
     """The container's command line: each `git <args>` in turn, stopping at the first that
     fails (its exit status is the container's). One container for all: each costs a create and
     a start. Every argument is quoted, so nothing in one can be read by the shell."""
@@ -67,7 +81,11 @@ def git_script(commands: list["list[str] | Step"]) -> list[str]:
     return ["/bin/sh", "-c", f"{IGNORE_SIGXFSZ}; {steps}"]
 
 
-def _shell_step(command: "list[str] | Step") -> str:
+def _shell_step(command: Command) -> str:
+    if isinstance(command, UnlessQuiet):
+        probe = f"{shlex.join(['git', *command.probe])} < {shlex.quote(command.stdin)}"
+        then = " && ".join(_shell_step(step) for step in command.commands)
+        return f'{{ found=$({probe}) && [ -z "$found" ] || {{ {then}; }}; }}'
     if not isinstance(command, Step):
         return shlex.join(["git", *command])
     step = f"{shlex.join(['git', *command.args])} > {shlex.quote(command.stdout)}"
@@ -123,7 +141,7 @@ def _client(api_version: str, options: dict) -> docker.DockerClient:
 
 def run_git(
     job_id: str,
-    commands: list["list[str] | Step"],
+    commands: list[Command],
     mount_source: PurePosixPath,
     timeout: float,
     environment: dict[str, str],

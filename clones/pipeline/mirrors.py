@@ -34,6 +34,7 @@ from . import engine, gitwords, paths
 
 MOUNT_POINT = "/mirror"  # in the clone container, beside engine.MOUNT_POINT
 FETCHED = "mirror-refs"  # in the job directory: the mirror's refs, written once its fetch is over
+TIPS_BEFORE = "mirror-tips"  # in the job directory: the objects its refs named before the fetch
 CHANGES = "changes"  # in the job directory: `git log` of a watch's new commits
 CHANGES_TOTAL = "changes-total"
 MAX_CHANGES = 100
@@ -218,21 +219,59 @@ def reap() -> int:
 # -- What the container runs in the mirror ------------------------------------------------------
 
 
-def fetch_commands(mirror: Lease, url: str, head: str) -> list:
-    """Bring the mirror up to the server at `url` (every ref, pruned), point its HEAD at `head`
-    (the server's default branch, when the ref lookup told it), then list its refs into
-    FETCHED: their digest for a mirror archive, and the sign that the fetch is over."""
-    if mirror.fresh:  # which sets HEAD as the server's
-        fetch = ["clone", "--mirror", "--progress", "--", url, MOUNT_POINT]
-    else:
-        fetch = ["-C", MOUNT_POINT, "fetch", "--prune", "--progress", "--", url, "+refs/*:refs/*"]
+def fetch_commands(
+    mirror: Lease, url: str, head: str, then: list[engine.Command] | None = None
+) -> list[engine.Command]:
+    """Bring the mirror up to the server at `url` (every ref, pruned), run `then` (which still
+    sees what a deleted or rewound ref left behind), drop the objects no ref reaches any more,
+    point the mirror's HEAD at `head` (the server's default branch, when the ref lookup told
+    it), then list its refs into FETCHED: their digest for a mirror archive, and the sign that
+    the fetch is over.
+
+    Jobs copy the mirror's files (clones.pipeline.cloning): a commit force-pushed away, or a
+    branch that should never have been pushed, must leave the mirror with its ref, or it would
+    go on into every later archive, anyone's. A fetch that only moved refs forward (the usual
+    one) leaves nothing behind, and the mirror is not repacked."""
     head_command = [["-C", MOUNT_POINT, "symbolic-ref", "HEAD", head]] if head else []
     list_refs = ["-C", MOUNT_POINT, "for-each-ref", "--format=%(refname) %(objectname)"]
+    if mirror.fresh:  # which sets HEAD as the server's, and holds only what its refs reach
+        clone = ["clone", "--mirror", "--progress", "--", url, MOUNT_POINT]
+        fetch, forget = [[*FETCH_CONFIG, *clone]], []
+    else:
+        fetch, forget = _fetch_remembering_tips(url), [_forget_what_no_ref_reaches()]
     return [
-        [*FETCH_CONFIG, *fetch],
+        *fetch,
+        *(then or []),
+        *forget,
         *head_command,
         engine.Step(list_refs, stdout=f"{engine.MOUNT_POINT}/{FETCHED}"),
     ]
+
+
+TIPS = f"{engine.MOUNT_POINT}/{TIPS_BEFORE}"
+
+
+def _fetch_remembering_tips(url: str) -> list[engine.Command]:
+    list_tips = ["-C", MOUNT_POINT, "for-each-ref", "--format=%(objectname)"]
+    fetch = ["-C", MOUNT_POINT, "fetch", "--prune", "--progress", "--", url, "+refs/*:refs/*"]
+    return [engine.Step(list_tips, stdout=TIPS), [*FETCH_CONFIG, *fetch]]
+
+
+def _forget_what_no_ref_reaches() -> engine.UnlessQuiet:
+    """Repack and prune the mirror if an object the refs reached before the fetch (TIPS) is out
+    of their reach now."""
+    return engine.UnlessQuiet(
+        # What the refs reached before, and none reaches now (a bare repository keeps no
+        # reflog, and a mirror has no index: the refs are all that keeps an object).
+        ["-C", MOUNT_POINT, "rev-list", "--objects", "--stdin", "--not", "--all"],
+        stdin=TIPS,
+        commands=[
+            # Repacks what the refs reach into one pack, leaving the rest out (-a, not -A), and
+            # removes the old packs and the loose copies of what it packed.
+            ["-C", MOUNT_POINT, "repack", "-a", "-d", "-q"],
+            ["-C", MOUNT_POINT, "prune", "--expire=now"],  # loose objects no ref reaches
+        ],
+    )
 
 
 def mirror_refs(job_dir: Path) -> dict[str, str]:

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from clones.pipeline import engine
-from clones.pipeline.cloning import head_commit
+from clones.pipeline.cloning import MAX_CHECKOUT_WORKERS, checkout_workers, head_commit
 from clones.pipeline.engine import output_lines
 from clones.pipeline.gitwords import CloneFailed
 
@@ -102,3 +102,47 @@ def test_a_step_writes_gits_output_to_its_file_and_an_optional_ones_failure_stop
     assert (ran.returncode, ran.stdout) == (0, "after\n")
     assert kept.read_text() == "log $(id)\n"
     assert failing.read_text() == "fail\n"
+
+
+@pytest.mark.parametrize(
+    "probe, runs",
+    [
+        ("quiet", False),  # found nothing: nothing to do
+        ("loud", True),  # found something
+        ("fail", True),  # could not tell: done, to be safe
+    ],
+)
+def test_unless_quiet_runs_its_commands_unless_the_probe_succeeds_saying_nothing(
+    probe, runs, tmp_path
+):
+    tips = tmp_path / "tips it reads"
+    tips.write_text("abc\n")
+    commands = [engine.UnlessQuiet([probe], stdin=str(tips), commands=[["then"], ["next"]])]
+    shell, dash_c, script = engine.git_script([*commands, ["after"]])
+    # git replaced by a function: "quiet" prints nothing, "loud" its input, "fail" fails.
+    fake_git = (
+        'git() { case "$1" in quiet) cat > /dev/null;; loud) cat;; fail) return 1;; '
+        '*) echo "$@";; esac; }; '
+    )
+
+    ran = subprocess.run([shell, dash_c, fake_git + script], capture_output=True, text=True)
+
+    assert ran.returncode == 0
+    assert ran.stdout == ("then\nnext\nafter\n" if runs else "after\n")
+
+
+@pytest.mark.parametrize(
+    "quota, cores, workers",
+    [
+        (0, 2, 2),  # no quota: the cores
+        (0, 64, MAX_CHECKOUT_WORKERS),
+        (1.5, 64, 2),  # a quota of 1.5 cores keeps two busy
+        (0.5, 64, 1),
+    ],
+)
+def test_git_checks_out_on_as_many_workers_as_the_container_has_cores(
+    quota, cores, workers, settings, monkeypatch
+):
+    settings.CLONES_CONTAINER_CPUS = quota
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert checkout_workers() == workers

@@ -334,29 +334,41 @@ def test_a_force_push_upstream_leaves_a_snapshot_already_made_as_it_was(
     assert before.archive_sha256 == digest
 
 
-def test_a_commit_deleted_upstream_is_in_no_later_archive_though_the_mirror_still_holds_it(
-    owner, new_repo, git_daemon, tmp_path
+def has_object(git_dir: Path, name: str) -> bool:
+    # safe.directory: the mirror is the container user's.
+    command = ["git", "-c", "safe.directory=*", "cat-file", "-e", name]
+    return subprocess.run(command, cwd=git_dir).returncode == 0
+
+
+@pytest.mark.parametrize("how", ["branch deleted", "force-pushed over"])
+def test_a_commit_taken_back_upstream_leaves_the_mirror_and_is_in_no_later_archive(
+    how, owner, new_repo, git_daemon, tmp_path
 ):
     repo = new_repo()
     url = git_daemon.url(repo.name)
     work = repo.bare.parent.parent / "work" / repo.name.removesuffix(".git")
-    git("branch", "leak", cwd=work)
-    secret = push_commits(repo, 1, branch="leak")  # a branch that should never have been pushed
-    git("checkout", "--quiet", "main", cwd=work)
+    branch = "leak" if how == "branch deleted" else "main"
+    if branch == "leak":
+        git("branch", "leak", cwd=work)  # a branch that should never have been pushed
+    leaked = push_commits(repo, 1, branch=branch)
     assert run(owner, url).status == Status.DONE  # the mirror fetched it
-    git("push", "--quiet", str(repo.bare), ":leak", cwd=repo.bare)  # deleted upstream
-    # fetch --prune drops the ref, not its objects (the mirror is the container user's).
-    git("-c", "safe.directory=*", "cat-file", "-e", secret, cwd=mirror_dir(url))
+    assert has_object(mirror_dir(url), leaked)
+    if how == "branch deleted":
+        git("push", "--quiet", str(repo.bare), ":leak", cwd=repo.bare)
+    else:
+        git("reset", "--quiet", "--hard", "HEAD~1", cwd=work)
+        git("push", "--quiet", "--force", str(repo.bare), "main:main", cwd=work)
     push_commits(repo, 1)  # a new commit: a new snapshot, not the first one's archive
 
     full = run(owner, url)
     every_ref = run(owner, url, history=History.MIRROR)
 
     assert (full.status, every_ref.status) == (Status.DONE, Status.DONE)
+    assert not has_object(mirror_dir(url), leaked), "the mirror kept the commit taken back"
     for job, git_dir in [(full, ".git"), (every_ref, ".")]:
         unpacked = extract(job, tmp_path / job.history) / git_dir
-        missing = subprocess.run(["git", "cat-file", "-e", secret], cwd=unpacked)
-        assert missing.returncode != 0, f"the {job.history} archive holds the deleted commit"
+        assert not has_object(unpacked, leaked), f"the {job.history} archive holds it"
+        assert git("fsck", "--no-dangling", "--strict", cwd=unpacked) == ""
 
 
 def watch_of(owner, url: str) -> Watch:
