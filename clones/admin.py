@@ -58,6 +58,7 @@ class CloneJobAdmin(admin.ModelAdmin):
         "commit",
         "history",
         "depth",
+        "paths",
         "archive_format",
         "snapshot",
         "status",
@@ -169,7 +170,7 @@ class WatchAdmin(admin.ModelAdmin):
     search_fields = ["url", "owner__username"]
     list_select_related = ["owner"]
     fields = readonly_fields = [
-        "id", "owner", "url", "follow", "refs", "history", "depth", "archive_format",
+        "id", "owner", "url", "follow", "refs", "history", "depth", "paths", "archive_format",
         "interval_minutes", "cron", "keep_last", "keep_hourly", "keep_daily", "keep_weekly",
         "keep_monthly", "keep_yearly", "has_token", "webhook_url", "active", "created_at",
         "next_check_at", "checking_since", "last_checked_at", "last_changed_at", "last_result",

@@ -147,6 +147,12 @@ class CloneJobQuerySet(models.QuerySet):
         return self.filter(pk=job.pk, status=Status.RUNNING, started_at=job.started_at)
 
 
+PATHS_HELP = (
+    "The repository's paths the archive is limited to (clones.safety.repopaths): files only "
+    "holds just them, a full or shallow clone checks just them out; empty: everything."
+)
+
+
 class CloneJob(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -164,6 +170,7 @@ class CloneJob(models.Model):
     depth = models.PositiveIntegerField(
         null=True, blank=True, help_text="Commits to keep, for a shallow clone."
     )
+    paths = models.JSONField(default=list, blank=True, help_text=PATHS_HELP)
     archive_format = models.CharField(
         max_length=16, choices=ArchiveFormat, default=ArchiveFormat.TAR
     )
@@ -326,6 +333,7 @@ class Snapshot(models.Model):
     commit = models.CharField(max_length=64)
     history = models.CharField(max_length=16, choices=History)
     depth = models.PositiveIntegerField(null=True, blank=True)
+    paths = models.JSONField(default=list, blank=True, help_text=PATHS_HELP)
     archive_format = models.CharField(max_length=16, choices=ArchiveFormat)
     ref = models.TextField(  # a server's default branch may have a name of any length
         blank=True,
@@ -396,6 +404,7 @@ class Watch(models.Model):
     # The archive options, as a one-off job has them.
     history = models.CharField(max_length=16, choices=History, default=History.FULL)
     depth = models.PositiveIntegerField(null=True, blank=True)
+    paths = models.JSONField(default=list, blank=True, help_text=PATHS_HELP)
     archive_format = models.CharField(
         max_length=16, choices=ArchiveFormat, default=ArchiveFormat.TAR
     )

@@ -250,6 +250,7 @@ def _snapshot_job(watch: Watch, ref: str) -> CloneJob:
         ref=ref,
         history=watch.history,
         depth=watch.depth,
+        paths=watch.paths,
         archive_format=watch.archive_format,
         webhook_url=watch.webhook_url,
         used_token=bool(watch.credential),

@@ -5,6 +5,7 @@ jobs they queue run here too, on the real test engine.
 
 import hashlib
 import shutil
+import tarfile
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -130,6 +131,20 @@ def test_new_commits_make_a_snapshot_and_an_unchanged_repository_makes_nothing(
     watch.refresh_from_db()
     assert (watch.failures, watch.last_error) == (0, "")
     assert watch.last_changed_at is not None and watch.last_lag_seconds >= 0
+
+
+def test_a_watch_limited_to_paths_makes_snapshots_of_just_them(owner, new_repo, git_http):
+    repo = new_repo()
+    watch = watch_of(owner, git_http.url(repo.name), history=History.FILES, paths=["docs"])
+    check(watch)
+
+    [snapshot] = run_snapshots(watch)
+
+    assert snapshot.paths == ["docs"]
+    with tarfile.open(snapshot.archive.path) as tar:
+        names = {member.name for member in tar}
+    top = snapshot.top_level
+    assert names == {top, f"{top}/docs", f"{top}/docs/guide.txt"}
 
 
 def test_a_snapshot_under_way_stands_for_its_ref_and_is_not_queued_twice(owner, new_repo, git_http):

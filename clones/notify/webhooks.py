@@ -119,6 +119,7 @@ def payload(job: CloneJob, event: str = EVENT) -> dict:
         "commit": job.commit,
         "history": job.history,
         "depth": job.depth,
+        "paths": job.paths,
         "archive_format": job.archive_format,
         "archive_size": job.archive_size,
         "archive_sha256": job.archive_sha256,

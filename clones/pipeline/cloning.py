@@ -36,6 +36,7 @@ GIT_ENVIRONMENT = {
     "GIT_CONFIG_GLOBAL": "/dev/null",
     "GIT_TERMINAL_PROMPT": "0",  # a server asking for a password fails the clone at once
     "GIT_LFS_SKIP_SMUDGE": "1",
+    "GIT_LITERAL_PATHSPECS": "1",  # a job's paths are names, never patterns or pathspec magic
 }
 
 
@@ -212,29 +213,37 @@ def _short_name(ref: str) -> str:
 
 
 def _checkout_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
-    """Full and shallow clones: the working tree and .git, packed by the worker."""
+    """Full and shallow clones: the working tree and .git, packed by the worker; with paths, a
+    sparse checkout of them (the history whole)."""
     checkout = _container_path(CHECKOUT_DIR)
     commit = resolved.commit
     url = source.url
     copy, whole = source.whole()
+    # With paths, the clone checks nothing out: the sparse checkout is set up first.
+    later = ["--no-checkout"] if job.paths else []
+    detach = ["-C", checkout, "checkout", "--quiet", "--detach", commit]
     if job.history == History.FULL and resolved.ref:
-        commands = [[*_clone(resolved, *copy), "--", whole, checkout]]
+        fetch = [[*_clone(resolved, *copy, *later), "--", whole, checkout]]
+        check_out = [["-C", checkout, "read-tree", "-m", "-u", "HEAD"]] if job.paths else []
     elif job.history == History.FULL:  # a commit: every branch, HEAD detached at it
-        commands = [
-            [*_clone(resolved, *copy, "--no-checkout"), "--", whole, checkout],
-            ["-C", checkout, "checkout", "--quiet", "--detach", commit],
-        ]
+        fetch = [[*_clone(resolved, *copy, "--no-checkout"), "--", whole, checkout]]
+        check_out = [detach]
     elif resolved.ref:
-        commands = [[*_clone(resolved, "--depth", str(job.depth)), "--", url, checkout]]
+        shallow = _clone(resolved, "--depth", str(job.depth), *later)
+        fetch = [[*shallow, "--", url, checkout]]
+        check_out = [["-C", checkout, "read-tree", "-m", "-u", "HEAD"]] if job.paths else []
     else:  # a shallow commit: fetched by name, as servers allow since git 2.5
-        fetch = ["fetch", "--progress", "--no-tags", "--depth", str(job.depth), "origin", commit]
-        commands = [
+        by_name = ["fetch", "--progress", "--no-tags", "--depth", str(job.depth), "origin", commit]
+        fetch = [
             ["init", "--quiet", checkout],
             ["-C", checkout, "remote", "add", "origin", url],
-            ["-C", checkout, *fetch],
-            ["-C", checkout, "checkout", "--quiet", "--detach", commit],
+            ["-C", checkout, *by_name],
         ]
-    commands += [
+        check_out = [detach]
+    commands = [
+        *fetch,
+        *_sparse_checkout(checkout, commit, job.paths),
+        *check_out,
         # git wrote the URL it was given, pinned (for git://, to an address) and as this job
         # spelled it: the archive, shared, names the repository as its key does.
         ["-C", checkout, "remote", "set-url", "origin", urlpolicy.origin_url(job.url)],
@@ -242,9 +251,35 @@ def _checkout_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Pl
         # HEAD's tree it holds none, so that every archive of the commit is the same. git
         # compares the files' contents once, on the first `git status` after unpacking.
         ["-C", checkout, "read-tree", "HEAD"],
+        # ...and marks no file as left out of a sparse checkout: `reapply` marks them again
+        # (skip-worktree), writing no file's times either.
+        *([["-C", checkout, "sparse-checkout", "reapply"]] if job.paths else []),
         ["-C", checkout, *COMMIT_TIME_COMMAND, "HEAD"],
     ]
     return Plan(commands, f"{CHECKOUT_DIR}/.git", _to_pack(CHECKOUT_DIR, f"{CHECKOUT_DIR}/.git"))
+
+
+def _paths_exist(git_dir: str, commit: str, paths: list[str]) -> list[list[str]]:
+    """Fail, naming the first of `paths` that the commit does not have (gitwords)."""
+    return [["-C", git_dir, "cat-file", "-e", f"{commit}:{path}"] for path in paths]
+
+
+def _sparse_checkout(checkout: str, commit: str, paths: list[str]) -> list[list[str]]:
+    """Before the checkout: limit it to `paths`, each a file or a folder, named as they are
+    (gitignore-style patterns, anchored, with their special characters escaped)."""
+    if not paths:
+        return []
+    patterns = ["/" + SPARSE_SPECIAL.sub(r"\\\g<0>", path) for path in paths]
+    return [
+        *_paths_exist(checkout, commit, paths),
+        ["-C", checkout, "sparse-checkout", "set", "--no-cone", *patterns],
+    ]
+
+
+# What a sparse-checkout pattern (gitignore's syntax) reads as more than the character itself:
+# wildcards, a range and the escape. (A leading "!" or "#" is behind the anchoring "/", and a
+# path has no trailing spaces to be trimmed: repopaths strips them.)
+SPARSE_SPECIAL = re.compile(r"[*?\[\\]")
 
 
 COMMIT_TIME_COMMAND = ["log", "-1", "--format=%ct", f"--output={_container_path(COMMIT_TIME)}"]
@@ -281,18 +316,22 @@ def _files_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
     alone (every entry dated the commit's time, modes normalized)."""
     output = f"archive.{job.archive_format}"
 
-    def archive(git_dir: str, tree: str) -> list[str]:
+    def archive(git_dir: str, tree: str) -> list[list[str]]:
         return [
-            *("-C", git_dir, "archive", f"--format={job.archive_format}"),
-            *(f"--prefix={job.top_level}/", f"--output={_container_path(output)}", tree),
+            *_paths_exist(git_dir, tree, job.paths),
+            [
+                *("-C", git_dir, "archive", f"--format={job.archive_format}"),
+                *(f"--prefix={job.top_level}/", f"--output={_container_path(output)}", tree),
+                *(["--", *job.paths] if job.paths else []),
+            ],
         ]
 
     if source.path:  # the commit is in the mirror, by name: nothing to clone
-        return Plan([archive(source.path, resolved.commit)], "", _made_by_git(output))
+        return Plan(archive(source.path, resolved.commit), "", _made_by_git(output))
     url = source.url
     # Only the tip's tree is needed: one commit deep when a ref names it.
     clone = _bare_clone(resolved, url, "--depth", "1", "--no-tags") if resolved.ref else None
-    commands = [*(clone or _bare_clone(resolved, url)), archive(_container_path(BARE_DIR), "HEAD")]
+    commands = [*(clone or _bare_clone(resolved, url)), *archive(_container_path(BARE_DIR), "HEAD")]
     return Plan(commands, BARE_DIR, _made_by_git(output))
 
 

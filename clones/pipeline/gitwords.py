@@ -120,6 +120,12 @@ EXPLANATIONS = [
         "for {commit}, or give a branch or tag.",
         shared=True,
     ),
+    Explanation(
+        # A path the job is limited to, looked up in the commit before anything is archived.
+        r"fatal: path '(?P<path>[^\n]*)' does not exist in '",
+        "The repository has no file or folder '{path}' at commit {commit}.",
+        shared=True,
+    ),
     # The ref was there when it was looked up: it went away since.
     Explanation(r"Remote branch .* not found in upstream", NO_SUCH_REF),
     Explanation(

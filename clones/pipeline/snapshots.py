@@ -39,12 +39,21 @@ class Role(enum.Enum):
 
 
 def key(
-    url: str, commit: str, history: str, depth: int | None, archive_format: str, ref: str
+    url: str,
+    commit: str,
+    history: str,
+    depth: int | None,
+    archive_format: str,
+    ref: str,
+    paths: list[str] = (),
 ) -> str:
     """What a snapshot's bytes depend on, in 64 characters (a URL may have 2,048); `ref` is the
-    part of the ref they do (cloning.ref_in_archive)."""
+    part of the ref they do (cloning.ref_in_archive), `paths` those it is limited to (none: the
+    key is what it was before paths existed)."""
     where = cloning.url_in_archive(history, url)
     what = [where, commit, history, str(depth or ""), archive_format, ref]
+    if paths:  # a line that no URL or ref can be: a NUL between the paths
+        what.append("paths\0" + "\0".join(paths))
     return hashlib.sha256("\n".join(what).encode()).hexdigest()
 
 
@@ -52,7 +61,7 @@ def take(job: CloneJob, resolved: refs.Resolved) -> tuple[Snapshot, Role]:
     """The snapshot `job` asks for, now that its ref is known to name `resolved`, and what the
     job must do about it. A ready one's expiry is extended to the job's."""
     commit, ref = resolved.commit, cloning.ref_in_archive(job.history, resolved)
-    wanted = key(job.url, commit, job.history, job.depth, job.archive_format, ref)
+    wanted = key(job.url, commit, job.history, job.depth, job.archive_format, ref, job.paths)
     for _ in range(MAX_TAKE_ROUNDS):
         snapshot, created = Snapshot.objects.get_or_create(
             key=wanted, defaults=_building(job) | _what(job, commit, ref)
@@ -93,6 +102,7 @@ def _what(job: CloneJob, commit: str, ref: str) -> dict:
         "commit": commit,
         "history": job.history,
         "depth": job.depth,
+        "paths": job.paths,
         "archive_format": job.archive_format,
         "ref": ref,
     }

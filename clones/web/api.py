@@ -111,6 +111,12 @@ class ArchiveRequest(Schema):
     depth: int | None = Field(
         None, ge=1, le=MAX_DEPTH, description="Commits to keep, for a shallow clone only."
     )
+    paths: list[str] | None = Field(
+        None,
+        description="Only these files and folders of the repository (files, full and shallow "
+        "histories): files holds just them, full and shallow check out just them.",
+        examples=[["docs", "src/app/main.py"]],
+    )
     archive_format: ArchiveFormat | None = Field(
         None,
         description="`tar` when none; a bundle history is always a bundle, and `bundle` is "
@@ -145,6 +151,7 @@ class Job(Schema):
     commit: str = Field(description="The commit cloned; empty until known.")
     history: History
     depth: int | None
+    paths: list[str] = Field(description="The paths it is limited to; empty: everything.")
     archive_format: ArchiveFormat
     status: JobStatus
     phase: str = Field(description="What the worker is doing now.")
@@ -236,6 +243,7 @@ class WatchOut(Schema):
     refs: list[str]
     history: History
     depth: int | None
+    paths: list[str]
     archive_format: ArchiveFormat
     interval_minutes: int
     cron: str

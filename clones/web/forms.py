@@ -13,7 +13,7 @@ from django.utils import timezone
 from .. import jobs, watches
 from ..models import ArchiveFormat, Follow, History, Watch
 from ..notify import webhooks
-from ..safety import urlpolicy
+from ..safety import repopaths, urlpolicy
 
 MAX_DEPTH = 1_000_000
 # What a person picks; a bundle is its own format.
@@ -25,6 +25,27 @@ RESOLVED_FIELDS = {"url", "webhook_url"}
 
 MAX_TOKEN_LENGTH = 1024
 TOKEN_CHARS = re.compile(rf"[\x21-\x7e]{{1,{MAX_TOKEN_LENGTH}}}")  # printable ASCII, no space
+
+
+class PathsField(forms.CharField):
+    """Repository paths: one a line from the form, or a list of strings from the API; cleaned
+    into clones.safety.repopaths' list."""
+
+    widget = forms.Textarea(attrs={"rows": 2, "placeholder": "docs\nsrc/app/main.py"})
+
+    def to_python(self, value) -> str:
+        if isinstance(value, list | tuple):
+            if not all(isinstance(item, str) for item in value):
+                raise forms.ValidationError("Give the paths as strings.")
+            value = "\n".join(value)
+        return super().to_python(value)
+
+    def clean(self, value) -> list[str]:
+        return repopaths.check(super().clean(value).splitlines())
+
+    def prepare_value(self, value):
+        # A list (a job's paths, to clone again) is shown as the lines it was typed as.
+        return "\n".join(value) if isinstance(value, list | tuple) else value
 
 
 class CloneRequestForm(forms.Form):
@@ -54,6 +75,13 @@ class CloneRequestForm(forms.Form):
         max_value=MAX_DEPTH,
         required=False,
         help_text="For a shallow clone only; 1 keeps just the commit itself.",
+    )
+    paths = PathsField(
+        label="Only these paths (optional, one per line)",
+        required=False,
+        strip=False,
+        help_text="Files and folders of the repository: files only holds just them, a full or "
+        "shallow clone checks out just them (the history stays whole). Empty: everything.",
     )
     archive_format = forms.ChoiceField(
         label="Archive format",
@@ -122,10 +150,20 @@ class CloneRequestForm(forms.Form):
             message = "A mirror holds every branch and tag: leave the branch, tag or commit empty."
             self.add_error("ref", message)
 
+    def _check_paths(self, cleaned: dict) -> None:
+        history = cleaned.get("history")
+        if cleaned.get("paths") and history in (History.BUNDLE, History.MIRROR):
+            self.add_error(
+                "paths",
+                f"A {history} holds the whole repository: paths apply to files only, full and "
+                "shallow archives.",
+            )
+
     def clean(self) -> dict:
         cleaned = super().clean()
         self._settle_options(cleaned)
         self._check_mirror(cleaned)
+        self._check_paths(cleaned)
         url, token = cleaned.get("url"), cleaned.get("token")
         if url and token and urlsplit(url).scheme.lower() not in {"https", "http"}:
             self.add_error("token", "An access token can only be sent over https:// URLs.")
@@ -243,8 +281,8 @@ class WatchForm(CloneRequestForm):
     )
 
     field_order = [
-        "url", "follow", "refs", "history", "depth", "archive_format", "interval_minutes",
-        "cron", *KEEP_FIELDS, "token", "webhook_url",
+        "url", "follow", "refs", "history", "depth", "paths", "archive_format",
+        "interval_minutes", "cron", *KEEP_FIELDS, "token", "webhook_url",
     ]  # fmt: skip
 
     def clean_follow(self) -> str:

@@ -110,6 +110,7 @@ def clone_again(request: HttpRequest, job_id: UUID) -> HttpResponse:
             "ref": previous.ref,
             "history": previous.history,
             "depth": previous.depth,
+            "paths": previous.paths,
             "archive_format": previous.archive_format,
             "webhook_url": previous.webhook_url,
         }

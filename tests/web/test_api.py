@@ -142,6 +142,16 @@ def test_only_the_url_is_needed(api):
     assert response.json()["archive_format"] == "tar"
 
 
+def test_paths_are_a_list_checked_as_the_form_checks_them(api):
+    response = post_clone(api, url=URL, history="files", paths=["./docs/", "src/main.py"])
+
+    assert response.status_code == 202, response.content
+    assert response.json()["paths"] == ["docs", "src/main.py"]
+    assert CloneJob.objects.get().paths == ["docs", "src/main.py"]
+    body = assert_error(post_clone(api, url=URL, paths=["../up"]), 400, "invalid")
+    assert body["fields"] == {"paths": ["Line 1: '../up' goes up out of the repository ('..')."]}
+
+
 def test_an_invalid_url_gets_the_forms_own_message(api):
     body = assert_error(post_clone(api, url="notaurl"), 400, "invalid")
 
@@ -164,6 +174,7 @@ def test_the_forms_cross_field_checks_apply(api):
         ({"url": URL, "history": "everything"}, "history"),
         ({"url": URL, "depth": 0}, "depth"),
         ({"url": URL, "archive_format": "rar"}, "archive_format"),
+        ({"url": URL, "paths": "docs"}, "paths"),  # a list, not a string
         ([URL], "url"),
         (None, "__all__"),  # no body at all
     ],
@@ -260,7 +271,7 @@ def test_a_job_reads_as_json(api, owner):
     assert body["archive_size"] == 9
     assert body["archive_sha256"] == job.archive_sha256
     assert body["links"]["download"] == f"/api/clones/{job.id}/download"
-    fields = "id url ref commit history depth archive_format status phase progress error "
+    fields = "id url ref commit history depth paths archive_format status phase progress error "
     fields += "created_at started_at finished_at expires_at archive_size archive_sha256 "
     assert set(body) == {*fields.split(), "webhook_url", "watch", "pinned", "links"}
 

@@ -10,7 +10,32 @@ from clones.web.forms import FORMATS, CloneRequestForm
 
 WAIT_POLL_SECONDS = 1.0
 # The command's options that are the web form's fields, checked by the form as they are there.
-FORM_OPTIONS = ("ref", "history", "depth", "archive_format", "webhook_url")
+FORM_OPTIONS = ("ref", "history", "depth", "paths", "archive_format", "webhook_url")
+
+
+def add_archive_options(parser) -> None:
+    """The archive's options, as the web form has them (a watch's `add` takes them too)."""
+    parser.add_argument(
+        "--history",
+        choices=History.values,
+        default=History.FULL,
+        help="full (default), files (no .git), shallow, bundle or mirror",
+    )
+    parser.add_argument("--depth", type=int, help="commits to keep, for --history shallow")
+    parser.add_argument(
+        "--path",
+        dest="paths",
+        action="append",
+        default=[],
+        help="only this file or folder of the repository (repeat it for more)",
+    )
+    parser.add_argument(
+        "--format",
+        dest="archive_format",
+        choices=[value for value, _label in FORMATS],
+        default=ArchiveFormat.TAR,
+        help="tar (default), tar.gz or zip; a bundle is its own format",
+    )
 
 
 class Command(BaseCommand):
@@ -19,20 +44,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("url", help="the repository URL")
         parser.add_argument("--ref", default="", help="branch, tag or full commit SHA")
-        parser.add_argument(
-            "--history",
-            choices=History.values,
-            default=History.FULL,
-            help="full (default), files (no .git), shallow or bundle",
-        )
-        parser.add_argument("--depth", type=int, help="commits to keep, for --history shallow")
-        parser.add_argument(
-            "--format",
-            dest="archive_format",
-            choices=[value for value, _label in FORMATS],
-            default=ArchiveFormat.TAR,
-            help="tar (default), tar.gz or zip; a bundle is its own format",
-        )
+        add_archive_options(parser)
         parser.add_argument(
             "--webhook-url", default="", help="told by a signed POST when the job ends"
         )

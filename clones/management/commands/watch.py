@@ -4,15 +4,15 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from clones import watches
-from clones.models import ArchiveFormat, Follow, History, Watch
-from clones.web.forms import FORMATS, KEEP_FIELDS, WatchRefused, add_watch
+from clones.models import Follow, Watch
+from clones.web.forms import KEEP_FIELDS, WatchRefused, add_watch
 
-from .clone import owner_named
+from .clone import add_archive_options, owner_named
 
 # The options of `add` that are the web form's fields, checked by the form as they are there.
 FORM_OPTIONS = (
-    "follow", "history", "depth", "archive_format", "interval_minutes", "cron", *KEEP_FIELDS,
-    "webhook_url",
+    "follow", "history", "depth", "paths", "archive_format", "interval_minutes", "cron",
+    *KEEP_FIELDS, "webhook_url",
 )  # fmt: skip
 
 
@@ -36,14 +36,7 @@ class Command(BaseCommand):
             default=[],
             help="a branch or tag to follow (repeat it for more); implies --follow refs",
         )
-        add.add_argument("--history", choices=History.values, default=History.FULL)
-        add.add_argument("--depth", type=int, help="commits to keep, for --history shallow")
-        add.add_argument(
-            "--format",
-            dest="archive_format",
-            choices=[value for value, _label in FORMATS],
-            default=ArchiveFormat.TAR,
-        )
+        add_archive_options(add)
         add.add_argument("--interval", dest="interval_minutes", type=int, help="minutes")
         add.add_argument("--cron", default="", help="a cron expression (UTC), instead")
         for name in KEEP_FIELDS:
