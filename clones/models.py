@@ -335,6 +335,11 @@ class Snapshot(models.Model):
     depth = models.PositiveIntegerField(null=True, blank=True)
     paths = models.JSONField(default=list, blank=True, help_text=PATHS_HELP)
     archive_format = models.CharField(max_length=16, choices=ArchiveFormat)
+    provenance = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The archive's signed provenance: a DSSE envelope (clones.pipeline.provenance).",
+    )
     ref = models.TextField(  # a server's default branch may have a name of any length
         blank=True,
         help_text="The part of the ref its bytes depend on (clones.cloning.ref_in_archive): "

@@ -5,6 +5,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.utils import timezone
 from django_q.exceptions import TimeoutException
 from django_q.models import Schedule
 
@@ -12,8 +13,8 @@ from . import jobs, queue, retention, stopping, units, watches
 from .models import CloneJob, History, Snapshot, Status, Watch
 from .notify import email, webhooks
 from .ops import heartbeat, outages, recovery
-from .pipeline import archives, cloning, engine, gitwords, paths, refs, snapshots
-from .safety import tokens, urlpolicy
+from .pipeline import archives, cloning, engine, gitwords, paths, provenance, refs, snapshots
+from .safety import signing, tokens, urlpolicy
 
 logger = logging.getLogger(__name__)
 
@@ -146,12 +147,12 @@ def _build(
         # leftover of this job's dead attempt, which takes seconds.
         with paths.job_dir_lock(job.id):
             try:
-                archive = _clone_and_archive(job, snapshot, pinned, resolved, token)
+                archive, signed = _clone_and_archive(job, snapshot, pinned, resolved, token)
             finally:
                 # Out of the way before the job is seen to finish (a retry may want the
                 # directory again), but removed only after: that takes seconds for a big one.
                 discarded = paths.discard_job_dir(job.id)
-        if snapshots.ready(snapshot, job, archive):
+        if snapshots.ready(snapshot, job, archive, signed):
             jobs.mark_done(job, Snapshot.objects.get(pk=snapshot.pk))
         else:
             archives.delete(archive.name)  # cancelled while we packed: nobody will use it
@@ -190,7 +191,9 @@ def _clone_and_archive(
     pinned: urlpolicy.PinnedURL,
     resolved: refs.Resolved,
     token: str,
-) -> archives.Archive:
+) -> tuple[archives.Archive, dict]:
+    """The archive, stored, and its signed provenance."""
+    started = timezone.now()
     engine.remove_job_containers(str(job.id))  # left by an attempt whose worker died
     job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
     on_git_output = _throttled(lambda line: jobs.record_phase(job, *gitwords.read_progress(line)))
@@ -208,6 +211,12 @@ def _clone_and_archive(
     if job.watch_id:
         changes = {"changes": built.changes, "changes_total": built.changes_total}
         CloneJob.objects.filter(pk=job.pk).update(**changes)
+    archive = _store(job, snapshot, built, job_dir)
+    statement = provenance.statement(job, snapshot, built, archive.sha256, started, timezone.now())
+    return archive, signing.envelope(statement)
+
+
+def _store(job: CloneJob, snapshot: Snapshot, built: cloning.Built, job_dir) -> archives.Archive:
     name = f"{snapshot.id}.{job.archive_format}"
     if built.commit_time is None:  # git made the archive itself
         return archives.store_file(built.path, name)

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from clones.models import Status
+from clones import verifier
+from clones.models import CloneJob, Status
 from clones.pipeline.gitwords import shorten
+from clones.safety import signing
 
 from .support import corpus
 from .support.helpers import assert_left_nothing_behind, download, submit, wait_for_job
@@ -132,6 +134,9 @@ class Faithful:
     build: Builder
     server: str = "git_http"
     check: Callable[[Path], None] = lambda checkout: None  # what the case is about, said outright
+    # Why a files archive cannot hash to the commit's tree (verifier.check_tree), if it cannot:
+    # the tree is not as git writes it today, or git archive changed what it wrote.
+    files_differ: str = ""
 
 
 def _files_kept_despite_export_ignore(checkout: Path) -> None:
@@ -165,17 +170,23 @@ def _crlf_as_committed_and_as_asked(checkout: Path) -> None:
 
 
 FAITHFUL = {
-    "zero-padded-modes-flask": Faithful(corpus.zero_padded_modes),
+    "zero-padded-modes-flask": Faithful(corpus.zero_padded_modes, files_differ="zero-padded"),
     "bad-time-zone-requests": Faithful(corpus.bad_time_zone),
     "missing-space-before-date": Faithful(corpus.missing_space_before_date, "git_daemon"),
-    "mode-100664": Faithful(corpus.group_writable_modes),
+    "mode-100664": Faithful(corpus.group_writable_modes, files_differ="group-writable"),
     "odd-author-lines": Faithful(corpus.odd_author_lines),
     "latin1-and-long-names": Faithful(corpus.awkward_file_names),
     "case-colliding-paths": Faithful(corpus.case_colliding_paths),
-    "crlf-and-text-auto": Faithful(corpus.line_endings, check=_crlf_as_committed_and_as_asked),
-    "export-ignore": Faithful(corpus.export_ignore, check=_files_kept_despite_export_ignore),
+    "crlf-and-text-auto": Faithful(
+        corpus.line_endings, check=_crlf_as_committed_and_as_asked, files_differ="eol"
+    ),
+    "export-ignore": Faithful(
+        corpus.export_ignore, check=_files_kept_despite_export_ignore, files_differ="export-ignore"
+    ),
     "symlinks-and-executables": Faithful(corpus.links_and_modes, check=_links_kept_as_links),
-    "submodule-gitlink": Faithful(corpus.submodule, check=_submodule_left_empty),
+    "submodule-gitlink": Faithful(
+        corpus.submodule, check=_submodule_left_empty, files_differ="submodule"
+    ),
     "10000-tags-300-branches": Faithful(corpus.many_refs),
     "default-branch-trunk-http": Faithful(corpus.unusual_default_branch, check=_head_is_trunk),
     "default-branch-trunk-daemon": Faithful(
@@ -204,8 +215,28 @@ def test_a_real_world_history_archives_as_plain_git_clones_it(
     assert_archive_is_plain_git_clone(archived, url, tmp_path / "plain")
     case.check(archived)
     assert_left_nothing_behind(job)
-    for copy in ["archived", "plain"]:  # passed: nothing to look at, and the big case is 600 MiB
+    assert_tree_verifies(tmp_path / "archived" / job.download_filename, job, repo)
+    files = wait_for_job(submit(owner_client, url, history="files"), timeout=BIG_JOB_SECONDS)
+    assert files.status == Status.DONE, files.error
+    (tmp_path / "files").mkdir()
+    download(owner_client, files, tmp_path / "files")
+    if case.files_differ:
+        with pytest.raises(verifier.NotVerified, match=case.files_differ):
+            assert_tree_verifies(tmp_path / "files" / files.download_filename, files, repo)
+    else:
+        assert_tree_verifies(tmp_path / "files" / files.download_filename, files, repo)
+    # Passed: nothing to look at, and the big case is 600 MiB.
+    for copy in ["archived", "plain", "files"]:
         shutil.rmtree(tmp_path / copy)
+
+
+def assert_tree_verifies(archive: Path, job: CloneJob, repo: ServedRepo) -> None:
+    """The archive's files hash to the commit's tree, which its signed provenance records."""
+    statement = verifier.verified_statement(
+        job.snapshot.provenance, verifier.load_keys(signing.published())
+    )
+    tree = verifier.check_tree(archive, statement)
+    assert tree == git_bytes("rev-parse", f"{job.commit}^{{tree}}", cwd=repo.bare).decode().strip()
 
 
 # -- Histories a job must refuse, saying why -----------------------------------------------------

@@ -42,7 +42,7 @@ def build(job: CloneJob) -> Snapshot:
 
 
 def finish_building(snapshot: Snapshot, builder: CloneJob) -> None:
-    assert snapshots.ready(snapshot, builder, archives.Archive("s.tar", 10, "a" * 64))
+    assert snapshots.ready(snapshot, builder, archives.Archive("s.tar", 10, "a" * 64), {})
     assert jobs.mark_done(builder, Snapshot.objects.get(pk=snapshot.pk))
 
 

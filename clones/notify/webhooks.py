@@ -60,7 +60,7 @@ from ..models import (
     WebhookEvent,
     storable,
 )
-from ..safety import pinnedhttp, urlpolicy
+from ..safety import pinnedhttp, signing, urlpolicy
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ def payload(job: CloneJob, event: str = EVENT) -> dict:
         "archive_format": job.archive_format,
         "archive_size": job.archive_size,
         "archive_sha256": job.archive_sha256,
+        "provenance_sha256": _provenance_digest(job),
         "error": job.error,
         "created_at": job.created_at,
         "finished_at": job.finished_at,
@@ -153,12 +154,23 @@ def watch_link(watch: Watch) -> str:
     return settings.CLONES_SITE_URL + watch.get_absolute_url()
 
 
+def _provenance_digest(job: CloneJob) -> str:
+    """The sha256 of the archive's signed provenance as the site serves it; "" for none."""
+    snapshot = job.snapshot if job.can_download else None
+    if snapshot is None or not snapshot.provenance:
+        return ""
+    return hashlib.sha256(signing.canonical_json(snapshot.provenance)).hexdigest()
+
+
 def job_links(job: CloneJob) -> dict[str, str | None]:
-    """The job's page and, while there is one, its download: absolute under CLONES_SITE_URL,
-    paths without it."""
+    """The job's page and, while there is one, its download and its provenance: absolute
+    under CLONES_SITE_URL, paths without it."""
     site = settings.CLONES_SITE_URL
-    download = reverse("clones:download", args=[job.id]) if job.can_download else None
-    return {"job": site + job.get_absolute_url(), "download": download and site + download}
+    links = {"job": site + job.get_absolute_url(), "download": None, "provenance": None}
+    if job.can_download:
+        for name, view in (("download", "clones:download"), ("provenance", "clones:provenance")):
+            links[name] = site + reverse(view, args=[job.id])
+    return links
 
 
 def signature(key: bytes, delivery_id: str, timestamp: int, body: bytes) -> str:

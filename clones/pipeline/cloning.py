@@ -50,6 +50,11 @@ class Built:
     # there were (None: they could not be told).
     changes: list[list[str]] = dataclasses.field(default_factory=list)
     changes_total: int | None = None
+    # What its provenance records (clones.pipeline.provenance): the commit's tree, and the git
+    # and the image that made it.
+    tree: str = ""
+    git_version: str = ""
+    image: str = ""
 
 
 def build(
@@ -71,21 +76,48 @@ def build(
     it (Built.changes)."""
     config = git_config(pinned, with_credentials=bool(token))
     deadline = time.monotonic() + timeout
+    image = ""
 
     def execute(commands: list, mirror: mirrors.Lease | None = None) -> None:
-        run(job, job_dir, commands, deadline, keep_going, on_phase, mirror)
+        nonlocal image
+        image = run(job, job_dir, commands, deadline, keep_going, on_phase, mirror)
 
     try:
         with _credentials(job_dir, job.url, token):
             if mirrors.serves(job):
-                return _build_from_mirror(
+                built = _build_from_mirror(
                     job, pinned.url, resolved, job_dir, config, execute, since
                 )
-            plan = PLANS[job.history](job, resolved, Source(pinned.url))
-            execute(_configured(config, plan.commands))
-            return _finish(plan, job_dir, resolved)
+            else:
+                plan = PLANS[job.history](job, resolved, Source(pinned.url))
+                execute(_configured(config, [*plan.commands, *_described(plan, resolved)]))
+                built = _finish(plan, job_dir, resolved)
     except engine.ContainerTimedOut:
         raise gitwords.CloneFailed(f"The clone timed out after {timeout} s.", shared=True) from None
+    return dataclasses.replace(built, image=image, **_read_description(job_dir))
+
+
+TREE = "tree"  # in the job directory: the commit's tree, as git names it
+GIT_VERSION = "git-version"
+
+
+def _described(plan: "Plan", resolved: refs.Resolved) -> list[engine.Step]:
+    """After the plan: the commit's tree and git's version, into TREE and GIT_VERSION."""
+    tree = ["-C", plan.repository, "rev-parse", "--verify", f"{resolved.commit}^{{tree}}"]
+    return [
+        engine.Step(tree, stdout=_container_path(TREE)),
+        engine.Step(["--version"], stdout=_container_path(GIT_VERSION)),
+    ]
+
+
+def _read_description(job_dir: Path) -> dict[str, str]:
+    """What _described() wrote, taken out of the job directory."""
+    found = {}
+    for field, name in (("tree", TREE), ("git_version", GIT_VERSION)):
+        path = job_dir / name
+        found[field] = path.read_text().strip().removeprefix("git version ")
+        path.unlink()
+    return found
 
 
 def _build_from_mirror(
@@ -108,7 +140,8 @@ def _build_from_mirror(
         fetch = mirrors.fetch_commands(mirror, url, head, then=changes)
         # Only what comes from the mirror may use the file transport.
         from_mirror = [*config, "-c", "protocol.file.allow=always"]
-        commands = [*_configured(config, fetch), *_configured(from_mirror, plan.commands)]
+        described = [*plan.commands, *_described(plan, resolved)]
+        commands = [*_configured(config, fetch), *_configured(from_mirror, described)]
         try:
             execute(commands, mirror)
         finally:
@@ -171,6 +204,7 @@ class Plan:
     commands: list[list[str]]  # git's arguments, before the -c options
     git_dir: str  # whose HEAD must be the commit, in the job directory (or absolute); "": none
     built: Callable[[Path], Built]  # from the job directory
+    repository: str  # a repository holding the commit, in the container
 
 
 # The mirror, from inside the container: cloned through upload-pack (as from a server, so that
@@ -256,7 +290,12 @@ def _checkout_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Pl
         *([["-C", checkout, "sparse-checkout", "reapply"]] if job.paths else []),
         ["-C", checkout, *COMMIT_TIME_COMMAND, "HEAD"],
     ]
-    return Plan(commands, f"{CHECKOUT_DIR}/.git", _to_pack(CHECKOUT_DIR, f"{CHECKOUT_DIR}/.git"))
+    return Plan(
+        commands,
+        f"{CHECKOUT_DIR}/.git",
+        _to_pack(CHECKOUT_DIR, f"{CHECKOUT_DIR}/.git"),
+        repository=checkout,
+    )
 
 
 def _paths_exist(git_dir: str, commit: str, paths: list[str]) -> list[list[str]]:
@@ -327,12 +366,14 @@ def _files_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
         ]
 
     if source.path:  # the commit is in the mirror, by name: nothing to clone
-        return Plan(archive(source.path, resolved.commit), "", _made_by_git(output))
+        plan = archive(source.path, resolved.commit)
+        return Plan(plan, "", _made_by_git(output), repository=source.path)
     url = source.url
     # Only the tip's tree is needed: one commit deep when a ref names it.
     clone = _bare_clone(resolved, url, "--depth", "1", "--no-tags") if resolved.ref else None
-    commands = [*(clone or _bare_clone(resolved, url)), *archive(_container_path(BARE_DIR), "HEAD")]
-    return Plan(commands, BARE_DIR, _made_by_git(output))
+    bare = _container_path(BARE_DIR)
+    commands = [*(clone or _bare_clone(resolved, url)), *archive(bare, "HEAD")]
+    return Plan(commands, BARE_DIR, _made_by_git(output), repository=bare)
 
 
 def _bundle_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
@@ -345,7 +386,8 @@ def _bundle_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan
         *("--quiet", _container_path(output), "HEAD", *filter(None, [resolved.ref])),
     ]
     clone = _bare_clone(resolved, source.url, "--no-tags")
-    return Plan([*clone, bundle], BARE_DIR, _made_by_git(output))
+    bare = _container_path(BARE_DIR)
+    return Plan([*clone, bundle], BARE_DIR, _made_by_git(output), repository=bare)
 
 
 def _mirror_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
@@ -358,15 +400,16 @@ def _mirror_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan
             *("-C", source.path, "-c", "pack.threads=1", "bundle", "create", "--quiet"),
             *(_container_path(output), "--all"),
         ]
-        built = _made_by_git(output)
-        return Plan([bundle], str(source.app_path), _with_refs_of(resolved, built))
+        built = _with_refs_of(resolved, _made_by_git(output))
+        return Plan([bundle], str(source.app_path), built, repository=source.path)
     bare = _container_path(BARE_DIR)
     commands = [
         ["clone", "--mirror", COPY, "--", source.path, bare],
         ["-C", bare, "remote", "set-url", "origin", urlpolicy.origin_url(job.url)],
         ["-C", bare, *COMMIT_TIME_COMMAND, "HEAD"],
     ]
-    return Plan(commands, BARE_DIR, _with_refs_of(resolved, _to_pack(BARE_DIR, BARE_DIR)))
+    built = _with_refs_of(resolved, _to_pack(BARE_DIR, BARE_DIR))
+    return Plan(commands, BARE_DIR, built, repository=bare)
 
 
 def _with_refs_of(
@@ -553,7 +596,8 @@ def run(
     keep_going: Callable[[], None],
     on_phase: Callable[[str], None] = lambda phase: None,
     mirror: mirrors.Lease | None = None,
-) -> None:
+) -> str:
+    """Run `commands` in the job's container; the image it ran (its id, sha256:…)."""
     directories = [job_dir, *([mirror.path] if mirror else [])]
 
     def watch() -> None:
@@ -583,6 +627,7 @@ def run(
         if _hit_file_size_limit(result):
             raise _too_large(result.output)
         raise gitwords.explained(result.output, job)
+    return result.image
 
 
 def _hit_file_size_limit(result: engine.ContainerResult) -> bool:

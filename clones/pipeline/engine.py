@@ -109,6 +109,7 @@ class ContainerResult:
     exit_code: int
     output: str  # the last lines git printed, progress meter included
     out_of_memory: bool  # killed by the kernel at the memory limit
+    image: str  # the image's id (sha256:…): exactly what ran, whatever its tag says now
 
 
 @contextmanager
@@ -184,6 +185,7 @@ def run_git(
                 exit_code=exit_code,
                 output="\n".join(output_lines(output)),
                 out_of_memory=container.attrs["State"]["OOMKilled"],
+                image=container.attrs["Image"],
             )
         finally:
             live.stop()

@@ -130,9 +130,12 @@ def _extend(snapshot: Snapshot, until) -> bool:
     )
 
 
-def ready(snapshot: Snapshot, builder: CloneJob, archive: archives.Archive) -> bool:
-    """The builder has stored the archive; False if it is no longer this snapshot's builder
-    (cancelled meanwhile): the caller then deletes the file, which nobody will use."""
+def ready(
+    snapshot: Snapshot, builder: CloneJob, archive: archives.Archive, provenance: dict
+) -> bool:
+    """The builder has stored the archive, and signed its `provenance`; False if it is no
+    longer this snapshot's builder (cancelled meanwhile): the caller then deletes the file,
+    which nobody will use."""
     now = timezone.now()
     return bool(
         Snapshot.objects.filter(
@@ -142,6 +145,7 @@ def ready(snapshot: Snapshot, builder: CloneJob, archive: archives.Archive) -> b
             archive=archive.name,
             archive_size=archive.size,
             archive_sha256=archive.sha256,
+            provenance=provenance,
             ready_at=now,
             expires_at=job_expiry(),
         )

@@ -6,13 +6,12 @@ The key file holds one key per line, the newest first: every line decrypts, the 
 encrypts, so a key is rotated by putting a new one on top (`rotate`) and sealing again.
 """
 
-import os
-import tempfile
-from contextlib import suppress
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+
+from . import keyfiles
 
 KEY_FILE = "credential_keys"
 
@@ -26,32 +25,12 @@ def _key_file() -> Path:
 
 
 def _keys() -> list[bytes]:
-    path = _key_file()
-    if not path.exists():
-        _write_first_key(path)
-    return [line.encode() for line in path.read_text().split()]
+    text = keyfiles.read(_key_file(), first=lambda: _lines([Fernet.generate_key()]))
+    return [line.encode() for line in text.split()]
 
 
-def _write_first_key(path: Path) -> None:
-    """A new key file, readable by this user only. Written whole under another name, then
-    linked to its own: a reader never sees it empty or half written, and two processes starting
-    at once write it once (the second link fails): the loser reads the winner's."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with suppress(FileExistsError):
-        _link_new(path, [Fernet.generate_key()], os.link)
-
-
-def _link_new(path: Path, keys: list[bytes], put) -> None:
-    """Write `keys` to a private temporary file beside `path`, then `put(temporary, path)`."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{KEY_FILE}-")  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write("".join(key.decode() + "\n" for key in keys))
-            file.flush()
-            os.fsync(file.fileno())
-        put(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+def _lines(keys: list[bytes]) -> str:
+    return "".join(key.decode() + "\n" for key in keys)
 
 
 def rotate(forget_old: bool = False) -> int:
@@ -62,8 +41,7 @@ def rotate(forget_old: bool = False) -> int:
     could not be read any more, and its check would ask for it again."""
     from ..models import Watch
 
-    path = _key_file()
-    _link_new(path, [Fernet.generate_key(), *_keys()], os.replace)
+    keyfiles.replace(_key_file(), _lines([Fernet.generate_key(), *_keys()]))
     fernet = _fernet()
     resealed = 0
     for watch in Watch.objects.exclude(credential="").only("pk", "credential"):
@@ -75,7 +53,7 @@ def rotate(forget_old: bool = False) -> int:
             credential=sealed
         )
     if forget_old:
-        _link_new(path, _keys()[:1], os.replace)
+        keyfiles.replace(_key_file(), _lines(_keys()[:1]))
     return resealed
 
 

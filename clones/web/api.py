@@ -141,6 +141,7 @@ class CloneRequest(ArchiveRequest):
 class JobLinks(Schema):
     self: str = Field(description="This job in the API.")
     download: str | None = Field(description="Its archive, while there is one.")
+    provenance: str | None = Field(description="The archive's signed provenance, with it.")
     page: str = Field(description="Its page on the site.")
 
 
@@ -177,6 +178,9 @@ class Job(Schema):
         return {
             "self": _job_path(job.id),
             "download": reverse("api:download_clone", args=[job.id]) if job.can_download else None,
+            "provenance": (
+                reverse("api:clone_provenance", args=[job.id]) if job.can_download else None
+            ),
             "page": job.get_absolute_url(),
         }
 
@@ -628,6 +632,25 @@ def download_clone(request: HttpRequest, job_id: UUID):
 )
 def download_clone_head(request: HttpRequest, job_id: UUID):
     return _archive_response(request, job_id)
+
+
+@api.get(
+    "/clones/{uuid:job_id}/provenance",
+    url_name="clone_provenance",
+    operation_id="clone_provenance",
+    summary="A clone's signed provenance",
+    description="A DSSE envelope around an in-toto Statement v1 (SLSA Provenance v1) whose "
+    "subject is the archive's sha256, signed with a key from /.well-known/cloneshelf/keys. "
+    "404 for a job that is not yours, 409 `no_archive` while there is no archive.",
+    response={200: dict, **DOWNLOAD_ERRORS},
+)
+def clone_provenance(request: HttpRequest, job_id: UUID):
+    job = _own_job(request, job_id)
+    body = downloads.provenance_bytes(job)
+    if body is None:
+        message = NO_ARCHIVE.get(job.status, "This clone has no archive, so no provenance.")
+        raise ApiError(409, "no_archive", message)
+    return HttpResponse(body, content_type="application/json")
 
 
 # --- Watches -------------------------------------------------------------------------------------

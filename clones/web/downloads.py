@@ -19,6 +19,7 @@ from django.http import (
     HttpResponse,
     HttpResponseBase,
     HttpResponseRedirect,
+    JsonResponse,
 )
 from django.utils.cache import get_conditional_response
 from django.utils.http import (
@@ -29,6 +30,7 @@ from django.utils.http import (
 )
 
 from ..models import ArchiveFormat, CloneJob
+from ..safety import signing
 
 CHUNK_BYTES = 256 * 1024
 # One range only, in bytes. Numbers longer than any file size (and than int() reads at all,
@@ -107,6 +109,35 @@ def checksum_response(job: CloneJob) -> HttpResponse:
     response["Content-Disposition"] = content_disposition_header(
         False, f"{job.download_filename}.sha256"
     )
+    return response
+
+
+def provenance_response(job: CloneJob) -> HttpResponse:
+    """The archive's signed provenance (a DSSE envelope), saved as `<archive>.provenance.json`."""
+    body = provenance_bytes(job)
+    if body is None:
+        raise Http404("This job has no archive with a signed provenance.")
+    response = HttpResponse(body, content_type="application/json")
+    response["Content-Disposition"] = content_disposition_header(
+        False, f"{job.download_filename}.provenance.json"
+    )
+    return response
+
+
+def provenance_bytes(job: CloneJob) -> bytes | None:
+    """The provenance as it is served, in one spelling of its JSON (signing.canonical_json),
+    whose sha256 a webhook names (provenance_sha256)."""
+    snapshot = job.snapshot
+    if not job.can_download or snapshot is None or not snapshot.provenance:
+        return None
+    return signing.canonical_json(snapshot.provenance)
+
+
+def keys_response(request: HttpRequest) -> HttpResponse:
+    """The service's public signing keys, for anyone to verify a provenance with."""
+    response = JsonResponse(signing.published())
+    response["Cache-Control"] = "public, max-age=300"  # a rotation shows within minutes
+    response["Access-Control-Allow-Origin"] = "*"
     return response
 
 

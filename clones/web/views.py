@@ -100,6 +100,17 @@ def checksum(request: HttpRequest, job_id: UUID) -> HttpResponse:
 
 
 @login_required
+@require_safe
+def provenance(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    return downloads.provenance_response(_own_job(request, job_id))
+
+
+@require_safe
+def signing_keys(request: HttpRequest) -> HttpResponse:
+    return downloads.keys_response(request)
+
+
+@login_required
 @require_POST
 def clone_again(request: HttpRequest, job_id: UUID) -> HttpResponse:
     previous = _own_job(request, job_id)

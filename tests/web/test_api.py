@@ -129,6 +129,7 @@ def test_a_submission_is_queued_and_answered_with_202_location_and_the_job(api, 
     assert body["links"] == {
         "self": f"/api/clones/{job.id}",
         "download": None,
+        "provenance": None,
         "page": job.get_absolute_url(),
     }
     assert "s3" not in response.content.decode()  # the access token is never answered
@@ -430,6 +431,7 @@ def test_the_schema_documents_the_bearer_scheme_and_every_operation(client):
         ("POST", "/api/clones/{job_id}/cancel"),
         ("GET", "/api/clones/{job_id}/download"),
         ("HEAD", "/api/clones/{job_id}/download"),
+        ("GET", "/api/clones/{job_id}/provenance"),
         ("POST", "/api/clones/{job_id}/pin"),
         ("POST", "/api/clones/{job_id}/unpin"),
         ("POST", "/api/watches"),

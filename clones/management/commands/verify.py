@@ -1,0 +1,43 @@
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from clones import verifier
+from clones.models import Snapshot
+from clones.safety import signing
+
+
+class Command(BaseCommand):
+    help = (
+        "Verify an archive against its signed provenance and this service's published keys (as "
+        "clones/verifier.py does anywhere); without PROVENANCE, the one this service keeps."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("archive", type=Path)
+        parser.add_argument("provenance", type=Path, nargs="?")
+        parser.add_argument("--tree", action="store_true", help="and unpack it to check its tree")
+
+    def handle(self, *args, archive: Path, provenance: Path | None, tree: bool, **options):
+        if not archive.is_file():
+            raise CommandError(f"{archive} is not a file.")
+        envelope = json.loads(provenance.read_text()) if provenance else _kept(archive)
+        try:
+            statement = verifier.verify(archive, envelope, verifier.load_keys(signing.published()))
+            checked = f", tree {verifier.check_tree(archive, statement)}" if tree else ""
+        except verifier.NotVerified as failed:
+            raise CommandError(f"NOT verified: {failed}") from None
+        self.stdout.write(verifier.described(archive, statement) + checked)
+
+
+def _kept(archive: Path) -> dict:
+    digest = verifier.sha256_of(archive)
+    kept = Snapshot.objects.filter(archive_sha256=digest, provenance__isnull=False)
+    snapshot = kept.first()
+    if snapshot is None:
+        raise CommandError(
+            f"This service has no provenance for an archive of sha256 {digest}: give the "
+            "provenance file."
+        )
+    return snapshot.provenance
