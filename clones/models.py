@@ -1,4 +1,5 @@
 import base64
+import json
 import secrets
 import uuid
 from datetime import timedelta
@@ -324,6 +325,8 @@ class Snapshot(models.Model):
     """One archive of one commit of one repository, made once, for every job that asks for the
     same thing (clones.pipeline.snapshots): `key` says what that is."""
 
+    SWH_ARCHIVE = "https://archive.softwareheritage.org/"  # a SWHID is a path there
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # sha256 of what its bytes depend on: the normalized URL, commit, options and `ref`; null for
     # an archive whose key is not known (made before snapshots existed and duplicating another's,
@@ -375,6 +378,17 @@ class Snapshot(models.Model):
             f"{self.url}@{self.commit[:12]} {self.history} {self.archive_format} "
             f"({self.get_state_display()})"
         )
+
+    @property
+    def swhids(self) -> list[tuple[str, str, str]]:
+        """(kind, SWHID, its page in the Software Heritage archive) for each identifier the
+        signed provenance records (clones.pipeline.swhids); none without one."""
+        if not self.provenance:
+            return []
+        statement = json.loads(base64.b64decode(self.provenance["payload"]))
+        source = statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]
+        found = source["annotations"].get("swhids", {})
+        return [(kind, swhid, self.SWH_ARCHIVE + swhid) for kind, swhid in found.items()]
 
 
 class WatchQuerySet(models.QuerySet):

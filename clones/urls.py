@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from .web import dashboard, profile, views, watchviews
 
@@ -13,6 +13,7 @@ urlpatterns = [
     path("clones/<uuid:job_id>/download.sha256", views.checksum, name="checksum"),
     path("clones/<uuid:job_id>/provenance.json", views.provenance, name="provenance"),
     path(".well-known/cloneshelf/keys", views.signing_keys, name="signing-keys"),
+    re_path(r"^a/(?P<sha256>[0-9a-fA-F]{64})$", views.by_digest, name="by-digest"),
     path("clones/<uuid:job_id>/again", views.clone_again, name="again"),
     path("clones/<uuid:job_id>/cancel", views.cancel, name="cancel"),
     path("clones/<uuid:job_id>/pin", watchviews.pin, name="pin"),

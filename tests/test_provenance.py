@@ -15,6 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import CommandError, call_command
+from swh.model.model import Snapshot, SnapshotBranch, SnapshotTargetType
+from swh.model.swhids import CoreSWHID
 
 from clones import jobs, tasks, verifier
 from clones.models import CloneJob, History, Status
@@ -204,3 +206,72 @@ def test_the_files_hash_to_the_commits_tree_and_one_changed_file_is_found(
         verifier.check_tree(changed, statement)
     expected = "docs/guide.txt" if history == History.FULL else f"not the commit's tree {tree}"
     assert expected in str(failed.value)
+
+
+def test_an_archive_is_served_by_its_sha256_for_good_to_those_it_was_made_for(
+    built, client, other_user
+):
+    address = f"/a/{built.job.archive_sha256}"
+
+    response = client.get(address)  # the owner's session, from the fixture
+
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)
+    assert body == built.archive.read_bytes()
+    assert response["Cache-Control"] == "private, max-age=31536000, immutable"
+    provenance = f"/clones/{built.job.id}/provenance.json"
+    assert response["Link"] == f'<{provenance}>; rel="http://www.w3.org/ns/prov#has_provenance"'
+    assert client.get(address.upper().replace("/A/", "/a/")).status_code == 200
+    client.force_login(other_user)
+    assert client.get(address).status_code == 404  # not theirs: not there, as a job of another's
+    client.logout()
+    assert client.get(address).status_code == 302  # to the login page
+
+
+# Software Heritage identifiers, against those swh.model computes for the same objects.
+
+
+def swh_snapshot(branches: dict[str, tuple[str, str]]) -> str:
+    kinds = {
+        "commit": SnapshotTargetType.REVISION,
+        "tag": SnapshotTargetType.RELEASE,
+        "alias": SnapshotTargetType.ALIAS,
+    }
+    return str(
+        Snapshot(
+            branches={
+                name.encode(): SnapshotBranch(
+                    target=target.encode() if kind == "alias" else bytes.fromhex(target),
+                    target_type=kinds[kind],
+                )
+                for name, (kind, target) in branches.items()
+            }
+        ).swhid()
+    )
+
+
+@pytest.mark.parametrize("history", [History.FULL, History.MIRROR, History.FILES])
+def test_the_swhids_are_git_ids_and_software_heritages_own(
+    history, owner, new_repo, git_daemon, client
+):
+    repo = new_repo()
+    git("tag", "light", "feature", cwd=repo.bare)  # a lightweight tag beside the annotated one
+    job = run(owner, git_daemon.url(repo.name), history=history)
+
+    found = {kind: swhid for kind, swhid, _ in job.snapshot.swhids}
+
+    tree = git("rev-parse", "HEAD^{tree}", cwd=repo.bare)
+    expected = {"rev": f"swh:1:rev:{repo.head}", "dir": f"swh:1:dir:{tree}"}
+    if history != History.FILES:  # every ref: the repository's snapshot, as archived
+        typed = "--format=%(objecttype) %(objectname) %(refname)"
+        listed = git("for-each-ref", typed, cwd=repo.bare)
+        branches = {line.split()[2]: tuple(line.split()[:2]) for line in listed.splitlines()}
+        branches["HEAD"] = ("alias", "refs/heads/main")
+        assert {kind for kind, _ in branches.values()} == {"commit", "tag", "alias"}
+        expected["snp"] = swh_snapshot(branches)
+    assert found == expected
+    assert str(CoreSWHID.from_string(found["rev"]).object_id.hex()) == repo.head
+    client.force_login(owner)
+    page = client.get(f"/clones/{job.id}/").content.decode()
+    for swhid in expected.values():
+        assert f'href="https://archive.softwareheritage.org/{swhid}"' in page

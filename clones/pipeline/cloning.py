@@ -55,6 +55,8 @@ class Built:
     tree: str = ""
     git_version: str = ""
     image: str = ""
+    # Every ref of the repository (mirrors.branches), for a full or mirror archive's SWHID.
+    branches: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
 
 def build(
@@ -147,6 +149,8 @@ def _build_from_mirror(
         finally:
             mirror.fetched = (job_dir / mirrors.FETCHED).is_file()
         built = _finish(plan, job_dir, resolved)
+    if job.history in (History.FULL, History.MIRROR):
+        built = dataclasses.replace(built, branches=mirrors.branches(job_dir))
     if not since:
         return built
     changes, total = mirrors.read_changes(job_dir)

@@ -35,6 +35,8 @@ from . import engine, gitwords, paths
 MOUNT_POINT = "/mirror"  # in the clone container, beside engine.MOUNT_POINT
 FETCHED = "mirror-refs"  # in the job directory: the mirror's refs, written once its fetch is over
 TIPS_BEFORE = "mirror-tips"  # in the job directory: the objects its refs named before the fetch
+BRANCHES = "mirror-branches"  # in the job directory: each ref's object type, object and name
+HEAD = "mirror-head"  # in the job directory: the branch the mirror's HEAD names
 CHANGES = "changes"  # in the job directory: `git log` of a watch's new commits
 CHANGES_TOTAL = "changes-total"
 MAX_CHANGES = 100
@@ -239,11 +241,18 @@ def fetch_commands(
         fetch, forget = [[*FETCH_CONFIG, *clone]], []
     else:
         fetch, forget = _fetch_remembering_tips(url), [_forget_what_no_ref_reaches()]
+    typed = ["-C", MOUNT_POINT, "for-each-ref", "--format=%(objecttype) %(objectname) %(refname)"]
     return [
         *fetch,
         *(then or []),
         *forget,
         *head_command,
+        engine.Step(typed, stdout=f"{engine.MOUNT_POINT}/{BRANCHES}"),
+        engine.Step(
+            ["-C", MOUNT_POINT, "symbolic-ref", "--quiet", "HEAD"],
+            stdout=f"{engine.MOUNT_POINT}/{HEAD}",
+            optional=True,  # a HEAD detached names no branch
+        ),
         engine.Step(list_refs, stdout=f"{engine.MOUNT_POINT}/{FETCHED}"),
     ]
 
@@ -272,6 +281,21 @@ def _forget_what_no_ref_reaches() -> engine.UnlessQuiet:
             ["-C", MOUNT_POINT, "prune", "--expire=now"],  # loose objects no ref reaches
         ],
     )
+
+
+def branches(job_dir: Path) -> dict[str, tuple[str, str]]:
+    """Every ref of the mirror once fetched: name -> (git object type, object name), and HEAD
+    -> ("alias", the ref it names), as the fetch listed them (swhids.snapshot_id's input)."""
+    found = {}
+    for line in _read_text(job_dir / BRANCHES).split("\n"):
+        kind, _, rest = line.partition(" ")
+        target, _, name = rest.partition(" ")
+        if name:
+            found[name] = (kind, target)
+    head = _read_text(job_dir / HEAD).strip()
+    if head:
+        found["HEAD"] = ("alias", head)
+    return found
 
 
 def mirror_refs(job_dir: Path) -> dict[str, str]:

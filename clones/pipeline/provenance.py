@@ -14,7 +14,7 @@ from datetime import datetime
 from django.conf import settings
 
 from ..models import CloneJob, Snapshot
-from . import cloning
+from . import cloning, swhids
 
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 # What `buildDefinition` means (README, "Verifiable archives"): a URI of our own, as SLSA asks.
@@ -46,7 +46,11 @@ def statement(
     source = {
         "uri": f"git+{url}",
         "digest": {"gitCommit": snapshot.commit},
-        "annotations": {"tree": built.tree, "ref": snapshot.ref},
+        "annotations": {
+            "tree": built.tree,
+            "ref": snapshot.ref,
+            "swhids": swhids.of(snapshot.commit, built.tree, built.branches),
+        },
     }
     image = {
         "uri": f"docker-image:{settings.CLONES_GIT_IMAGE}",

@@ -21,6 +21,7 @@ from django.http import (
     HttpResponseRedirect,
     JsonResponse,
 )
+from django.urls import reverse
 from django.utils.cache import get_conditional_response
 from django.utils.http import (
     content_disposition_header,
@@ -109,6 +110,23 @@ def checksum_response(job: CloneJob) -> HttpResponse:
     response["Content-Disposition"] = content_disposition_header(
         False, f"{job.download_filename}.sha256"
     )
+    return response
+
+
+# A year: the most HTTP caches are asked to keep anything. What a digest names never changes.
+IMMUTABLE = f"private, max-age={365 * 24 * 3600}, immutable"
+# The relation PROV-AQ (W3C) gives a resource's provenance.
+HAS_PROVENANCE = "http://www.w3.org/ns/prov#has_provenance"
+
+
+def by_digest_response(request: HttpRequest, job: CloneJob) -> HttpResponseBase:
+    """The archive of `job` at its content address, /a/<sha256>: cacheable for good (its bytes
+    are its name), with its provenance linked (RFC 8288 Link)."""
+    response = archive_response(request, job)
+    if response.status_code in (200, 206, 304):
+        response["Cache-Control"] = IMMUTABLE
+        provenance = reverse("clones:provenance", args=[job.id])
+        response["Link"] = f'<{provenance}>; rel="{HAS_PROVENANCE}"'
     return response
 
 

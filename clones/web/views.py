@@ -3,13 +3,13 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST, require_safe
 
 from .. import jobs
-from ..models import CloneJob, Watch
+from ..models import CloneJob, Status, Watch
 from . import downloads, figures
 from .forms import CloneRequestForm
 from .history import HistoryFilter
@@ -103,6 +103,20 @@ def checksum(request: HttpRequest, job_id: UUID) -> HttpResponse:
 @require_safe
 def provenance(request: HttpRequest, job_id: UUID) -> HttpResponse:
     return downloads.provenance_response(_own_job(request, job_id))
+
+
+@login_required
+@require_safe
+def by_digest(request: HttpRequest, sha256: str) -> HttpResponseBase:
+    """An archive by its sha256, to whoever has a job that delivers it (shared snapshots
+    included): the newest such job of theirs. 404 for anyone else, as for a job of another's."""
+    delivering = CloneJob.objects.for_user(request.user).filter(
+        status=Status.DONE, archive_sha256=sha256.lower()
+    )
+    job = next((job for job in delivering if job.can_download), None)
+    if job is None:
+        raise Http404("You have no archive with this sha256.")
+    return downloads.by_digest_response(request, job)
 
 
 @require_safe
