@@ -13,6 +13,7 @@ urlpatterns = [
     path("clones/<uuid:job_id>/download.sha256", views.checksum, name="checksum"),
     path("clones/<uuid:job_id>/provenance.json", views.provenance, name="provenance"),
     path(".well-known/cloneshelf/keys", views.signing_keys, name="signing-keys"),
+    path("keys/", views.signing_keys_page, name="keys"),
     re_path(r"^a/(?P<sha256>[0-9a-fA-F]{64})$", views.by_digest, name="by-digest"),
     path("clones/<uuid:job_id>/again", views.clone_again, name="again"),
     path("clones/<uuid:job_id>/cancel", views.cancel, name="cancel"),

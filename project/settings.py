@@ -333,6 +333,10 @@ CLONES_CONTAINER_NOFILE = env_int("CLONES_CONTAINER_NOFILE", 1024)
 CLONES_CONTAINER_TMPFS = env_bytes("CLONES_CONTAINER_TMPFS", "64m")
 CLONES_CONTAINER_LOG_BYTES = env_bytes("CLONES_CONTAINER_LOG_BYTES", "1m")
 
+# The keys that sign archives' provenance (clones.safety.signing): a file of PEM private keys, the
+# newest first; empty: `signing_keys` on the data volume, made on first use.
+CLONES_SIGNING_KEYS_FILE = env_str("CLONES_SIGNING_KEYS_FILE", "")
+
 # --- Abuse: what one person, and everyone together, may ask for ----------------------------------
 CLONES_MAX_ACTIVE_PER_USER = env_int("CLONES_MAX_ACTIVE_PER_USER", 5)
 CLONES_MAX_SUBMISSIONS_PER_HOUR = env_int("CLONES_MAX_SUBMISSIONS_PER_HOUR", 60)

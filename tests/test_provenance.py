@@ -275,3 +275,16 @@ def test_the_swhids_are_git_ids_and_software_heritages_own(
     page = client.get(f"/clones/{job.id}/").content.decode()
     for swhid in expected.values():
         assert f'href="https://archive.softwareheritage.org/{swhid}"' in page
+
+
+def test_the_keys_page_shows_every_key_to_anyone(built, client, tmp_path, settings):
+    client.logout()
+    page = client.get("/keys/").content.decode()
+    kept = signing.published()["keys"]
+    assert all(key["keyid"] in page for key in kept) and "Signing now" in page
+    # Keys given in a file of one's own sign instead, and rotate there.
+    settings.CLONES_SIGNING_KEYS_FILE = str(tmp_path / "given_keys")
+    call_command("rotatesigningkey")
+    given = {key["keyid"] for key in signing.published()["keys"]}
+    assert len(given) == 2 and not given & {key["keyid"] for key in kept}
+    assert (tmp_path / "given_keys").stat().st_mode & 0o077 == 0  # this user's alone

@@ -1,5 +1,6 @@
 """The service's signing keys (Ed25519, from `cryptography`): made on first use and kept on the
-data volume beside the secret key, in `signing_keys`, the newest first. The newest signs; every
+data volume beside the secret key, in `signing_keys` (or in the file CLONES_SIGNING_KEYS_FILE
+names: PEM private keys, PKCS#8, one after the other), the newest first. The newest signs; every
 key's public half stays published, so that what an older key signed still verifies after a
 rotation (`manage.py rotatesigningkey`).
 
@@ -10,6 +11,7 @@ the published key, and no two keys share one.
 import base64
 import hashlib
 import json
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -37,8 +39,10 @@ def _keys() -> list[Ed25519PrivateKey]:
     return [serialization.load_pem_private_key(block.encode(), None) for block in blocks]
 
 
-def _key_file():
-    return settings.CLONES_DATA_DIR / KEY_FILE
+def _key_file() -> Path:
+    """CLONES_SIGNING_KEYS_FILE, or `signing_keys` on the data volume."""
+    given = settings.CLONES_SIGNING_KEYS_FILE
+    return Path(given) if given else settings.CLONES_DATA_DIR / KEY_FILE
 
 
 def rotate() -> str:

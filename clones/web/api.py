@@ -647,6 +647,8 @@ def download_clone_head(request: HttpRequest, job_id: UUID):
 def clone_provenance(request: HttpRequest, job_id: UUID):
     job = _own_job(request, job_id)
     body = downloads.provenance_bytes(job)
+    if body is None and job.can_download:
+        raise ApiError(409, "no_archive", downloads.UNSIGNED)
     if body is None:
         message = NO_ARCHIVE.get(job.status, "This clone has no archive, so no provenance.")
         raise ApiError(409, "no_archive", message)

@@ -130,11 +130,14 @@ def by_digest_response(request: HttpRequest, job: CloneJob) -> HttpResponseBase:
     return response
 
 
+UNSIGNED = "This archive was made before archives were signed: clone it again for one that is."
+
+
 def provenance_response(job: CloneJob) -> HttpResponse:
     """The archive's signed provenance (a DSSE envelope), saved as `<archive>.provenance.json`."""
     body = provenance_bytes(job)
     if body is None:
-        raise Http404("This job has no archive with a signed provenance.")
+        raise Http404(UNSIGNED if job.can_download else "This job has no archive.")
     response = HttpResponse(body, content_type="application/json")
     response["Content-Disposition"] = content_disposition_header(
         False, f"{job.download_filename}.provenance.json"

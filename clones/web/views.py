@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from .. import jobs
 from ..models import CloneJob, Status, Watch
+from ..safety import signing
 from . import downloads, figures
 from .forms import CloneRequestForm
 from .history import HistoryFilter
@@ -122,6 +123,12 @@ def by_digest(request: HttpRequest, sha256: str) -> HttpResponseBase:
 @require_safe
 def signing_keys(request: HttpRequest) -> HttpResponse:
     return downloads.keys_response(request)
+
+
+@require_safe
+def signing_keys_page(request: HttpRequest) -> HttpResponse:
+    """The same keys, for people: anyone may see them, logged in or not."""
+    return render(request, "clones/keys.html", {"keys": signing.published()["keys"]})
 
 
 @login_required
