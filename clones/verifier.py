@@ -130,7 +130,7 @@ def _unpack(archive: Path, into: Path) -> Path:
     """The archive's one top-level directory, unpacked with modes and links as they are."""
     into.mkdir()
     if zipfile.is_zipfile(archive):  # Python's zipfile keeps neither modes nor links
-        subprocess.run(["unzip", "-q", str(archive), "-d", str(into)], check=True)
+        _tool(["unzip", "-q", str(archive), "-d", str(into)], "unzip")
     else:
         with tarfile.open(archive) as tar:
             tar.extractall(into, filter="tar")
@@ -141,11 +141,19 @@ def _unpack(archive: Path, into: Path) -> Path:
 def _git(*args: str, cwd: Path | None = None) -> str:
     # No configuration of the user's may change what git reads or adds (autocrlf, excludes).
     env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
-    done = subprocess.run(
-        ["git", "-c", "safe.directory=*", *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
+    subcommand = next(arg for arg in args if not arg.startswith("-") and "=" not in arg)
+    command = ["git", "-c", "safe.directory=*", *args]
+    return _tool(command, f"git {subcommand}", cwd=cwd, env=env)
+
+
+def _tool(command: list[str], name: str, **options) -> str:
+    """`command`'s output; NotVerified saying why if it cannot run or fails."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, **options)
+    except FileNotFoundError:
+        raise NotVerified(f"--tree needs `{command[0]}`, which is not installed here.") from None
     if done.returncode != 0:
-        raise NotVerified(f"git {args[0]} failed on the unpacked archive: {done.stderr.strip()}")
+        raise NotVerified(f"{name} failed on the unpacked archive: {done.stderr.strip()}")
     return done.stdout.strip()
 
 

@@ -288,3 +288,26 @@ def test_the_keys_page_shows_every_key_to_anyone(built, client, tmp_path, settin
     given = {key["keyid"] for key in signing.published()["keys"]}
     assert len(given) == 2 and not given & {key["keyid"] for key in kept}
     assert (tmp_path / "given_keys").stat().st_mode & 0o077 == 0  # this user's alone
+
+
+def test_the_tree_check_says_so_when_git_is_not_there(built, monkeypatch):
+    statement = verifier.verified_statement(
+        built.job.snapshot.provenance, verifier.load_keys(signing.published())
+    )
+    monkeypatch.setenv("PATH", "/nonexistent")
+
+    with pytest.raises(verifier.NotVerified, match="--tree needs `git`, which is not installed"):
+        verifier.check_tree(built.archive, statement)
+
+
+@pytest.mark.parametrize("history", [History.FULL, History.FILES])
+def test_a_zip_archive_unpacks_to_the_commits_tree_too(history, owner, new_repo, git_daemon):
+    repo = new_repo()  # an executable and symlinks, which only unzip restores
+    job = run(owner, git_daemon.url(repo.name), history=history, archive_format="zip")
+    statement = verifier.verified_statement(
+        job.snapshot.provenance, verifier.load_keys(signing.published())
+    )
+
+    tree = verifier.check_tree(Path(job.archive.path), statement)
+
+    assert tree == git("rev-parse", "HEAD^{tree}", cwd=repo.bare)
