@@ -301,6 +301,12 @@ class CloneJob(models.Model):
         return self.status == Status.DONE and bool(self.archive)
 
     @property
+    def is_signed(self) -> bool:
+        """Its archive can be downloaded, with a signed provenance (archives made before
+        signing have none)."""
+        return self.can_download and self.snapshot is not None and bool(self.snapshot.provenance)
+
+    @property
     def duration(self) -> timedelta | None:
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at

@@ -68,7 +68,7 @@ def _run(job: CloneJob) -> None:
         jobs.retry_later(job, WAITING_FOR_ENGINE, str(exc))
     except gitwords.CloneFailed as exc:
         _fail(job, str(exc), exc.output, exc.shared)
-    except (engine.EngineError, archives.ArchiveFailed) as exc:
+    except (engine.EngineError, archives.ArchiveFailed, signing.Unusable) as exc:
         # Not the snapshot's: the engine's or the storage's words, which may name this job's
         # container or files. Jobs waiting for it try for themselves.
         _fail(job, str(exc), getattr(exc, "output", ""))
@@ -194,6 +194,7 @@ def _clone_and_archive(
 ) -> tuple[archives.Archive, dict]:
     """The archive, stored, and its signed provenance."""
     started = timezone.now()
+    signing.check()  # a key that cannot sign fails the job now, not after its clone
     engine.remove_job_containers(str(job.id))  # left by an attempt whose worker died
     job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
     on_git_output = _throttled(lambda line: jobs.record_phase(job, *gitwords.read_progress(line)))

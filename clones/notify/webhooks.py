@@ -156,10 +156,9 @@ def watch_link(watch: Watch) -> str:
 
 def _provenance_digest(job: CloneJob) -> str:
     """The sha256 of the archive's signed provenance as the site serves it; "" for none."""
-    snapshot = job.snapshot if job.can_download else None
-    if snapshot is None or not snapshot.provenance:
+    if not job.is_signed:
         return ""
-    return hashlib.sha256(signing.canonical_json(snapshot.provenance)).hexdigest()
+    return hashlib.sha256(signing.canonical_json(job.snapshot.provenance)).hexdigest()
 
 
 def job_links(job: CloneJob) -> dict[str, str | None]:
@@ -168,8 +167,9 @@ def job_links(job: CloneJob) -> dict[str, str | None]:
     site = settings.CLONES_SITE_URL
     links = {"job": site + job.get_absolute_url(), "download": None, "provenance": None}
     if job.can_download:
-        for name, view in (("download", "clones:download"), ("provenance", "clones:provenance")):
-            links[name] = site + reverse(view, args=[job.id])
+        links["download"] = site + reverse("clones:download", args=[job.id])
+    if job.is_signed:
+        links["provenance"] = site + reverse("clones:provenance", args=[job.id])
     return links
 
 

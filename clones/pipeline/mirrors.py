@@ -272,13 +272,17 @@ def _forget_what_no_ref_reaches() -> engine.UnlessQuiet:
     return engine.UnlessQuiet(
         # What the refs reached before, and none reaches now (a bare repository keeps no
         # reflog, and a mirror has no index: the refs are all that keeps an object).
-        ["-C", MOUNT_POINT, "rev-list", "--objects", "--stdin", "--not", "--all"],
+        # One commit (with its objects) is enough to tell: the list is never held whole.
+        ["-C", MOUNT_POINT, "rev-list", "--objects", "--max-count=1", "--stdin", "--not", "--all"],
         stdin=TIPS,
         commands=[
             # Repacks what the refs reach into one pack, leaving the rest out (-a, not -A), and
             # removes the old packs and the loose copies of what it packed.
             ["-C", MOUNT_POINT, "repack", "-a", "-d", "-q"],
             ["-C", MOUNT_POINT, "prune", "--expire=now"],  # loose objects no ref reaches
+            # A commit-graph (an automatic gc writes one) still names the pruned commits, and
+            # would go into every copy: written again from what the refs reach.
+            ["-C", MOUNT_POINT, "commit-graph", "write", "--reachable"],
         ],
     )
 

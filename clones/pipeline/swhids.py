@@ -24,11 +24,20 @@ def of(commit: str, tree: str, branches: dict[str, tuple[str, str]] | None) -> d
     return found
 
 
+def loaded(name: str) -> bool:
+    """Whether Software Heritage's git loader keeps a ref of this name (its
+    ignore_branch_name: no peeled ref, no pull request's automatic merge)."""
+    automatic_merge = name.startswith("refs/pull/") and name.endswith("/merge")
+    return not name.endswith("^{}") and not automatic_merge
+
+
 def snapshot_id(branches: dict[str, tuple[str, str]]) -> str:
-    """The id of a Software Heritage snapshot of `branches` (see of()): each branch, sorted by
-    name as bytes, as `<target type> <name>\\0<length>:<target>`, in an object of git's form."""
+    """The id of a Software Heritage snapshot of `branches` (see of()), of those its loader
+    keeps (loaded()): each, sorted by name as bytes, as `<target type> <name>NUL<length>:
+    <target>`, in an object of git's form."""
     manifest = b""
-    for name, (kind, target) in sorted((name.encode(), value) for name, value in branches.items()):
+    kept = ((name.encode(), value) for name, value in branches.items() if loaded(name))
+    for name, (kind, target) in sorted(kept):
         if kind == "alias":
             type_name, target_bytes = b"alias", target.encode()
         else:

@@ -3,8 +3,11 @@ put in one spelling before anything runs, so that git is only ever given a plain
 (never `..`, never an option, never a pattern) and two spellings of the same paths share a
 snapshot."""
 
+import unicodedata
+
 from django.core.exceptions import ValidationError
 
+CONTROL = {"Cc", "Zl", "Zp"}  # control characters, line and paragraph separators
 MAX_PATHS = 20
 MAX_PATH_LENGTH = 4096  # PATH_MAX: no file git can check out has a longer name
 
@@ -33,7 +36,7 @@ def _one(line: str) -> str:
     text = line.strip()  # a name that starts or ends with a space is not worth the confusion
     if len(text) > MAX_PATH_LENGTH:
         raise ValidationError(f"A path is at most {MAX_PATH_LENGTH} characters.")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+    if any(unicodedata.category(char) in CONTROL for char in text):
         raise ValidationError(f"{text!r} has a control character, which no path here has.")
     parts = [part for part in text.split("/") if part and part != "."]
     if not parts:

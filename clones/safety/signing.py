@@ -24,6 +24,10 @@ KEY_FILE = "signing_keys"
 PEM_END = "-----END PRIVATE KEY-----"
 
 
+class Unusable(Exception):
+    """The signing keys cannot be read; the message says why, for the admin to mend."""
+
+
 def _private_pem(key: Ed25519PrivateKey) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -33,10 +37,27 @@ def _private_pem(key: Ed25519PrivateKey) -> str:
 
 
 def _keys() -> list[Ed25519PrivateKey]:
-    """Every key, the newest first."""
-    text = keyfiles.read(_key_file(), first=lambda: _private_pem(Ed25519PrivateKey.generate()))
-    blocks = [block + PEM_END for block in text.split(PEM_END) if block.strip()]
-    return [serialization.load_pem_private_key(block.encode(), None) for block in blocks]
+    """Every key, the newest first. Unusable if the file cannot be read or holds anything but
+    unencrypted Ed25519 keys; one is made on first use only at the data volume's own place (a
+    file given in settings and missing is a mistake to tell, not to paper over)."""
+    path = _key_file()
+    try:
+        if settings.CLONES_SIGNING_KEYS_FILE:
+            text = path.read_text()
+        else:
+            text = keyfiles.read(path, first=lambda: _private_pem(Ed25519PrivateKey.generate()))
+        blocks = [block + PEM_END for block in text.split(PEM_END) if block.strip()]
+        keys = [serialization.load_pem_private_key(block.encode(), None) for block in blocks]
+    except (OSError, ValueError, TypeError) as exc:
+        raise Unusable(f"The signing keys in {path} cannot be read: {exc}") from None
+    if not keys or not all(isinstance(key, Ed25519PrivateKey) for key in keys):
+        raise Unusable(f"{path} must hold one or more unencrypted Ed25519 keys (PEM, PKCS#8).")
+    return keys
+
+
+def check() -> None:
+    """Unusable unless the keys can sign: before a build, not after it has stored its archive."""
+    _keys()
 
 
 def _key_file() -> Path:
@@ -48,7 +69,8 @@ def _key_file() -> Path:
 def rotate() -> str:
     """Put a new key on top: it signs from now on; the older ones stay published. Its id."""
     new = Ed25519PrivateKey.generate()
-    text = "".join(_private_pem(key) for key in [new, *_keys()])
+    older = _keys() if _key_file().exists() or not settings.CLONES_SIGNING_KEYS_FILE else []
+    text = "".join(_private_pem(key) for key in [new, *older])
     keyfiles.replace(_key_file(), text)
     return key_id(new.public_key())
 

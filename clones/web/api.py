@@ -179,7 +179,7 @@ class Job(Schema):
             "self": _job_path(job.id),
             "download": reverse("api:download_clone", args=[job.id]) if job.can_download else None,
             "provenance": (
-                reverse("api:clone_provenance", args=[job.id]) if job.can_download else None
+                reverse("api:clone_provenance", args=[job.id]) if job.is_signed else None
             ),
             "page": job.get_absolute_url(),
         }

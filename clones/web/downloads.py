@@ -7,6 +7,7 @@ file, so this keeps working on storages other than the file system (not the `apa
 which needs a local path).
 """
 
+import logging
 import re
 from urllib.parse import quote
 
@@ -32,6 +33,8 @@ from django.utils.http import (
 
 from ..models import ArchiveFormat, CloneJob
 from ..safety import signing
+
+logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
 # One range only, in bytes. Numbers longer than any file size (and than int() reads at all,
@@ -148,15 +151,16 @@ def provenance_response(job: CloneJob) -> HttpResponse:
 def provenance_bytes(job: CloneJob) -> bytes | None:
     """The provenance as it is served, in one spelling of its JSON (signing.canonical_json),
     whose sha256 a webhook names (provenance_sha256)."""
-    snapshot = job.snapshot
-    if not job.can_download or snapshot is None or not snapshot.provenance:
-        return None
-    return signing.canonical_json(snapshot.provenance)
+    return signing.canonical_json(job.snapshot.provenance) if job.is_signed else None
 
 
 def keys_response(request: HttpRequest) -> HttpResponse:
     """The service's public signing keys, for anyone to verify a provenance with."""
-    response = JsonResponse(signing.published())
+    try:
+        response = JsonResponse(signing.published())
+    except signing.Unusable:
+        logger.exception("the signing keys cannot be published")
+        return JsonResponse({"error": "The signing keys cannot be read just now."}, status=503)
     response["Cache-Control"] = "public, max-age=300"  # a rotation shows within minutes
     response["Access-Control-Allow-Origin"] = "*"
     return response

@@ -37,11 +37,15 @@ class PathsField(forms.CharField):
         if isinstance(value, list | tuple):
             if not all(isinstance(item, str) for item in value):
                 raise forms.ValidationError("Give the paths as strings.")
+            if any("\n" in item or "\r" in item for item in value):
+                raise forms.ValidationError("Give each path as a string with no line breaks.")
             value = "\n".join(value)
         return super().to_python(value)
 
     def clean(self, value) -> list[str]:
-        return repopaths.check(super().clean(value).splitlines())
+        # Lines are what a textarea sends: split at line feeds only (splitlines() would also
+        # split at characters such as U+2028, which repopaths refuses in a path).
+        return repopaths.check(super().clean(value).split("\n"))
 
     def prepare_value(self, value):
         # A list (a job's paths, to clone again) is shown as the lines it was typed as.

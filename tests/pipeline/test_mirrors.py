@@ -353,6 +353,11 @@ def test_a_commit_taken_back_upstream_leaves_the_mirror_and_is_in_no_later_archi
     leaked = push_commits(repo, 1, branch=branch)
     assert run(owner, url).status == Status.DONE  # the mirror fetched it
     assert has_object(mirror_dir(url), leaked)
+    # As an automatic gc leaves it: a commit-graph that names the commit.
+    git("-c", "safe.directory=*", "commit-graph", "write", "--reachable", cwd=mirror_dir(url))
+    graph = mirror_dir(url) / "objects" / "info" / "commit-graph"
+    os.chown(graph, *engine.container_user())
+    assert bytes.fromhex(leaked) in graph.read_bytes()
     if how == "branch deleted":
         git("push", "--quiet", str(repo.bare), ":leak", cwd=repo.bare)
     else:
@@ -365,10 +370,12 @@ def test_a_commit_taken_back_upstream_leaves_the_mirror_and_is_in_no_later_archi
 
     assert (full.status, every_ref.status) == (Status.DONE, Status.DONE)
     assert not has_object(mirror_dir(url), leaked), "the mirror kept the commit taken back"
+    assert bytes.fromhex(leaked) not in graph.read_bytes(), "its commit-graph still names it"
     for job, git_dir in [(full, ".git"), (every_ref, ".")]:
         unpacked = extract(job, tmp_path / job.history) / git_dir
         assert not has_object(unpacked, leaked), f"the {job.history} archive holds it"
         assert git("fsck", "--no-dangling", "--strict", cwd=unpacked) == ""
+        git("commit-graph", "verify", cwd=unpacked)  # fails if it names a missing commit
 
 
 def watch_of(owner, url: str) -> Watch:

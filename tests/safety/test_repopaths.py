@@ -24,6 +24,7 @@ def test_paths_get_one_spelling_each_once_in_byte_order():
             "Line 2: 'sub/.GIT/hooks' is inside .git, which is not part of any commit.",
         ),
         ("a\tb", "Line 2: 'a\\tb' has a control character, which no path here has."),
+        ("a\u2028b", "Line 2: 'a\\u2028b' has a control character, which no path here has."),
         ("x" * 4097, "Line 2: A path is at most 4096 characters."),
     ],
 )
@@ -71,3 +72,9 @@ def test_the_form_refuses_a_list_of_anything_but_strings():
 def test_paths_given_as_a_list_are_shown_one_a_line():
     form = CloneRequestForm(initial={"url": URL, "paths": ["docs", "src/main.py"]})
     assert ">\ndocs\nsrc/main.py</textarea>" in str(form["paths"])
+
+
+def test_an_api_path_with_a_line_break_is_refused_not_split():
+    form = CloneRequestForm({"url": URL, "history": "files", "paths": ["docs\nsrc"]})
+    assert not form.is_valid()
+    assert form.errors["paths"] == ["Give each path as a string with no line breaks."]

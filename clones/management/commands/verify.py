@@ -22,13 +22,20 @@ class Command(BaseCommand):
     def handle(self, *args, archive: Path, provenance: Path | None, tree: bool, **options):
         if not archive.is_file():
             raise CommandError(f"{archive} is not a file.")
-        envelope = json.loads(provenance.read_text()) if provenance else _kept(archive)
+        envelope = _read(provenance) if provenance else _kept(archive)
         try:
             statement = verifier.verify(archive, envelope, verifier.load_keys(signing.published()))
             checked = f", tree {verifier.check_tree(archive, statement)}" if tree else ""
         except verifier.NotVerified as failed:
             raise CommandError(f"NOT verified: {failed}") from None
         self.stdout.write(verifier.described(archive, statement) + checked)
+
+
+def _read(provenance: Path) -> dict:
+    try:
+        return json.loads(provenance.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CommandError(f"{provenance} is not a provenance file: {exc}") from None
 
 
 def _kept(archive: Path) -> dict:
