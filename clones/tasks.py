@@ -194,7 +194,7 @@ def _clone_and_archive(
 ) -> tuple[archives.Archive, dict]:
     """The archive, stored, and its signed provenance."""
     started = timezone.now()
-    signing.check()  # a key that cannot sign fails the job now, not after its clone
+    key = signing.signing_key()  # one that cannot sign fails the job now, not after its clone
     engine.remove_job_containers(str(job.id))  # left by an attempt whose worker died
     job_dir = paths.create_job_dir(job.id, owner=engine.container_user())
     on_git_output = _throttled(lambda line: jobs.record_phase(job, *gitwords.read_progress(line)))
@@ -214,7 +214,7 @@ def _clone_and_archive(
         CloneJob.objects.filter(pk=job.pk).update(**changes)
     archive = _store(job, snapshot, built, job_dir)
     statement = provenance.statement(job, snapshot, built, archive.sha256, started, timezone.now())
-    return archive, signing.envelope(statement)
+    return archive, signing.envelope(statement, key)
 
 
 def _store(job: CloneJob, snapshot: Snapshot, built: cloning.Built, job_dir) -> archives.Archive:

@@ -182,19 +182,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", action="store_true", help="and unpack it to check its tree")
     options = parser.parse_args(argv)
     keys = load_keys(json.loads(options.keys.read_text()))
+    envelope = json.loads(options.provenance.read_text())
     try:
-        statement = verify(options.archive, json.loads(options.provenance.read_text()), keys)
-        tree = f", tree {check_tree(options.archive, statement)}" if options.tree else ""
+        print(report(options.archive, envelope, keys, options.tree))
     except NotVerified as failed:
         print(f"NOT verified: {failed}", file=sys.stderr)
         return 1
-    print(described(options.archive, statement) + tree)
     return 0
 
 
-def described(archive: Path, statement: dict) -> str:
+def report(
+    archive: Path, envelope: dict, keys: dict[str, Ed25519PublicKey], tree: bool = False
+) -> str:
+    """What was verified, once every check has passed (NotVerified otherwise): `verified:
+    <archive> is <source> at <commit>`, and with `tree` the tree its files are (check_tree)."""
+    statement = verify(archive, envelope, keys)
     source = statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]
-    return f"verified: {archive.name} is {source['uri']} at {source['digest']['gitCommit']}"
+    said = f"verified: {archive.name} is {source['uri']} at {source['digest']['gitCommit']}"
+    return f"{said}, tree {check_tree(archive, statement)}" if tree else said
 
 
 if __name__ == "__main__":

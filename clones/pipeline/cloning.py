@@ -257,19 +257,21 @@ def _checkout_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Pl
     commit = resolved.commit
     url = source.url
     copy, whole = source.whole()
-    # With paths, the clone checks nothing out: the sparse checkout is set up first.
+    # With paths, the clone checks nothing out: the sparse checkout is set up first, then HEAD
+    # (the ref's commit) is checked out within it.
     later = ["--no-checkout"] if job.paths else []
+    head_within = [["-C", checkout, "read-tree", "-m", "-u", "HEAD"]] if job.paths else []
     detach = ["-C", checkout, "checkout", "--quiet", "--detach", commit]
     if job.history == History.FULL and resolved.ref:
         fetch = [[*_clone(resolved, *copy, *later), "--", whole, checkout]]
-        check_out = [["-C", checkout, "read-tree", "-m", "-u", "HEAD"]] if job.paths else []
+        check_out = head_within
     elif job.history == History.FULL:  # a commit: every branch, HEAD detached at it
         fetch = [[*_clone(resolved, *copy, "--no-checkout"), "--", whole, checkout]]
         check_out = [detach]
     elif resolved.ref:
         shallow = _clone(resolved, "--depth", str(job.depth), *later)
         fetch = [[*shallow, "--", url, checkout]]
-        check_out = [["-C", checkout, "read-tree", "-m", "-u", "HEAD"]] if job.paths else []
+        check_out = head_within
     else:  # a shallow commit: fetched by name, as servers allow since git 2.5
         by_name = ["fetch", "--progress", "--no-tags", "--depth", str(job.depth), "origin", commit]
         fetch = [

@@ -33,9 +33,10 @@ from ..safety import urlpolicy
 from . import engine, gitwords, paths
 
 MOUNT_POINT = "/mirror"  # in the clone container, beside engine.MOUNT_POINT
-FETCHED = "mirror-refs"  # in the job directory: the mirror's refs, written once its fetch is over
+# In the job directory: each of the mirror's refs (its object's type, its object, its name),
+# written once its fetch is over.
+FETCHED = "mirror-refs"
 TIPS_BEFORE = "mirror-tips"  # in the job directory: the objects its refs named before the fetch
-BRANCHES = "mirror-branches"  # in the job directory: each ref's object type, object and name
 HEAD = "mirror-head"  # in the job directory: the branch the mirror's HEAD names
 CHANGES = "changes"  # in the job directory: `git log` of a watch's new commits
 CHANGES_TOTAL = "changes-total"
@@ -227,27 +228,26 @@ def fetch_commands(
     """Bring the mirror up to the server at `url` (every ref, pruned), run `then` (which still
     sees what a deleted or rewound ref left behind), drop the objects no ref reaches any more,
     point the mirror's HEAD at `head` (the server's default branch, when the ref lookup told
-    it), then list its refs into FETCHED: their digest for a mirror archive, and the sign that
-    the fetch is over.
+    it), then list its refs into FETCHED: their digest for a mirror archive, its snapshot's
+    SWHID, and the sign that the fetch is over.
 
     Jobs copy the mirror's files (clones.pipeline.cloning): a commit force-pushed away, or a
     branch that should never have been pushed, must leave the mirror with its ref, or it would
     go on into every later archive, anyone's. A fetch that only moved refs forward (the usual
     one) leaves nothing behind, and the mirror is not repacked."""
     head_command = [["-C", MOUNT_POINT, "symbolic-ref", "HEAD", head]] if head else []
-    list_refs = ["-C", MOUNT_POINT, "for-each-ref", "--format=%(refname) %(objectname)"]
+    refs_format = "--format=%(objecttype) %(objectname) %(refname)"
+    list_refs = ["-C", MOUNT_POINT, "for-each-ref", refs_format]
     if mirror.fresh:  # which sets HEAD as the server's, and holds only what its refs reach
         clone = ["clone", "--mirror", "--progress", "--", url, MOUNT_POINT]
         fetch, forget = [[*FETCH_CONFIG, *clone]], []
     else:
         fetch, forget = _fetch_remembering_tips(url), [_forget_what_no_ref_reaches()]
-    typed = ["-C", MOUNT_POINT, "for-each-ref", "--format=%(objecttype) %(objectname) %(refname)"]
     return [
         *fetch,
         *(then or []),
         *forget,
         *head_command,
-        engine.Step(typed, stdout=f"{engine.MOUNT_POINT}/{BRANCHES}"),
         engine.Step(
             ["-C", MOUNT_POINT, "symbolic-ref", "--quiet", "HEAD"],
             stdout=f"{engine.MOUNT_POINT}/{HEAD}",
@@ -290,12 +290,7 @@ def _forget_what_no_ref_reaches() -> engine.UnlessQuiet:
 def branches(job_dir: Path) -> dict[str, tuple[str, str]]:
     """Every ref of the mirror once fetched: name -> (git object type, object name), and HEAD
     -> ("alias", the ref it names), as the fetch listed them (swhids.snapshot_id's input)."""
-    found = {}
-    for line in _read_text(job_dir / BRANCHES).split("\n"):
-        kind, _, rest = line.partition(" ")
-        target, _, name = rest.partition(" ")
-        if name:
-            found[name] = (kind, target)
+    found = _listed_refs(job_dir)
     head = _read_text(job_dir / HEAD).strip()
     if head:
         found["HEAD"] = ("alias", head)
@@ -304,9 +299,14 @@ def branches(job_dir: Path) -> dict[str, tuple[str, str]]:
 
 def mirror_refs(job_dir: Path) -> dict[str, str]:
     """Ref name -> object, as FETCHED lists the mirror's."""
+    return {name: target for name, (_kind, target) in _listed_refs(job_dir).items()}
+
+
+def _listed_refs(job_dir: Path) -> dict[str, tuple[str, str]]:
+    """Ref name -> (git object type, object name), as FETCHED lists them."""
     lines = (job_dir / FETCHED).read_bytes().decode("utf-8", "replace").split("\n")
-    pairs = (line.split(" ", 1) for line in lines if " " in line)
-    return dict(pairs)
+    triples = (line.split(" ", 2) for line in lines if line.count(" ") >= 2)
+    return {name: (kind, target) for kind, target, name in triples}
 
 
 def changes_commands(since: str, commit: str) -> list[engine.Step]:

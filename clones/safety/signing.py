@@ -55,9 +55,10 @@ def _keys() -> list[Ed25519PrivateKey]:
     return keys
 
 
-def check() -> None:
-    """Unusable unless the keys can sign: before a build, not after it has stored its archive."""
-    _keys()
+def signing_key() -> Ed25519PrivateKey:
+    """The newest key, which signs; Unusable as _keys() says. Taken before a build, so that a
+    key that cannot sign fails it before its clone, not after it has stored its archive."""
+    return _keys()[0]
 
 
 def _key_file() -> Path:
@@ -100,10 +101,9 @@ def published() -> dict:
     return {"keys": keys}
 
 
-def envelope(statement: dict) -> dict:
-    """`statement` in a DSSE envelope signed with the newest key."""
+def envelope(statement: dict, key: Ed25519PrivateKey) -> dict:
+    """`statement` in a DSSE envelope signed with `key` (signing_key())."""
     payload = canonical_json(statement)
-    key = _keys()[0]
     signature = key.sign(verifier.pae(verifier.PAYLOAD_TYPE, payload))
     return {
         "payloadType": verifier.PAYLOAD_TYPE,

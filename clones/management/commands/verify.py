@@ -23,12 +23,11 @@ class Command(BaseCommand):
         if not archive.is_file():
             raise CommandError(f"{archive} is not a file.")
         envelope = _read(provenance) if provenance else _kept(archive)
+        keys = verifier.load_keys(signing.published())
         try:
-            statement = verifier.verify(archive, envelope, verifier.load_keys(signing.published()))
-            checked = f", tree {verifier.check_tree(archive, statement)}" if tree else ""
+            self.stdout.write(verifier.report(archive, envelope, keys, tree))
         except verifier.NotVerified as failed:
             raise CommandError(f"NOT verified: {failed}") from None
-        self.stdout.write(verifier.described(archive, statement) + checked)
 
 
 def _read(provenance: Path) -> dict:
