@@ -11,7 +11,7 @@ set -euo pipefail
 
 ENGINE_DIR=${CLONESHELF_ENGINE_DIR:-/var/lib/cloneshelf-test-engine}
 SOCKET=${CLONESHELF_ENGINE_SOCKET:-/run/cloneshelf-test-docker.sock}
-IMAGE=${CLONESHELF_TEST_GIT_IMAGE:-cloneshelf-test/git:standin-3}
+IMAGE=${CLONESHELF_TEST_GIT_IMAGE:-cloneshelf-test/git:standin-4}
 export DOCKER_HOST="unix://$SOCKET"
 
 if ! command -v dockerd >/dev/null; then
@@ -38,14 +38,17 @@ fi
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     root=$(mktemp -d)
     trap 'rm -rf "$root"' EXIT
-    # git runs helpers (credential-store) through /bin/sh, as alpine/git's busybox provides.
-    git_bins=(/usr/bin/git /usr/lib/git-core/* /bin/dash)
+    # git runs helpers (credential-store) through /bin/sh, and `git submodule` is a shell script
+    # that calls sed, basename, uname and a few more: alpine/git's busybox provides them all.
+    tools=(sed basename uname cat expr sort wc)
+    git_bins=(/usr/bin/git /usr/lib/git-core/* /bin/dash "${tools[@]/#//usr/bin/}")
     # ldd fails on git's shell scripts; only the binaries' libraries matter. glibc loads
     # libgcc_s at run time (pthread_exit, when index-pack's threads end early), so ldd misses it.
     libs=$({ ldd "${git_bins[@]}" 2>/dev/null || true; } | grep -o '/[^ ]*\.so[^ ]*' | sort -u)
     libs="$libs $(ldconfig -p | grep -o '/[^ ]*/libgcc_s\.so\.1$' | head -1)"
     # -h copies what symlinks point at, so the image holds real files.
     tar -ch /usr/bin/git /usr/lib/git-core /usr/share/git-core /etc/ssl/certs /bin/dash $libs \
+        "${tools[@]/#//usr/bin/}" \
         2>/dev/null | tar -x -C "$root"
     ln -s dash "$root/bin/sh"
     mkdir -p "$root/tmp" "$root/git" && chmod 1777 "$root/tmp"

@@ -59,6 +59,7 @@ class CloneJobAdmin(admin.ModelAdmin):
         "history",
         "depth",
         "paths",
+        "submodules",
         "archive_format",
         "snapshot",
         "status",
@@ -170,11 +171,11 @@ class WatchAdmin(admin.ModelAdmin):
     search_fields = ["url", "owner__username"]
     list_select_related = ["owner"]
     fields = readonly_fields = [
-        "id", "owner", "url", "follow", "refs", "history", "depth", "paths", "archive_format",
-        "interval_minutes", "cron", "keep_last", "keep_hourly", "keep_daily", "keep_weekly",
-        "keep_monthly", "keep_yearly", "has_token", "webhook_url", "active", "created_at",
-        "next_check_at", "checking_since", "last_checked_at", "last_changed_at", "last_result",
-        "last_error", "failures", "last_lag_seconds",
+        "id", "owner", "url", "follow", "refs", "history", "depth", "paths", "submodules",
+        "archive_format", "interval_minutes", "cron", "keep_last", "keep_hourly", "keep_daily",
+        "keep_weekly", "keep_monthly", "keep_yearly", "has_token", "webhook_url", "active",
+        "created_at", "next_check_at", "checking_since", "last_checked_at", "last_changed_at",
+        "last_result", "last_error", "failures", "last_lag_seconds",
     ]  # fmt: skip
     actions = ["pause"]
 

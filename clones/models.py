@@ -148,6 +148,10 @@ class CloneJobQuerySet(models.QuerySet):
         return self.filter(pk=job.pk, status=Status.RUNNING, started_at=job.started_at)
 
 
+SUBMODULES_HELP = (
+    "With the repository's submodules, recursively (clones.pipeline.submodules): each fetched "
+    "through the egress proxy, at the commit the repository records."
+)
 PATHS_HELP = (
     "The repository's paths the archive is limited to (clones.safety.repopaths): files only "
     "holds just them, a full or shallow clone checks just them out; empty: everything."
@@ -172,6 +176,7 @@ class CloneJob(models.Model):
         null=True, blank=True, help_text="Commits to keep, for a shallow clone."
     )
     paths = models.JSONField(default=list, blank=True, help_text=PATHS_HELP)
+    submodules = models.BooleanField(default=False, help_text=SUBMODULES_HELP)
     archive_format = models.CharField(
         max_length=16, choices=ArchiveFormat, default=ArchiveFormat.TAR
     )
@@ -343,6 +348,7 @@ class Snapshot(models.Model):
     history = models.CharField(max_length=16, choices=History)
     depth = models.PositiveIntegerField(null=True, blank=True)
     paths = models.JSONField(default=list, blank=True, help_text=PATHS_HELP)
+    submodules = models.BooleanField(default=False, help_text=SUBMODULES_HELP)
     archive_format = models.CharField(max_length=16, choices=ArchiveFormat)
     provenance = models.JSONField(
         null=True,
@@ -430,6 +436,7 @@ class Watch(models.Model):
     history = models.CharField(max_length=16, choices=History, default=History.FULL)
     depth = models.PositiveIntegerField(null=True, blank=True)
     paths = models.JSONField(default=list, blank=True, help_text=PATHS_HELP)
+    submodules = models.BooleanField(default=False, help_text=SUBMODULES_HELP)
     archive_format = models.CharField(
         max_length=16, choices=ArchiveFormat, default=ArchiveFormat.TAR
     )

@@ -251,6 +251,7 @@ def _snapshot_job(watch: Watch, ref: str) -> CloneJob:
         history=watch.history,
         depth=watch.depth,
         paths=watch.paths,
+        submodules=watch.submodules,
         archive_format=watch.archive_format,
         webhook_url=watch.webhook_url,
         used_token=bool(watch.credential),

@@ -304,6 +304,12 @@ def env_ports(name: str, default: str) -> dict[str, set[int] | None]:
 
 
 CLONES_ALLOWED_PORTS = env_ports("CLONES_ALLOWED_PORTS", "https:443,http:80,git:9418")
+# The egress proxy (clones.safety.egress) that submodules are fetched through: where the
+# worker's proxies listen (empty: none, and submodules are refused), and the worker's address as
+# clone containers reach it (a name is resolved by the worker; empty: the same as the first).
+CLONES_EGRESS_BIND = env_str("CLONES_EGRESS_BIND", "")
+CLONES_EGRESS_HOST = env_str("CLONES_EGRESS_HOST", "")
+CLONES_SUBMODULE_LEVELS = env_int("CLONES_SUBMODULE_LEVELS", 4)
 CLONES_CLONE_TIMEOUT = env_int("CLONES_CLONE_TIMEOUT", 600)
 # How git checks the objects a server sends (clones.pipeline.cloning.fsck_config): "strict" refuses
 # every fsck finding, "standard" lets the legacy oddities of old histories through as warnings,

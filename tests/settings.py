@@ -25,10 +25,11 @@ for name, value in {
     "DJANGO_SECRET_KEY": "only-for-tests",
     "CLONES_DATA_DIR": str(TEST_ROOT / "data"),
     "DOCKER_HOST": "unix:///run/cloneshelf-test-docker.sock",
-    "CLONES_GIT_IMAGE": "cloneshelf-test/git:standin-3",
+    "CLONES_GIT_IMAGE": "cloneshelf-test/git:standin-4",
     # The test git servers listen on 127.0.0.1, which only host networking reaches; the test
     # engine has no bridge, so nothing can leave the machine either way.
     "CLONES_NETWORK": "host",
+    "CLONES_EGRESS_BIND": "127.0.0.1",
     "CLONES_ALLOWED_SCHEMES": "https,http,git",
     "CLONES_ALLOW_PRIVATE_NETWORKS": "1",
     # The test servers listen on whatever port is free.

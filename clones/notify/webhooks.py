@@ -120,6 +120,7 @@ def payload(job: CloneJob, event: str = EVENT) -> dict:
         "history": job.history,
         "depth": job.depth,
         "paths": job.paths,
+        "submodules": job.submodules,
         "archive_format": job.archive_format,
         "archive_size": job.archive_size,
         "archive_sha256": job.archive_sha256,

@@ -18,8 +18,8 @@ from django.conf import settings
 
 from .. import units
 from ..models import ArchiveFormat, CloneJob, History
-from ..safety import urlpolicy
-from . import engine, gitwords, mirrors, paths, refs
+from ..safety import egress, urlpolicy
+from . import engine, gitwords, mirrors, paths, refs, submodules
 
 CHECKOUT_DIR = "repo"  # inside the job directory
 BARE_DIR = "repo.git"  # files only and bundle: no working tree is needed
@@ -79,24 +79,57 @@ def build(
     config = git_config(pinned, with_credentials=bool(token))
     deadline = time.monotonic() + timeout
     image = ""
+    proxy: egress.Proxy | None = None
 
     def execute(commands: list, mirror: mirrors.Lease | None = None) -> None:
         nonlocal image
-        image = run(job, job_dir, commands, deadline, keep_going, on_phase, mirror)
+        try:
+            image = run(job, job_dir, commands, deadline, keep_going, on_phase, mirror)
+        except gitwords.CloneFailed as failed:
+            if not proxy:
+                raise
+            checkout = _container_path(CHECKOUT_DIR)
+            raise submodules.explained(failed, proxy.refusals, checkout) from None
 
     try:
-        with _credentials(job_dir, job.url, token):
+        with _credentials(job_dir, job.url, token), _egress(job) as (proxy, proxy_url):
             if mirrors.serves(job):
                 built = _build_from_mirror(
-                    job, pinned.url, resolved, job_dir, config, execute, since
+                    job, pinned.url, resolved, job_dir, config, execute, since, proxy_url
                 )
             else:
-                plan = PLANS[job.history](job, resolved, Source(pinned.url))
+                plan = _plan(job, resolved, Source(pinned.url), proxy_url)
                 execute(_configured(config, [*plan.commands, *_described(plan, resolved)]))
                 built = _finish(plan, job_dir, resolved)
     except engine.ContainerTimedOut:
         raise gitwords.CloneFailed(f"The clone timed out after {timeout} s.", shared=True) from None
     return dataclasses.replace(built, image=image, **_read_description(job_dir))
+
+
+@contextmanager
+def _egress(job: CloneJob) -> Iterator[tuple[egress.Proxy | None, str]]:
+    """For a job with submodules, the egress proxy they are fetched through, and its URL as
+    the container reaches it; (None, "") for any other."""
+    if not job.submodules:
+        yield None, ""
+        return
+    if not egress.available():
+        raise gitwords.CloneFailed("This service cannot fetch submodules: its egress proxy is off.")
+    with egress.for_container() as (proxy, url):
+        yield proxy, url
+
+
+def _plan(job: CloneJob, resolved: refs.Resolved, source: "Source", proxy_url: str) -> "Plan":
+    """The job's plan; with submodules, followed by their fetch (through the egress proxy at
+    `proxy_url`) in the checkout it made."""
+    if not job.submodules:
+        return PLANS[job.history](job, resolved, source)
+    if job.history == History.FILES:  # `git archive` leaves submodules out
+        plan = _files_from_checkout_plan(job, resolved, source)
+    else:
+        plan = _checkout_plan(job, resolved, source)
+    fetch = submodules.commands(plan.repository, proxy_url)
+    return dataclasses.replace(plan, commands=[*plan.commands, *fetch])
 
 
 TREE = "tree"  # in the job directory: the commit's tree, as git names it
@@ -130,13 +163,13 @@ def _build_from_mirror(
     config: list[str],
     execute: Callable[..., None],
     since: str,
+    proxy_url: str,
 ) -> Built:
     # The lookup of the default branch (no ref asked) names it: the mirror's HEAD follows it.
     head = "" if job.ref else resolved.ref
     with mirrors.lease(job.url) as mirror:
-        plan = PLANS[job.history](
-            job, resolved, Source(MIRROR_URL, mirrors.MOUNT_POINT, mirror.path)
-        )
+        source = Source(MIRROR_URL, mirrors.MOUNT_POINT, mirror.path)
+        plan = _plan(job, resolved, source, proxy_url)
         # Listed before the mirror forgets a commit force-pushed away: `since` may be one.
         changes = mirrors.changes_commands(since, resolved.commit) if since else []
         fetch = mirrors.fetch_commands(mirror, url, head, then=changes)
@@ -250,30 +283,35 @@ def _short_name(ref: str) -> str:
     return ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
 
 
-def _checkout_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
+def _checkout_plan(
+    job: CloneJob, resolved: refs.Resolved, source: Source, depth: int | None = None
+) -> Plan:
     """Full and shallow clones: the working tree and .git, packed by the worker; with paths, a
-    sparse checkout of them (the history whole)."""
+    sparse checkout of them (the history whole). `depth`: shallow, that deep, whatever the
+    job's history."""
     checkout = _container_path(CHECKOUT_DIR)
     commit = resolved.commit
     url = source.url
     copy, whole = source.whole()
+    depth = depth or job.depth
+    full = job.history == History.FULL and depth is None
     # With paths, the clone checks nothing out: the sparse checkout is set up first, then HEAD
     # (the ref's commit) is checked out within it.
     later = ["--no-checkout"] if job.paths else []
     head_within = [["-C", checkout, "read-tree", "-m", "-u", "HEAD"]] if job.paths else []
     detach = ["-C", checkout, "checkout", "--quiet", "--detach", commit]
-    if job.history == History.FULL and resolved.ref:
+    if full and resolved.ref:
         fetch = [[*_clone(resolved, *copy, *later), "--", whole, checkout]]
         check_out = head_within
-    elif job.history == History.FULL:  # a commit: every branch, HEAD detached at it
+    elif full:  # a commit: every branch, HEAD detached at it
         fetch = [[*_clone(resolved, *copy, "--no-checkout"), "--", whole, checkout]]
         check_out = [detach]
     elif resolved.ref:
-        shallow = _clone(resolved, "--depth", str(job.depth), *later)
+        shallow = _clone(resolved, "--depth", str(depth), *later)
         fetch = [[*shallow, "--", url, checkout]]
         check_out = head_within
     else:  # a shallow commit: fetched by name, as servers allow since git 2.5
-        by_name = ["fetch", "--progress", "--no-tags", "--depth", str(job.depth), "origin", commit]
+        by_name = ["fetch", "--progress", "--no-tags", "--depth", str(depth), "origin", commit]
         fetch = [
             ["init", "--quiet", checkout],
             ["-C", checkout, "remote", "add", "origin", url],
@@ -334,14 +372,30 @@ def _to_pack(directory: str, git_dir: str) -> Callable[[Path], Built]:
     """A checkout or a bare repository, in the job directory, for the worker to pack."""
 
     def built(job_dir: Path) -> Built:
-        for made_by_the_clone in CLONE_TIME_FILES:  # they say when it was cloned, not what
-            paths.remove(job_dir / git_dir / made_by_the_clone)
+        repositories = [job_dir / git_dir, *submodules.git_dirs(job_dir / git_dir)]
+        for repository in repositories:
+            for made_by_the_clone in CLONE_TIME_FILES:  # they say when it was cloned, not what
+                paths.remove(repository / made_by_the_clone)
         commit_time = job_dir / COMMIT_TIME
         packable = Built(job_dir / directory, int(commit_time.read_text()))
         commit_time.unlink()  # not in the archive
         return packable
 
     return built
+
+
+def _files_from_checkout_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
+    """Files only, from a checkout one commit deep, for what `git archive` leaves out (the
+    submodules fetched into it): packed by the worker without any .git. Unlike `git archive`,
+    this applies no export-ignore or export-subst attribute."""
+    plan = _checkout_plan(job, resolved, source, depth=1)
+
+    def files(job_dir: Path) -> Built:
+        built = plan.built(job_dir)
+        submodules.remove_git(built.path)
+        return built
+
+    return dataclasses.replace(plan, built=files)
 
 
 def _bare_clone(resolved: refs.Resolved, url: str, *options: str) -> list[list[str]]:

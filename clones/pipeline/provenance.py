@@ -70,6 +70,7 @@ def statement(
                     "history": job.history,
                     "depth": job.depth,
                     "paths": job.paths,
+                    "submodules": job.submodules,
                     "archiveFormat": job.archive_format,
                 },
                 "internalParameters": {"fsck": settings.CLONES_FSCK},

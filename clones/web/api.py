@@ -117,6 +117,11 @@ class ArchiveRequest(Schema):
         "histories): files holds just them, full and shallow check out just them.",
         examples=[["docs", "src/app/main.py"]],
     )
+    submodules: bool = Field(
+        False,
+        description="With the repository's submodules, recursively, at the commits it records "
+        "(files, full and shallow histories).",
+    )
     archive_format: ArchiveFormat | None = Field(
         None,
         description="`tar` when none; a bundle history is always a bundle, and `bundle` is "
@@ -153,6 +158,7 @@ class Job(Schema):
     history: History
     depth: int | None
     paths: list[str] = Field(description="The paths it is limited to; empty: everything.")
+    submodules: bool = Field(description="With the repository's submodules.")
     archive_format: ArchiveFormat
     status: JobStatus
     phase: str = Field(description="What the worker is doing now.")
@@ -248,6 +254,7 @@ class WatchOut(Schema):
     history: History
     depth: int | None
     paths: list[str]
+    submodules: bool
     archive_format: ArchiveFormat
     interval_minutes: int
     cron: str

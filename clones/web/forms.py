@@ -13,7 +13,7 @@ from django.utils import timezone
 from .. import jobs, watches
 from ..models import ArchiveFormat, Follow, History, Watch
 from ..notify import webhooks
-from ..safety import repopaths, urlpolicy
+from ..safety import egress, repopaths, urlpolicy
 
 MAX_DEPTH = 1_000_000
 # What a person picks; a bundle is its own format.
@@ -86,6 +86,12 @@ class CloneRequestForm(forms.Form):
         strip=False,
         help_text="Files and folders of the repository: files only holds just them, a full or "
         "shallow clone checks out just them (the history stays whole). Empty: everything.",
+    )
+    submodules = forms.BooleanField(
+        label="With submodules",
+        required=False,
+        help_text="The repository's submodules too, recursively, each at the commit the "
+        "repository records (files only, full and shallow).",
     )
     archive_format = forms.ChoiceField(
         label="Archive format",
@@ -163,11 +169,29 @@ class CloneRequestForm(forms.Form):
                 "shallow archives.",
             )
 
+    def _check_submodules(self, cleaned: dict) -> None:
+        if not cleaned.get("submodules"):
+            return
+        history = cleaned.get("history")
+        if history in (History.BUNDLE, History.MIRROR):
+            message = (
+                f"A {history} holds the repository's own history only: submodules apply to "
+                "files only, full and shallow archives."
+            )
+        elif cleaned.get("paths"):
+            message = "Paths and submodules cannot be combined yet."
+        elif not egress.available():
+            message = "This service cannot fetch submodules: its egress proxy is turned off."
+        else:
+            return
+        self.add_error("submodules", message)
+
     def clean(self) -> dict:
         cleaned = super().clean()
         self._settle_options(cleaned)
         self._check_mirror(cleaned)
         self._check_paths(cleaned)
+        self._check_submodules(cleaned)
         url, token = cleaned.get("url"), cleaned.get("token")
         if url and token and urlsplit(url).scheme.lower() not in {"https", "http"}:
             self.add_error("token", "An access token can only be sent over https:// URLs.")
@@ -285,8 +309,8 @@ class WatchForm(CloneRequestForm):
     )
 
     field_order = [
-        "url", "follow", "refs", "history", "depth", "paths", "archive_format",
-        "interval_minutes", "cron", *KEEP_FIELDS, "token", "webhook_url",
+        "url", "follow", "refs", "history", "depth", "paths", "submodules",
+        "archive_format", "interval_minutes", "cron", *KEEP_FIELDS, "token", "webhook_url",
     ]  # fmt: skip
 
     def clean_follow(self) -> str:

@@ -143,6 +143,7 @@ def clone_again(request: HttpRequest, job_id: UUID) -> HttpResponse:
             "history": previous.history,
             "depth": previous.depth,
             "paths": previous.paths,
+            "submodules": previous.submodules,
             "archive_format": previous.archive_format,
             "webhook_url": previous.webhook_url,
         }

@@ -203,7 +203,7 @@ class GitHTTPServer(_Threaded):
 class CanaryServer(_Threaded):
     """Answers every request with 404 and remembers its path: proof of what was fetched."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.requests: list[str] = []
         canary = self
 
@@ -217,10 +217,10 @@ class CanaryServer(_Threaded):
             def log_message(self, format, *args) -> None:
                 pass
 
-        super().__init__(Handler)
+        super().__init__(Handler, host)
 
     def url(self, path: str = "canary") -> str:
-        return f"http://127.0.0.1:{self.port}/{path}"
+        return f"http://{self.host}:{self.port}/{path}"
 
 
 class RedirectServer(_Threaded):

@@ -153,6 +153,28 @@ def test_paths_are_a_list_checked_as_the_form_checks_them(api):
     assert body["fields"] == {"paths": ["Line 1: '../up' goes up out of the repository ('..')."]}
 
 
+def test_submodules_are_an_option_checked_as_the_form_checks_it(api, settings):
+    response = post_clone(api, url=URL, submodules=True)
+
+    assert response.status_code == 202, response.content
+    assert response.json()["submodules"] is True
+    assert CloneJob.objects.get().submodules is True
+    body = assert_error(post_clone(api, url=URL, history="mirror", submodules=True), 400, "invalid")
+    assert body["fields"] == {
+        "submodules": [
+            "A mirror holds the repository's own history only: submodules apply to files only, "
+            "full and shallow archives."
+        ]
+    }
+    body = assert_error(post_clone(api, url=URL, paths=["docs"], submodules=True), 400, "invalid")
+    assert body["fields"] == {"submodules": ["Paths and submodules cannot be combined yet."]}
+    settings.CLONES_EGRESS_BIND = ""
+    body = assert_error(post_clone(api, url=URL, submodules=True), 400, "invalid")
+    assert body["fields"] == {
+        "submodules": ["This service cannot fetch submodules: its egress proxy is turned off."]
+    }
+
+
 def test_an_invalid_url_gets_the_forms_own_message(api):
     body = assert_error(post_clone(api, url="notaurl"), 400, "invalid")
 

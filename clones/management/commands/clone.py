@@ -10,7 +10,7 @@ from clones.web.forms import FORMATS, CloneRequestForm
 
 WAIT_POLL_SECONDS = 1.0
 # The command's options that are the web form's fields, checked by the form as they are there.
-FORM_OPTIONS = ("ref", "history", "depth", "paths", "archive_format", "webhook_url")
+FORM_OPTIONS = ("ref", "history", "depth", "paths", "submodules", "archive_format", "webhook_url")
 
 
 def add_archive_options(parser) -> None:
@@ -28,6 +28,11 @@ def add_archive_options(parser) -> None:
         action="append",
         default=[],
         help="only this file or folder of the repository (repeat it for more)",
+    )
+    parser.add_argument(
+        "--submodules",
+        action="store_true",
+        help="with the repository's submodules, recursively",
     )
     parser.add_argument(
         "--format",

@@ -1,0 +1,278 @@
+"""The way out of a clone container for what a repository names beyond itself (its submodules):
+an HTTP proxy, one per container run, that checks each destination with the URL policy and
+connects only to the addresses it checked.
+
+git's connection to the repository asked for is pinned by the worker (urlpolicy.pin). The URLs a
+repository carries are not known until git reads them, at any depth and relative to one
+another, so git reaches for them through this proxy (`http.proxy`): each host is checked when
+git asks for it, resolved once, and connected to at an address that passed, so a name that
+resolves elsewhere the next time (DNS rebinding) gains nothing. A refusal is answered 403 and
+kept (Proxy.refusals), so that the job fails saying what was refused and why, not with git's
+"CONNECT tunnel failed, response 403".
+"""
+
+import logging
+import selectors
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from functools import partial
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from . import urlpolicy
+
+logger = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 16 * 1024  # a request line and its headers; git's are a few hundred bytes
+CONNECT_SECONDS = 10
+IDLE_SECONDS = 300  # a tunnel with no byte either way for this long is closed
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A destination the proxy did not connect to, and why, in words for the person who asked."""
+
+    destination: str  # host:port, as git asked for it
+    reason: str
+
+
+class Proxy:
+    """An HTTP proxy on `bind` (a port the system picks) for as long as the `with` block runs:
+    CONNECT tunnels for https, and plain http requests for http, each to a destination the
+    `reach` of the URL policy allows."""
+
+    def __init__(self, bind: str, reach: urlpolicy.Reach = urlpolicy.GIT_SERVERS):
+        self.reach = reach
+        self.refusals: list[Refusal] = []
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        server_class = type("Server", (_Server,), {"address_family": family})
+        self._server = server_class((bind, 0), _Handler, bind_and_activate=True)
+        self._server.proxy = self
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def url(self, host: str) -> str:
+        """The proxy's URL for a client that reaches this machine at `host`."""
+        return f"http://{urlpolicy.bracketed(host)}:{self.port}"
+
+    def __enter__(self) -> "Proxy":
+        # Polled at 50 ms, so that a job waits no longer for its proxy to stop.
+        serve = partial(self._server.serve_forever, poll_interval=0.05)
+        threading.Thread(target=serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:  # tunnels still open: their relays wake up and end
+            for sock in self._open:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def refuse(self, destination: str, reason: str) -> None:
+        with self._lock:
+            self.refusals.append(Refusal(destination, reason))
+        logger.info("Egress refused %s: %s", destination, reason)
+
+    @contextmanager
+    def tracked(self, sock: socket.socket) -> Iterator[socket.socket]:
+        with self._lock:
+            self._open.add(sock)
+        try:
+            yield sock
+        finally:
+            with self._lock:
+                self._open.discard(sock)
+            sock.close()
+
+
+def available() -> bool:
+    """Whether this installation runs egress proxies (CLONES_EGRESS_BIND)."""
+    return bool(settings.CLONES_EGRESS_BIND)
+
+
+@contextmanager
+def for_container() -> Iterator[tuple[Proxy, str]]:
+    """A proxy for one container run, and its URL as the container reaches it
+    (CLONES_EGRESS_HOST, resolved here: a container may not know the names this worker does)."""
+    host = settings.CLONES_EGRESS_HOST or settings.CLONES_EGRESS_BIND
+    try:
+        address = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    except socket.gaierror as exc:
+        raise OSError(f"CLONES_EGRESS_HOST {host!r} cannot be resolved: {exc}") from exc
+    with Proxy(settings.CLONES_EGRESS_BIND) as proxy:
+        yield proxy, proxy.url(address)
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    proxy: Proxy
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _Server
+    # Unbuffered: the head is read a byte at a time, so that nothing after it (a request's
+    # body) is read ahead and left behind when the connection is handed to the relay.
+    rbufsize = 0
+
+    def handle(self) -> None:
+        proxy = self.server.proxy
+        with proxy.tracked(self.connection):
+            head = self._read_head()
+            if head is None:
+                return self._answer(400, "The request's head is malformed or too long.")
+            method, target, headers = head
+            try:
+                request = _Request.parse(method, target)
+            except ValueError as exc:
+                return self._answer(400, str(exc))
+            try:
+                addresses = checked(request.scheme, request.host, request.port, proxy.reach)
+            except ValidationError as exc:
+                proxy.refuse(request.destination, exc.message)
+                return self._answer(403, exc.message)
+            upstream = _connect(addresses, request.port)
+            if upstream is None:
+                return self._answer(502, f"Could not connect to {request.destination}.")
+            with proxy.tracked(upstream):
+                if request.tunnel:
+                    self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                else:
+                    upstream.sendall(request.forwarded_head(method, headers))
+                _relay(self.connection, upstream)
+
+    def _read_head(self) -> tuple[str, str, list[tuple[str, str]]] | None:
+        lines, size = [], 0
+        while True:
+            line = self.rfile.readline(MAX_HEAD_BYTES + 1)
+            size += len(line)
+            if not line.endswith(b"\n") or size > MAX_HEAD_BYTES:
+                return None
+            if line in (b"\r\n", b"\n"):
+                break
+            lines.append(line.decode("latin-1").rstrip("\r\n"))
+        if not lines or len(lines[0].split(" ")) != 3:
+            return None
+        method, target, _version = lines[0].split(" ")
+        headers = [line.split(":", 1) for line in lines[1:]]
+        return method, target, [(name.strip(), value.strip()) for name, value in headers]
+
+    def _answer(self, status: int, reason: str) -> None:
+        body = (reason + "\n").encode()
+        phrase = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        with suppress(OSError):
+            self.wfile.write(head.encode() + body)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """Where a proxy request goes: a CONNECT tunnel (https) or a plain http request."""
+
+    scheme: str
+    host: str  # as asked, an IPv6 address without brackets
+    port: int
+    path: str = ""  # a plain request's, from its absolute URL
+
+    @property
+    def tunnel(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def destination(self) -> str:
+        return f"{urlpolicy.bracketed(self.host)}:{self.port}"
+
+    @classmethod
+    def parse(cls, method: str, target: str) -> "_Request":
+        if method == "CONNECT":
+            parts = urlsplit(f"//{target}")
+            scheme = "https"
+        else:
+            parts = urlsplit(target)
+            scheme = parts.scheme
+            if scheme != "http":
+                raise ValueError("Only CONNECT and absolute http:// requests go through here.")
+        try:
+            port = parts.port or urlpolicy.DEFAULT_PORTS[scheme]
+        except ValueError:
+            raise ValueError(f"{target[:100]!r} has no valid port.") from None
+        if not parts.hostname:
+            raise ValueError(f"{target[:100]!r} names no host.")
+        path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        return cls(scheme, parts.hostname, port, path)
+
+    def forwarded_head(self, method: str, headers: list[tuple[str, str]]) -> bytes:
+        """The plain request as the server is sent it: its path alone, without what was for
+        the proxy, on a connection that ends with the answer (a next request on it could name
+        another host)."""
+        kept = [
+            (name, value)
+            for name, value in headers
+            if name.lower() not in ("connection", "keep-alive")
+            and not name.lower().startswith("proxy-")
+        ]
+        lines = [f"{method} {self.path} HTTP/1.1", *(f"{n}: {v}" for n, v in kept)]
+        lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def checked(
+    scheme: str, host: str, port: int, reach: urlpolicy.Reach
+) -> tuple[urlpolicy.IPAddress, ...]:
+    """The addresses of host a connection may go to, each checked by the URL policy as a
+    repository URL at that scheme, host and port would be; ValidationError says why not."""
+    url = f"{scheme}://{urlpolicy.netloc(scheme, host, port)}/"
+    return urlpolicy.pin(url, reach).addresses
+
+
+def _connect(addresses, port: int) -> socket.socket | None:
+    """A connection to the first of `addresses` that answers; None if none does."""
+    for address in addresses:
+        try:
+            return socket.create_connection((str(address), port), timeout=CONNECT_SECONDS)
+        except OSError:
+            continue
+    return None
+
+
+def _relay(client: socket.socket, upstream: socket.socket) -> None:
+    """Bytes both ways until both sides have finished sending, or neither sent for IDLE_SECONDS;
+    one side's end of sending is passed on to the other (half-close)."""
+    peers = {client: upstream, upstream: client}
+    open_readers = set(peers)
+    with selectors.DefaultSelector() as selector:
+        for sock in peers:
+            sock.setblocking(True)
+            sock.settimeout(IDLE_SECONDS)
+            selector.register(sock, selectors.EVENT_READ)
+        while open_readers:
+            ready = selector.select(IDLE_SECONDS)
+            if not ready:
+                return
+            for key, _events in ready:
+                sock = key.fileobj
+                try:
+                    data = sock.recv(CHUNK)
+                    if data:
+                        peers[sock].sendall(data)
+                        continue
+                    peers[sock].shutdown(socket.SHUT_WR)
+                except OSError:
+                    return
+                selector.unregister(sock)
+                open_readers.discard(sock)

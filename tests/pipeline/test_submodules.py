@@ -1,0 +1,277 @@
+"""Archives with the repository's submodules, for real: nested submodules (a relative URL and an
+absolute one) fetched through the egress proxy by the test engine's git, from git servers on
+127.0.0.1, and the proxy refusing what the URL policy forbids (the worker's task runs in this
+process, and so does its proxy)."""
+
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from clones import jobs, tasks
+from clones.models import CloneJob, History, Status
+from clones.safety import urlpolicy
+
+from ..support.gitservers import CanaryServer
+from ..support.helpers import assert_left_nothing_behind
+from ..support.repos import git
+
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
+
+def commit_all(work: Path, message: str) -> str:
+    git("add", "-A", cwd=work)
+    git("commit", "--quiet", "-m", message, cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
+def served(work: Path, served_root: Path) -> None:
+    git("clone", "--quiet", "--bare", str(work), str(served_root / f"{work.name}.git"), cwd=work)
+
+
+def with_submodule(work: Path, url: str, path: str, source: Path, commit: str) -> None:
+    """Add the repository at `source` as a submodule at `path`, recorded at `commit`, and named
+    by `url` in .gitmodules (what clones fetch)."""
+    git("-c", "protocol.file.allow=always", "submodule", "add", "--quiet", str(source), path,
+        cwd=work)  # fmt: skip
+    git("checkout", "--quiet", commit, cwd=work / path)
+    git("config", "-f", ".gitmodules", f"submodule.{path}.url", url, cwd=work)
+
+
+@pytest.fixture
+def nested(served_root, git_http, request):
+    """super -> libs/a (relative URL) -> vendor/b (absolute URL), each recorded at a commit
+    that is not its branch's tip. Returns (super's URL, {path in the archive: content})."""
+    number = request.node.nodeid.__hash__() & 0xFFFFFF
+    root = served_root.parent / "work" / f"nested-{number}"
+    names = {part: f"{part}-{number}" for part in ("super", "a", "b")}
+    b, a, top = (root / names[part] for part in ("b", "a", "super"))
+    for work in (b, a, top):
+        work.mkdir(parents=True)
+        git("init", "--quiet", "--initial-branch=main", cwd=work)
+
+    (b / "b.txt").write_text("b as recorded\n")
+    b_recorded = commit_all(b, "b1")
+    (b / "b.txt").write_text("b later, not recorded\n")
+    commit_all(b, "b2")
+    served(b, served_root)
+
+    (a / "a.txt").write_text("a as recorded\n")
+    b_url = git_http.url(f"{names['b']}.git")
+    with_submodule(a, b_url, "vendor/b", b, b_recorded)
+    a_recorded = commit_all(a, "a1")
+    (a / "a.txt").write_text("a later\n")
+    commit_all(a, "a2")
+    served(a, served_root)
+
+    (top / "top.txt").write_text("the superproject\n")
+    with_submodule(top, f"../{names['a']}.git", "libs/a", a, a_recorded)
+    commit_all(top, "super")
+    served(top, served_root)
+    expected = {
+        "top.txt": "the superproject\n",
+        "libs/a/a.txt": "a as recorded\n",
+        "libs/a/vendor/b/b.txt": "b as recorded\n",
+    }
+    return git_http.url(f"{names['super']}.git"), expected
+
+
+def run(owner, url: str, ref: str = "", **options) -> CloneJob:
+    job = jobs.submit(owner, url, ref, submodules=True, **options)
+    tasks.run_clone_job(str(job.id))
+    job.refresh_from_db()
+    return job
+
+
+def unpacked(job: CloneJob, into: Path) -> Path:
+    with tarfile.open(job.archive.path) as tar:
+        tar.extractall(into, filter="tar")
+    return into / job.top_level
+
+
+def files_in(top: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(top)): path.read_text()
+        for path in top.rglob("*.txt")
+        if ".git" not in path.relative_to(top).parts
+    }
+
+
+@pytest.mark.parametrize(
+    "history, mirror",
+    [
+        (History.FULL, True),  # a full clone always comes from the mirror
+        (History.SHALLOW, False),
+        (History.FILES, False),
+        (History.FILES, True),
+    ],
+    ids=["full", "shallow", "files", "files from the mirror"],
+)
+def test_nested_submodules_are_in_the_archive_at_the_commits_recorded(
+    history, mirror, owner, nested, tmp_path
+):
+    url, expected = nested
+    depth = 1 if history == History.SHALLOW else None
+    if mirror:  # a job without submodules makes the repository's mirror
+        tasks.run_clone_job(str(jobs.submit(owner, url).id))
+
+    job = run(owner, url, history=history, depth=depth)
+
+    assert job.status == Status.DONE, job.error
+    top = unpacked(job, tmp_path)
+    assert files_in(top) == expected
+    if history == History.FILES:
+        assert not [path for path in top.rglob(".git")]
+    else:  # a checkout whose submodules are whole repositories, and clean
+        status = git("submodule", "status", "--recursive", cwd=top)
+        lines = status.splitlines()  # "-": not checked out, "+": not at the recorded commit
+        assert len(lines) == 2 and not [line for line in lines if line[0] in "-+U"], status
+        assert git("status", "--porcelain", "--ignore-submodules=none", cwd=top) == ""
+        git("fsck", "--strict", cwd=top / "libs" / "a")
+    assert_left_nothing_behind(job)
+
+
+@pytest.mark.parametrize("history", [History.FULL, History.FILES])
+def test_the_same_commit_with_submodules_is_archived_byte_for_byte_alike(owner, nested, history):
+    url, _expected = nested
+    first = run(owner, url, history=history)
+    assert first.status == Status.DONE, first.error
+    # As the expiry sweep would once its time has come: the next job builds afresh.
+    CloneJob.objects.filter(pk=first.pk).update(expires_at=timezone.now())
+    tasks.expire_archives()
+
+    second = run(owner, url, history=history)
+
+    assert second.status == Status.DONE, second.error
+    assert second.snapshot_id == first.snapshot_id  # the same key, built again
+    assert second.archive_sha256 == first.archive_sha256
+
+
+def test_a_job_with_submodules_is_its_own_snapshot(owner, nested):
+    url, _expected = nested
+    without = jobs.submit(owner, url)
+    tasks.run_clone_job(str(without.id))
+    with_them = run(owner, url)
+    without.refresh_from_db()
+
+    assert without.status == with_them.status == Status.DONE
+    assert without.snapshot_id != with_them.snapshot_id
+    assert without.archive_sha256 != with_them.archive_sha256
+
+
+@pytest.fixture
+def only_the_git_server(settings):
+    """The URL policy as in production, but for the test git servers' address: 127.0.0.1 is
+    allowed, any other private address (127.0.0.2, where the canary listens) is not."""
+    settings.CLONES_ALLOW_PRIVATE_NETWORKS = False
+    settings.CLONES_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"]
+
+
+def hostile(served_root, git_http, name: str, submodule_url: str) -> str:
+    """A served repository whose one submodule's URL is `submodule_url`; its URL."""
+    work = served_root.parent / "work" / name
+    leaf = served_root.parent / "work" / f"{name}-leaf"
+    for repository in (work, leaf):
+        repository.mkdir(parents=True)
+        git("init", "--quiet", "--initial-branch=main", cwd=repository)
+    (leaf / "leaf.txt").write_text("leaf\n")
+    with_submodule(work, submodule_url, "libs/evil", leaf, commit_all(leaf, "leaf"))
+    commit_all(work, "hostile")
+    served(work, served_root)
+    return git_http.url(f"{name}.git")
+
+
+def test_a_submodule_at_a_private_address_is_refused_naming_it_and_nothing_reaches_it(
+    only_the_git_server, owner, served_root, git_http, request
+):
+    canary = CanaryServer(host="127.0.0.2")
+    request.addfinalizer(canary.stop)
+    url = hostile(served_root, git_http, "private-submodule", canary.url("evil.git"))
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    assert job.error == (
+        f"The submodule at 'libs/evil' ({canary.url('evil.git')}) cannot be fetched: "
+        f"127.0.0.2:{canary.port} was refused: 127.0.0.2 is a private or reserved address; "
+        "only public git servers can be cloned."
+    )
+    assert canary.requests == []
+    assert_left_nothing_behind(job)
+
+
+def test_a_host_that_rebinds_is_checked_at_every_connection_and_never_reached(
+    only_the_git_server, owner, served_root, git_http, request, monkeypatch
+):
+    """A name that resolves to an allowed address once, then to a forbidden one: each
+    connection the proxy makes is to the address it checked for that connection."""
+    canary = CanaryServer(host="127.0.0.2")
+    request.addfinalizer(canary.stop)
+    # The canary's port on the git server's address is closed; the git server's port on the
+    # canary's address too: whichever answer the proxy acts on, only one server could answer.
+    leaf_url = f"http://rebind.example:{git_http.port}/rebind-leaf.git"
+    url = hostile(served_root, git_http, "rebind", leaf_url)
+    real_resolve = urlpolicy.resolve
+    answers = iter([[urlpolicy.ipaddress.ip_address("127.0.0.1")]])
+
+    def rebinding(host, port):
+        if host != "rebind.example":
+            return real_resolve(host, port)
+        return next(answers, [urlpolicy.ipaddress.ip_address("127.0.0.2")])
+
+    monkeypatch.setattr(urlpolicy, "resolve", rebinding)
+    canary_on_that_port = CanaryServer(host="127.0.0.2")
+    request.addfinalizer(canary_on_that_port.stop)
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    assert "rebind.example resolves to 127.0.0.2, a private or reserved address" in job.error
+    assert canary.requests == canary_on_that_port.requests == []
+
+
+def test_a_git_url_submodule_is_refused_as_it_cannot_go_through_the_proxy(
+    owner, served_root, git_http, git_daemon
+):
+    url = hostile(served_root, git_http, "git-protocol", git_daemon.url("anything.git"))
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    assert job.error.startswith("The submodule at 'libs/evil' (git://127.0.0.1:")
+    assert "transport 'git' not allowed" in job.error
+
+
+def test_submodules_nesting_past_the_cap_fail_saying_where(owner, nested, settings):
+    settings.CLONES_SUBMODULE_LEVELS = 1
+    url, _expected = nested
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    assert job.error == (
+        "Submodules nest more than 1 level deep, the most this service fetches (below 'libs/a')."
+    )
+
+
+def test_a_recorded_commit_the_submodule_lacks_fails_naming_both(owner, served_root, git_http):
+    leaf_name = "lacking-leaf"
+    url = hostile(served_root, git_http, "lacking", git_http.url(f"{leaf_name}.git"))
+    # The served leaf is another repository, without the commit recorded.
+    other = served_root.parent / "work" / "lacking-other"
+    other.mkdir()
+    git("init", "--quiet", "--initial-branch=main", cwd=other)
+    (other / "x.txt").write_text("x\n")
+    commit_all(other, "other")
+    subprocess.run(
+        ["git", "clone", "--quiet", "--bare", str(other), str(served_root / f"{leaf_name}.git")],
+        check=True,
+    )
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    assert job.error.startswith("The submodule at 'libs/evil' has no commit ")
+    assert job.error.endswith(", which the repository records for it.")
