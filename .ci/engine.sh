@@ -11,12 +11,13 @@ set -euo pipefail
 
 ENGINE_DIR=${CLONESHELF_ENGINE_DIR:-/var/lib/cloneshelf-test-engine}
 SOCKET=${CLONESHELF_ENGINE_SOCKET:-/run/cloneshelf-test-docker.sock}
-IMAGE=${CLONESHELF_TEST_GIT_IMAGE:-cloneshelf-test/git:standin-4}
+IMAGE=${CLONESHELF_TEST_GIT_IMAGE:-cloneshelf-test/git:standin-5}
 export DOCKER_HOST="unix://$SOCKET"
 
-if ! command -v dockerd >/dev/null; then
+# git-lfs goes into the stand-in image, as alpine/git has it.
+if ! command -v dockerd >/dev/null || ! command -v git-lfs >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io git-lfs >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then
@@ -40,7 +41,7 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     trap 'rm -rf "$root"' EXIT
     # git runs helpers (credential-store) through /bin/sh, and `git submodule` is a shell script
     # that calls sed, basename, uname and a few more: alpine/git's busybox provides them all.
-    tools=(sed basename uname cat expr sort wc)
+    tools=(sed basename uname cat expr sort wc git-lfs)
     git_bins=(/usr/bin/git /usr/lib/git-core/* /bin/dash "${tools[@]/#//usr/bin/}")
     # ldd fails on git's shell scripts; only the binaries' libraries matter. glibc loads
     # libgcc_s at run time (pthread_exit, when index-pack's threads end early), so ldd misses it.

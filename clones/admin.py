@@ -60,6 +60,7 @@ class CloneJobAdmin(admin.ModelAdmin):
         "depth",
         "paths",
         "submodules",
+        "lfs",
         "archive_format",
         "snapshot",
         "status",
@@ -171,7 +172,7 @@ class WatchAdmin(admin.ModelAdmin):
     search_fields = ["url", "owner__username"]
     list_select_related = ["owner"]
     fields = readonly_fields = [
-        "id", "owner", "url", "follow", "refs", "history", "depth", "paths", "submodules",
+        "id", "owner", "url", "follow", "refs", "history", "depth", "paths", "submodules", "lfs",
         "archive_format", "interval_minutes", "cron", "keep_last", "keep_hourly", "keep_daily",
         "keep_weekly", "keep_monthly", "keep_yearly", "has_token", "webhook_url", "active",
         "created_at", "next_check_at", "checking_since", "last_checked_at", "last_changed_at",

@@ -148,6 +148,10 @@ class CloneJobQuerySet(models.QuerySet):
         return self.filter(pk=job.pk, status=Status.RUNNING, started_at=job.started_at)
 
 
+LFS_HELP = (
+    "With the files Git LFS keeps (clones.pipeline.lfs) in place of their pointers, fetched "
+    "through the egress proxy."
+)
 SUBMODULES_HELP = (
     "With the repository's submodules, recursively (clones.pipeline.submodules): each fetched "
     "through the egress proxy, at the commit the repository records."
@@ -177,6 +181,7 @@ class CloneJob(models.Model):
     )
     paths = models.JSONField(default=list, blank=True, help_text=PATHS_HELP)
     submodules = models.BooleanField(default=False, help_text=SUBMODULES_HELP)
+    lfs = models.BooleanField(default=False, help_text=LFS_HELP)
     archive_format = models.CharField(
         max_length=16, choices=ArchiveFormat, default=ArchiveFormat.TAR
     )
@@ -349,6 +354,7 @@ class Snapshot(models.Model):
     depth = models.PositiveIntegerField(null=True, blank=True)
     paths = models.JSONField(default=list, blank=True, help_text=PATHS_HELP)
     submodules = models.BooleanField(default=False, help_text=SUBMODULES_HELP)
+    lfs = models.BooleanField(default=False, help_text=LFS_HELP)
     archive_format = models.CharField(max_length=16, choices=ArchiveFormat)
     provenance = models.JSONField(
         null=True,
@@ -437,6 +443,7 @@ class Watch(models.Model):
     depth = models.PositiveIntegerField(null=True, blank=True)
     paths = models.JSONField(default=list, blank=True, help_text=PATHS_HELP)
     submodules = models.BooleanField(default=False, help_text=SUBMODULES_HELP)
+    lfs = models.BooleanField(default=False, help_text=LFS_HELP)
     archive_format = models.CharField(
         max_length=16, choices=ArchiveFormat, default=ArchiveFormat.TAR
     )

@@ -252,6 +252,7 @@ def _snapshot_job(watch: Watch, ref: str) -> CloneJob:
         depth=watch.depth,
         paths=watch.paths,
         submodules=watch.submodules,
+        lfs=watch.lfs,
         archive_format=watch.archive_format,
         webhook_url=watch.webhook_url,
         used_token=bool(watch.credential),

@@ -121,6 +121,7 @@ def payload(job: CloneJob, event: str = EVENT) -> dict:
         "depth": job.depth,
         "paths": job.paths,
         "submodules": job.submodules,
+        "lfs": job.lfs,
         "archive_format": job.archive_format,
         "archive_size": job.archive_size,
         "archive_sha256": job.archive_sha256,

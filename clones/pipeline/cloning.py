@@ -19,7 +19,7 @@ from django.conf import settings
 from .. import units
 from ..models import ArchiveFormat, CloneJob, History
 from ..safety import egress, urlpolicy
-from . import engine, gitwords, mirrors, paths, refs, submodules
+from . import engine, gitwords, lfs, mirrors, paths, refs, submodules
 
 CHECKOUT_DIR = "repo"  # inside the job directory
 BARE_DIR = "repo.git"  # files only and bundle: no working tree is needed
@@ -88,8 +88,7 @@ def build(
         except gitwords.CloneFailed as failed:
             if not proxy:
                 raise
-            checkout = _container_path(CHECKOUT_DIR)
-            raise submodules.explained(failed, proxy.refusals, checkout) from None
+            raise _fetched_beyond(job, failed, proxy.refusals, job_dir) from None
 
     try:
         with _credentials(job_dir, job.url, token), _egress(job) as (proxy, proxy_url):
@@ -108,28 +107,49 @@ def build(
 
 @contextmanager
 def _egress(job: CloneJob) -> Iterator[tuple[egress.Proxy | None, str]]:
-    """For a job with submodules, the egress proxy they are fetched through, and its URL as
-    the container reaches it; (None, "") for any other."""
-    if not job.submodules:
+    """For a job that fetches from beyond its repository's history (submodules, LFS files),
+    the egress proxy that goes through, and its URL as the container reaches it; (None, "")
+    for any other."""
+    if not (job.submodules or job.lfs):
         yield None, ""
         return
     if not egress.available():
-        raise gitwords.CloneFailed("This service cannot fetch submodules: its egress proxy is off.")
+        raise gitwords.CloneFailed("This service cannot fetch submodules or LFS files now.")
     with egress.for_container() as (proxy, url):
         yield proxy, url
 
 
 def _plan(job: CloneJob, resolved: refs.Resolved, source: "Source", proxy_url: str) -> "Plan":
-    """The job's plan; with submodules, followed by their fetch (through the egress proxy at
-    `proxy_url`) in the checkout it made."""
-    if not job.submodules:
+    """The job's plan; with submodules or LFS files, followed by their fetch (through the egress
+    proxy at `proxy_url`) in the checkout it made."""
+    if not proxy_url:
         return PLANS[job.history](job, resolved, source)
-    if job.history == History.FILES:  # `git archive` leaves submodules out
+    if job.history == History.FILES:  # `git archive` leaves both out
         plan = _files_from_checkout_plan(job, resolved, source)
     else:
         plan = _checkout_plan(job, resolved, source)
-    fetch = submodules.commands(plan.repository, proxy_url)
+    checkout = plan.repository
+    fetch = [
+        *(submodules.commands(checkout, proxy_url) if job.submodules else []),
+        *(lfs.commands(checkout, proxy_url) if job.lfs else []),
+    ]
     return dataclasses.replace(plan, commands=[*plan.commands, *fetch])
+
+
+def _fetched_beyond(
+    job: CloneJob, failed: gitwords.CloneFailed, refusals: list[egress.Refusal], job_dir: Path
+) -> gitwords.CloneFailed:
+    """A failure of a job with submodules or LFS files, in words about them if it is theirs."""
+    explained = failed
+    if job.submodules:
+        explained = submodules.explained(failed, refusals, _container_path(CHECKOUT_DIR))
+    if job.lfs and explained is failed:
+        explained = lfs.explained(failed, refusals, job_dir / CHECKOUT_DIR)
+    if explained is failed and refusals:
+        refused = refusals[0]
+        message = f"A connection to {refused.destination} was refused: {refused.reason}"
+        explained = gitwords.CloneFailed(message, failed.output, shared=True)
+    return explained
 
 
 TREE = "tree"  # in the job directory: the commit's tree, as git names it
@@ -386,8 +406,8 @@ def _to_pack(directory: str, git_dir: str) -> Callable[[Path], Built]:
 
 def _files_from_checkout_plan(job: CloneJob, resolved: refs.Resolved, source: Source) -> Plan:
     """Files only, from a checkout one commit deep, for what `git archive` leaves out (the
-    submodules fetched into it): packed by the worker without any .git. Unlike `git archive`,
-    this applies no export-ignore or export-subst attribute."""
+    submodules and LFS files fetched into it): packed by the worker without any .git. Unlike
+    `git archive`, this applies no export-ignore or export-subst attribute."""
     plan = _checkout_plan(job, resolved, source, depth=1)
 
     def files(job_dir: Path) -> Built:

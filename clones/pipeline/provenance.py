@@ -71,6 +71,7 @@ def statement(
                     "depth": job.depth,
                     "paths": job.paths,
                     "submodules": job.submodules,
+                    "lfs": job.lfs,
                     "archiveFormat": job.archive_format,
                 },
                 "internalParameters": {"fsck": settings.CLONES_FSCK},

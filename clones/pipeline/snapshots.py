@@ -47,16 +47,20 @@ def key(
     ref: str,
     paths: list[str] = (),
     submodules: bool = False,
+    lfs: bool = False,
 ) -> str:
     """What a snapshot's bytes depend on, in 64 characters (a URL may have 2,048); `ref` is the
     part of the ref they do (cloning.ref_in_archive), `paths` those it is limited to, and
-    `submodules` whether they are in it (neither: the key is what it was before they existed)."""
+    `submodules` and `lfs` whether those are in it (none of them: the key is what it was before
+    they existed)."""
     where = cloning.url_in_archive(history, url)
     what = [where, commit, history, str(depth or ""), archive_format, ref]
     if paths:  # a line that no URL or ref can be: a NUL between the paths
         what.append("paths\0" + "\0".join(paths))
     if submodules:
         what.append("submodules\0")
+    if lfs:
+        what.append("lfs\0")
     return hashlib.sha256("\n".join(what).encode()).hexdigest()
 
 
@@ -64,9 +68,8 @@ def take(job: CloneJob, resolved: refs.Resolved) -> tuple[Snapshot, Role]:
     """The snapshot `job` asks for, now that its ref is known to name `resolved`, and what the
     job must do about it. A ready one's expiry is extended to the job's."""
     commit, ref = resolved.commit, cloning.ref_in_archive(job.history, resolved)
-    wanted = key(
-        job.url, commit, job.history, job.depth, job.archive_format, ref, job.paths, job.submodules
-    )
+    options = job.paths, job.submodules, job.lfs
+    wanted = key(job.url, commit, job.history, job.depth, job.archive_format, ref, *options)
     for _ in range(MAX_TAKE_ROUNDS):
         snapshot, created = Snapshot.objects.get_or_create(
             key=wanted, defaults=_building(job) | _what(job, commit, ref)
@@ -109,6 +112,7 @@ def _what(job: CloneJob, commit: str, ref: str) -> dict:
         "depth": job.depth,
         "paths": job.paths,
         "submodules": job.submodules,
+        "lfs": job.lfs,
         "archive_format": job.archive_format,
         "ref": ref,
     }

@@ -65,11 +65,11 @@ def explained(
     output = failed.output
     named = re.search(r"clone of '(?P<url>[^']+)' into submodule path '(?P<path>[^']+)'", output)
     where = f"'{_relative(named['path'], checkout)}' ({named['url']})" if named else ""
-    if refusals:
-        what = f"The submodule at {where}" if named else "A connection for a submodule"
+    if refusals and named:
         refusal = refusals[0]
         reason = f"{refusal.destination} was refused: {refusal.reason}"
-        return gitwords.CloneFailed(f"{what} cannot be fetched: {reason}", output, shared=True)
+        message = f"The submodule at {where} cannot be fetched: {reason}"
+        return gitwords.CloneFailed(message, output, shared=True)
     deeper = re.search(
         re.escape(TOO_DEEP) + r" (?P<levels>\d+) levels, in (?P<path>[^\n]+)", output
     )

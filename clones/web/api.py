@@ -122,6 +122,11 @@ class ArchiveRequest(Schema):
         description="With the repository's submodules, recursively, at the commits it records "
         "(files, full and shallow histories).",
     )
+    lfs: bool = Field(
+        False,
+        description="With the files Git LFS keeps, in place of their pointers (files, full and "
+        "shallow histories).",
+    )
     archive_format: ArchiveFormat | None = Field(
         None,
         description="`tar` when none; a bundle history is always a bundle, and `bundle` is "
@@ -159,6 +164,7 @@ class Job(Schema):
     depth: int | None
     paths: list[str] = Field(description="The paths it is limited to; empty: everything.")
     submodules: bool = Field(description="With the repository's submodules.")
+    lfs: bool = Field(description="With the files Git LFS keeps.")
     archive_format: ArchiveFormat
     status: JobStatus
     phase: str = Field(description="What the worker is doing now.")
@@ -255,6 +261,7 @@ class WatchOut(Schema):
     depth: int | None
     paths: list[str]
     submodules: bool
+    lfs: bool
     archive_format: ArchiveFormat
     interval_minutes: int
     cron: str

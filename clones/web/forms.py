@@ -93,6 +93,12 @@ class CloneRequestForm(forms.Form):
         help_text="The repository's submodules too, recursively, each at the commit the "
         "repository records (files only, full and shallow).",
     )
+    lfs = forms.BooleanField(
+        label="With Git LFS files",
+        required=False,
+        help_text="The files Git LFS keeps, in place of their pointer files (files only, full "
+        "and shallow).",
+    )
     archive_format = forms.ChoiceField(
         label="Archive format",
         choices=FORMATS,
@@ -169,29 +175,33 @@ class CloneRequestForm(forms.Form):
                 "shallow archives.",
             )
 
-    def _check_submodules(self, cleaned: dict) -> None:
-        if not cleaned.get("submodules"):
-            return
+    def _check_fetched_beyond(self, cleaned: dict) -> None:
+        """Submodules and LFS files: what is fetched from beyond the repository's history."""
+        for option, what in (("submodules", "submodules"), ("lfs", "Git LFS files")):
+            if cleaned.get(option):
+                message = self._refusal_of(what, cleaned)
+                if message:
+                    self.add_error(option, message)
+
+    def _refusal_of(self, what: str, cleaned: dict) -> str:
         history = cleaned.get("history")
         if history in (History.BUNDLE, History.MIRROR):
-            message = (
-                f"A {history} holds the repository's own history only: submodules apply to "
-                "files only, full and shallow archives."
+            return (
+                f"A {history} holds the repository's own history only: {what} apply to files "
+                "only, full and shallow archives."
             )
-        elif cleaned.get("paths"):
-            message = "Paths and submodules cannot be combined yet."
-        elif not egress.available():
-            message = "This service cannot fetch submodules: its egress proxy is turned off."
-        else:
-            return
-        self.add_error("submodules", message)
+        if cleaned.get("paths"):
+            return f"Paths and {what} cannot be combined yet."
+        if not egress.available():
+            return f"This service cannot fetch {what}: its egress proxy is turned off."
+        return ""
 
     def clean(self) -> dict:
         cleaned = super().clean()
         self._settle_options(cleaned)
         self._check_mirror(cleaned)
         self._check_paths(cleaned)
-        self._check_submodules(cleaned)
+        self._check_fetched_beyond(cleaned)
         url, token = cleaned.get("url"), cleaned.get("token")
         if url and token and urlsplit(url).scheme.lower() not in {"https", "http"}:
             self.add_error("token", "An access token can only be sent over https:// URLs.")
@@ -310,7 +320,7 @@ class WatchForm(CloneRequestForm):
 
     field_order = [
         "url", "follow", "refs", "history", "depth", "paths", "submodules",
-        "archive_format", "interval_minutes", "cron", *KEEP_FIELDS, "token", "webhook_url",
+        "lfs", "archive_format", "interval_minutes", "cron", *KEEP_FIELDS, "token", "webhook_url",
     ]  # fmt: skip
 
     def clean_follow(self) -> str:

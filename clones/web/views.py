@@ -144,6 +144,7 @@ def clone_again(request: HttpRequest, job_id: UUID) -> HttpResponse:
             "depth": previous.depth,
             "paths": previous.paths,
             "submodules": previous.submodules,
+            "lfs": previous.lfs,
             "archive_format": previous.archive_format,
             "webhook_url": previous.webhook_url,
         }

@@ -10,7 +10,9 @@ from clones.web.forms import FORMATS, CloneRequestForm
 
 WAIT_POLL_SECONDS = 1.0
 # The command's options that are the web form's fields, checked by the form as they are there.
-FORM_OPTIONS = ("ref", "history", "depth", "paths", "submodules", "archive_format", "webhook_url")
+FORM_OPTIONS = (
+    "ref", "history", "depth", "paths", "submodules", "lfs", "archive_format", "webhook_url"
+)  # fmt: skip
 
 
 def add_archive_options(parser) -> None:
@@ -33,6 +35,11 @@ def add_archive_options(parser) -> None:
         "--submodules",
         action="store_true",
         help="with the repository's submodules, recursively",
+    )
+    parser.add_argument(
+        "--lfs",
+        action="store_true",
+        help="with the files Git LFS keeps, in place of their pointers",
     )
     parser.add_argument(
         "--format",

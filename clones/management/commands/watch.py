@@ -11,9 +11,8 @@ from .clone import add_archive_options, owner_named
 
 # The options of `add` that are the web form's fields, checked by the form as they are there.
 FORM_OPTIONS = (
-    "follow", "history", "depth", "paths", "submodules", "archive_format", "interval_minutes",
-    "cron",
-    *KEEP_FIELDS, "webhook_url",
+    "follow", "history", "depth", "paths", "submodules", "lfs", "archive_format",
+    "interval_minutes", "cron", *KEEP_FIELDS, "webhook_url",
 )  # fmt: skip
 
 

@@ -1,0 +1,179 @@
+"""Archives with Git LFS files, for real: the image's git-lfs fetches them from an LFS server on
+127.0.0.1 (the batch API, then the download links it answers with) through the egress proxy,
+and the proxy refuses links the URL policy forbids (the worker's task runs in this process, and
+so does its proxy)."""
+
+import hashlib
+import ipaddress
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from clones import jobs, tasks
+from clones.models import CloneJob, History, Status
+from clones.safety import egress, urlpolicy
+
+from ..support.gitservers import CanaryServer
+from ..support.helpers import assert_left_nothing_behind
+from ..support.lfsserver import LFSServer, pointer
+from ..support.repos import git
+
+pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
+
+# Named, not numeric: git-lfs (Go's proxy rules) never sends a loopback address through a
+# proxy, so the tests' servers get names that the proxy, in this process, resolves.
+NAMES = {"lfs.example": "127.0.0.1", "metadata.example": "127.0.0.2"}
+BIG = os.urandom(300_000)
+SMALL = b"a small tracked file\n"
+
+
+@pytest.fixture(autouse=True)
+def named_servers(monkeypatch):
+    real = urlpolicy.resolve
+
+    def resolve(host, port):
+        if host in NAMES:
+            return [ipaddress.ip_address(NAMES[host])]
+        return real(host, port)
+
+    monkeypatch.setattr(urlpolicy, "resolve", resolve)
+
+
+@pytest.fixture
+def lfs_server():
+    server = LFSServer(host_name="lfs.example")
+    yield server
+    server.stop()
+
+
+def lfs_repo(served_root, git_http, lfs_server, name: str, keep=(BIG, SMALL)) -> str:
+    """A served repository whose `assets/*.bin` are LFS pointers, the objects of those in `keep`
+    on the LFS server, which its .lfsconfig names; its URL."""
+    work = served_root.parent / "work" / name
+    (work / "assets").mkdir(parents=True)
+    git("init", "--quiet", "--initial-branch=main", cwd=work)
+    (work / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
+    (work / ".lfsconfig").write_text(f"[lfs]\n\turl = {lfs_server.url(name)}\n")
+    (work / "README.md").write_text("not in LFS\n")
+    for file, content in (("big.bin", BIG), ("small.bin", SMALL)):
+        stored = lfs_server.add(content) if content in keep else None
+        (work / "assets" / file).write_text(stored or pointer(content))
+    git("add", "-A", cwd=work)
+    git("commit", "--quiet", "-m", "assets", cwd=work)
+    git("clone", "--quiet", "--bare", str(work), str(served_root / f"{name}.git"), cwd=work)
+    return git_http.url(f"{name}.git")
+
+
+def run(owner, url: str, **options) -> CloneJob:
+    job = jobs.submit(owner, url, lfs=True, **options)
+    tasks.run_clone_job(str(job.id))
+    job.refresh_from_db()
+    return job
+
+
+def unpacked(job: CloneJob, into: Path) -> Path:
+    with tarfile.open(job.archive.path) as tar:
+        tar.extractall(into, filter="tar")
+    return into / job.top_level
+
+
+@pytest.mark.parametrize("history", [History.FULL, History.SHALLOW, History.FILES])
+def test_lfs_files_are_in_the_archive_byte_for_byte(
+    history, owner, served_root, git_http, lfs_server, tmp_path
+):
+    url = lfs_repo(served_root, git_http, lfs_server, f"lfs-{history}")
+    depth = 1 if history == History.SHALLOW else None
+
+    job = run(owner, url, history=history, depth=depth)
+
+    assert job.status == Status.DONE, job.error
+    top = unpacked(job, tmp_path)
+    assert (top / "assets" / "big.bin").read_bytes() == BIG
+    assert (top / "assets" / "small.bin").read_bytes() == SMALL
+    assert (top / "README.md").read_text() == "not in LFS\n"
+    if history == History.FILES:
+        assert not (top / ".git").exists()
+    else:  # a complete clone: the objects in .git/lfs, and the files as git-lfs checks them
+        assert "Git LFS fsck OK" in git("lfs", "fsck", cwd=top)
+    # The batch request and both downloads went to the LFS server, by its name, through the proxy.
+    assert sorted(lfs_server.requests)[0].startswith("GET /objects/")
+    assert f"POST /lfs-{history}/info/lfs/objects/batch" in lfs_server.requests
+    assert_left_nothing_behind(job)
+
+
+def test_a_job_with_lfs_files_is_its_own_snapshot(owner, served_root, git_http, lfs_server):
+    url = lfs_repo(served_root, git_http, lfs_server, "lfs-own-snapshot")
+    pointers = jobs.submit(owner, url, history=History.FILES)
+    tasks.run_clone_job(str(pointers.id))
+    files = run(owner, url, history=History.FILES)
+    pointers.refresh_from_db()
+
+    assert pointers.status == files.status == Status.DONE
+    assert pointers.snapshot_id != files.snapshot_id
+    assert files.archive_size > pointers.archive_size + len(BIG) // 2
+
+
+def test_lfs_files_count_against_the_size_cap(
+    owner, served_root, git_http, lfs_server, settings
+):
+    url = lfs_repo(served_root, git_http, lfs_server, "lfs-too-large")
+    settings.CLONES_MAX_REPO_BYTES = len(BIG) // 2  # the pointers and history are far smaller
+
+    job = run(owner, url, history=History.FILES)
+
+    assert job.status == Status.FAILED
+    assert job.error == "The repository is larger than 146.5 KiB, the most this service clones."
+    assert_left_nothing_behind(job)
+
+
+def test_objects_missing_from_the_lfs_server_fail_the_job_naming_them(
+    owner, served_root, git_http, lfs_server
+):
+    url = lfs_repo(served_root, git_http, lfs_server, "lfs-missing", keep=(SMALL,))
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    oid = hashlib.sha256(BIG).hexdigest()
+    assert job.error == f"The LFS server has no object for assets/big.bin (sha256:{oid[:12]}…)."
+    assert_left_nothing_behind(job)
+
+
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """Fail the test if the proxy ever dials outside 127.0.0.0/8: a refusal must come before."""
+    dial = egress._connect
+
+    def guarded(addresses, port):
+        assert all(address.is_loopback for address in addresses), addresses
+        return dial(addresses, port)
+
+    monkeypatch.setattr(egress, "_connect", guarded)
+
+
+@pytest.mark.parametrize(
+    "href, reason",
+    [
+        ("http://metadata.example:{port}", "metadata.example resolves to 127.0.0.2, a private"),
+        ("http://169.254.169.254", "169.254.169.254 is a private or reserved address"),
+    ],
+    ids=["a name for a private address", "cloud metadata"],
+)
+def test_a_download_link_to_a_forbidden_address_is_refused_and_nothing_reaches_it(
+    href, reason, owner, served_root, git_http, lfs_server, settings, loopback_only, request
+):
+    settings.CLONES_ALLOW_PRIVATE_NETWORKS = False
+    settings.CLONES_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"]
+    canary = CanaryServer(host="127.0.0.2")
+    request.addfinalizer(canary.stop)
+    lfs_server.href_base = href.format(port=canary.port)
+    url = lfs_repo(served_root, git_http, lfs_server, f"lfs-hostile-{len(href)}")
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    assert job.error.startswith("An LFS download from ")
+    assert reason in job.error
+    assert canary.requests == []
