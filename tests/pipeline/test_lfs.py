@@ -115,9 +115,7 @@ def test_a_job_with_lfs_files_is_its_own_snapshot(owner, served_root, git_http, 
     assert files.archive_size > pointers.archive_size + len(BIG) // 2
 
 
-def test_lfs_files_count_against_the_size_cap(
-    owner, served_root, git_http, lfs_server, settings
-):
+def test_lfs_files_count_against_the_size_cap(owner, served_root, git_http, lfs_server, settings):
     url = lfs_repo(served_root, git_http, lfs_server, "lfs-too-large")
     settings.CLONES_MAX_REPO_BYTES = len(BIG) // 2  # the pointers and history are far smaller
 
