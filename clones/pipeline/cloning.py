@@ -9,7 +9,7 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -115,7 +115,11 @@ def _egress(job: CloneJob) -> Iterator[tuple[egress.Proxy | None, str]]:
         return
     if not egress.available():
         raise gitwords.CloneFailed("This service cannot fetch submodules or LFS files now.")
-    with egress.for_container() as (proxy, url):
+    with ExitStack() as stack:
+        try:
+            proxy, url = stack.enter_context(egress.for_container())
+        except OSError as exc:  # CLONES_EGRESS_BIND or _HOST wrong: the admin's to mend
+            raise gitwords.CloneFailed(f"The egress proxy could not start: {exc}") from None
         yield proxy, url
 
 

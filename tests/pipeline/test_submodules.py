@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from clones import jobs, tasks
+from clones import jobs, tasks, watches
 from clones.models import CloneJob, History, Status
 from clones.safety import urlpolicy
 
 from ..support.gitservers import CanaryServer
 from ..support.helpers import assert_left_nothing_behind
 from ..support.repos import git
+from ..test_watches import check, run_snapshots
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 
@@ -275,3 +276,28 @@ def test_a_recorded_commit_the_submodule_lacks_fails_naming_both(owner, served_r
     assert job.status == Status.FAILED
     assert job.error.startswith("The submodule at 'libs/evil' has no commit ")
     assert job.error.endswith(", which the repository records for it.")
+
+
+def test_an_egress_proxy_that_cannot_start_fails_the_job_saying_so(owner, nested, settings):
+    settings.CLONES_EGRESS_BIND = "192.0.2.1"  # no address of this machine: bind() fails
+    url, _expected = nested
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    assert job.error == (
+        "The egress proxy could not start: [Errno 99] Cannot assign requested address"
+    )
+    assert_left_nothing_behind(job)
+
+
+def test_a_watch_with_submodules_snapshots_them(owner, nested, tmp_path):
+    url, expected = nested
+    watch = watches.create(owner, url, history=History.FILES, submodules=True)
+    check(watch)
+
+    [snapshot] = run_snapshots(watch)
+
+    assert snapshot.status == Status.DONE, snapshot.error
+    assert snapshot.submodules and snapshot.snapshot.submodules
+    assert files_in(unpacked(snapshot, tmp_path)) == expected

@@ -294,7 +294,8 @@ def test_a_job_reads_as_json(api, owner):
     assert body["archive_size"] == 9
     assert body["archive_sha256"] == job.archive_sha256
     assert body["links"]["download"] == f"/api/clones/{job.id}/download"
-    fields = "id url ref commit history depth paths archive_format status phase progress error "
+    fields = "id url ref commit history depth paths submodules lfs archive_format status phase "
+    fields += "progress error "
     fields += "created_at started_at finished_at expires_at archive_size archive_sha256 "
     assert set(body) == {*fields.split(), "webhook_url", "watch", "pinned", "links"}
 
