@@ -310,6 +310,8 @@ CLONES_ALLOWED_PORTS = env_ports("CLONES_ALLOWED_PORTS", "https:443,http:80,git:
 CLONES_EGRESS_BIND = env_str("CLONES_EGRESS_BIND", "")
 CLONES_EGRESS_HOST = env_str("CLONES_EGRESS_HOST", "")
 CLONES_SUBMODULE_LEVELS = env_int("CLONES_SUBMODULE_LEVELS", 4)
+if CLONES_SUBMODULE_LEVELS < 1:
+    raise ImproperlyConfigured("CLONES_SUBMODULE_LEVELS: at least 1 (a level of submodules)")
 CLONES_CLONE_TIMEOUT = env_int("CLONES_CLONE_TIMEOUT", 600)
 # How git checks the objects a server sends (clones.pipeline.cloning.fsck_config): "strict" refuses
 # every fsck finding, "standard" lets the legacy oddities of old histories through as warnings,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -81,14 +82,13 @@ def build(
     image = ""
     proxy: egress.Proxy | None = None
 
+    def explained(output: str) -> gitwords.CloneFailed:
+        failed = gitwords.explained(output, job)
+        return _fetched_beyond(job, failed, proxy.refusals, job_dir) if proxy else failed
+
     def execute(commands: list, mirror: mirrors.Lease | None = None) -> None:
         nonlocal image
-        try:
-            image = run(job, job_dir, commands, deadline, keep_going, on_phase, mirror)
-        except gitwords.CloneFailed as failed:
-            if not proxy:
-                raise
-            raise _fetched_beyond(job, failed, proxy.refusals, job_dir) from None
+        image = run(job, job_dir, commands, deadline, keep_going, on_phase, mirror, explained)
 
     try:
         with _credentials(job_dir, job.url, token), _egress(job) as (proxy, proxy_url):
@@ -133,8 +133,9 @@ def _plan(job: CloneJob, resolved: refs.Resolved, source: "Source", proxy_url: s
     else:
         plan = _checkout_plan(job, resolved, source)
     checkout = plan.repository
+    shallow = job.history != History.FULL
     fetch = [
-        *(submodules.commands(checkout, proxy_url) if job.submodules else []),
+        *(submodules.commands(checkout, proxy_url, shallow) if job.submodules else []),
         *(lfs.commands(checkout, proxy_url) if job.lfs else []),
     ]
     return dataclasses.replace(plan, commands=[*plan.commands, *fetch])
@@ -680,8 +681,10 @@ def run(
     keep_going: Callable[[], None],
     on_phase: Callable[[str], None] = lambda phase: None,
     mirror: mirrors.Lease | None = None,
+    explained: Callable[[str], gitwords.CloneFailed] | None = None,
 ) -> str:
-    """Run `commands` in the job's container; the image it ran (its id, sha256:…)."""
+    """Run `commands` in the job's container; the image it ran (its id, sha256:…). `explained`
+    reads git's output when it failed for no cause the worker saw itself (gitwords')."""
     directories = [job_dir, *([mirror.path] if mirror else [])]
 
     def watch() -> None:
@@ -710,7 +713,7 @@ def run(
             raise gitwords.CloneFailed(message, shared=True)
         if _hit_file_size_limit(result):
             raise _too_large(result.output)
-        raise gitwords.explained(result.output, job)
+        raise (explained or partial(gitwords.explained, job=job))(result.output)
     return result.image
 
 

@@ -32,7 +32,9 @@ RETRIES = ["-c", "lfs.transfer.maxretries=3", "-c", "lfs.transfer.maxretrydelay=
 
 def commands(checkout: str, proxy_url: str) -> list[list[str]]:
     """git's arguments that fetch and check out the LFS files of `checkout`'s HEAD."""
-    options = [f"http.proxy={proxy_url}", *FILTERS]
+    # An LFS server named by an ssh:// URL (.lfsconfig may) would have git-lfs run ssh itself,
+    # past the proxy: there is no ssh for it to run.
+    options = [f"http.proxy={proxy_url}", "core.sshCommand=false", *FILTERS]
     config = [option for item in options for option in ("-c", item)]
     return [
         [*config, *RETRIES, "-C", checkout, "lfs", "pull"],
@@ -56,7 +58,7 @@ def explained(
     output = failed.output
     if refusals:
         refusal = refusals[0]
-        message = f"An LFS download from {refusal.destination} was refused: {refusal.reason}"
+        message = f"Git LFS was refused a connection to {refusal.destination}: {refusal.reason}"
         return gitwords.CloneFailed(message, output, shared=True)
     missing = list(dict.fromkeys(found["oid"] for found in MISSING.finditer(output)))
     if missing:

@@ -48,11 +48,12 @@ def key(
     paths: list[str] = (),
     submodules: bool = False,
     lfs: bool = False,
+    private_to: str = "",
 ) -> str:
     """What a snapshot's bytes depend on, in 64 characters (a URL may have 2,048); `ref` is the
     part of the ref they do (cloning.ref_in_archive), `paths` those it is limited to, and
-    `submodules` and `lfs` whether those are in it (none of them: the key is what it was before
-    they existed)."""
+    `submodules` and `lfs` whether those are in it, `private_to` whose alone it is (none of
+    them: the key is what it was before they existed)."""
     where = cloning.url_in_archive(history, url)
     what = [where, commit, history, str(depth or ""), archive_format, ref]
     if paths:  # a line that no URL or ref can be: a NUL between the paths
@@ -61,6 +62,8 @@ def key(
         what.append("submodules\0")
     if lfs:
         what.append("lfs\0")
+    if private_to:
+        what.append(f"private to\0{private_to}")
     return hashlib.sha256("\n".join(what).encode()).hexdigest()
 
 
@@ -68,7 +71,7 @@ def take(job: CloneJob, resolved: refs.Resolved) -> tuple[Snapshot, Role]:
     """The snapshot `job` asks for, now that its ref is known to name `resolved`, and what the
     job must do about it. A ready one's expiry is extended to the job's."""
     commit, ref = resolved.commit, cloning.ref_in_archive(job.history, resolved)
-    options = job.paths, job.submodules, job.lfs
+    options = job.paths, job.submodules, job.lfs, _private_to(job)
     wanted = key(job.url, commit, job.history, job.depth, job.archive_format, ref, *options)
     for _ in range(MAX_TAKE_ROUNDS):
         snapshot, created = Snapshot.objects.get_or_create(
@@ -98,6 +101,14 @@ def _role(job: CloneJob, snapshot: Snapshot) -> Role | None:
 
 def _builder_is_active(snapshot: Snapshot) -> bool:
     return CloneJob.objects.active().filter(pk=snapshot.builder_id).exists()
+
+
+def _private_to(job: CloneJob) -> str:
+    """Whose alone a job's archive is: its owner's, if it used a token and fetches from beyond
+    the repository (submodules, LFS files). A token may open other repositories on its host
+    that the next person, who can read this one, cannot; the ref lookup that lets her share a
+    snapshot proves only the repository's own access."""
+    return str(job.owner_id) if job.used_token and (job.submodules or job.lfs) else ""
 
 
 def _building(job: CloneJob) -> dict:

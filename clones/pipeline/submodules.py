@@ -10,40 +10,62 @@ each destination with the URL policy; the repository's own connection stays pinn
 
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from ..safety import egress
+from ..safety import egress, urlpolicy
 from . import gitwords, paths
 
-# Said by the last command below when a submodule nests past the cap: one left uninitialized
-# ("-" in `git submodule status`) under the deepest level fetched. foreach runs it in a shell.
+# What the commands below say, for explained(): whose submodules a level's fetch is in (git
+# names a submodule it cannot fetch relative to its own superproject), and a submodule at the
+# last level that has submodules of its own.
+WITHIN = "cloneshelf: submodules of"
 TOO_DEEP = "cloneshelf: submodules nest deeper than"
-_NONE_LEFT = (
-    'status=$(git submodule status) && case "$status" in -*|*"\n-"*) '
-    f'echo "{TOO_DEEP} {{levels}} levels, in $displaypath" >&2; exit 1;; esac'
+# A gitlink (mode 160000) in a submodule's index: a submodule of its own. foreach's shell runs it.
+_HAS_GITLINKS = (
+    'case "$(git ls-files --stage)" in 160000*|*"\n160000"*) '
+    f'echo "{TOO_DEEP} {{levels}} levels, in $toplevel/$sm_path" >&2; exit 1;; esac'
 )
 
 
-def commands(checkout: str, proxy_url: str) -> list[list[str]]:
-    """git's arguments that fetch and check out the submodules of `checkout`, recursively, at
-    most CLONES_SUBMODULE_LEVELS deep, every connection through the proxy; failing if any nests
-    deeper. Each starts with its `-c` options, which win over the job's before them and reach
-    the git commands that foreach starts (git passes them on in its environment)."""
+def commands(checkout: str, proxy_url: str, shallow: bool) -> list[list[str]]:
+    """git's arguments that fetch and check out the submodules of `checkout`, level by level to
+    CLONES_SUBMODULE_LEVELS, every connection through the proxy; failing if one at the last
+    level has submodules of its own. `shallow`: each one commit deep (the commit recorded,
+    fetched by its name), not its whole history. Each command starts with its `-c` options,
+    which win over the job's before them and reach the git commands that foreach starts (git
+    passes them on in its environment)."""
     levels = settings.CLONES_SUBMODULE_LEVELS
-    update = "git submodule update --init"
-    each = ["-C", checkout, "submodule", "foreach", "--quiet", "--recursive"]
+    depth = ["--depth", "1"] if shallow else []
+    update = shlex.join(["git", "submodule", "update", "--init", *depth])
     fetched = [
-        ["-C", checkout, "submodule", "update", "--init"],
-        *([*each, update] for _ in range(levels - 1)),
-        [*each, _NONE_LEFT.format(levels=levels)],
+        ["-C", checkout, "submodule", "update", "--init", *depth],
+        *(
+            [
+                "-C",
+                checkout,
+                *_in_each(level, f'echo "{WITHIN} $toplevel/$sm_path" >&2 && {update}'),
+            ]
+            for level in range(1, levels)
+        ),
+        ["-C", checkout, *_in_each(levels, _HAS_GITLINKS.format(levels=levels))],
         # As for the superproject (cloning._checkout_plan): indexes without this checkout's
         # inodes and times, so that every archive of the commit is the same.
-        [*each, "git read-tree HEAD"],
+        ["-C", checkout, "submodule", "foreach", "--quiet", "--recursive", "git read-tree HEAD"],
     ]
     return [[*_config(proxy_url), *command] for command in fetched]
+
+
+def _in_each(level: int, command: str) -> list[str]:
+    """git's arguments that run the shell `command` in each submodule `level` levels down (1:
+    the checkout's own), through as many nested `git submodule foreach`."""
+    for _ in range(level - 1):
+        command = shlex.join(["git", "submodule", "foreach", "--quiet", command])
+    return ["submodule", "foreach", "--quiet", command]
 
 
 def _config(proxy_url: str) -> list[str]:
@@ -54,8 +76,15 @@ def _config(proxy_url: str) -> list[str]:
         "protocol.git.allow=never",
         "protocol.file.allow=never",
         "protocol.ssh.allow=never",
+        "core.sshCommand=false",
     ]
     return [option for item in options for option in ("-c", item)]
+
+
+CLONE_FAILED = re.compile(r"clone of '(?P<url>[^']+)' into submodule path '(?P<path>[^']+)'")
+LACKING = re.compile(
+    r"Fetched in submodule path '(?P<path>[^']+)', but it did not contain (?P<commit>[0-9a-f]+)"
+)
 
 
 def explained(
@@ -63,13 +92,14 @@ def explained(
 ) -> gitwords.CloneFailed:
     """A failure among the submodules in words about them; `failed` itself if it is not."""
     output = failed.output
-    named = re.search(r"clone of '(?P<url>[^']+)' into submodule path '(?P<path>[^']+)'", output)
-    where = f"'{_relative(named['path'], checkout)}' ({named['url']})" if named else ""
-    if refusals and named:
-        refusal = refusals[0]
-        reason = f"{refusal.destination} was refused: {refusal.reason}"
-        message = f"The submodule at {where} cannot be fetched: {reason}"
-        return gitwords.CloneFailed(message, output, shared=True)
+    clones = list(CLONE_FAILED.finditer(output))
+    for refusal in refusals:
+        for named in clones:
+            if _destination(named["url"]) == refusal.destination:
+                where = f"'{_relative(named['path'], checkout)}' ({named['url']})"
+                reason = f"{refusal.destination} was refused: {refusal.reason}"
+                message = f"The submodule at {where} cannot be fetched: {reason}"
+                return gitwords.CloneFailed(message, output, shared=True)
     deeper = re.search(
         re.escape(TOO_DEEP) + r" (?P<levels>\d+) levels, in (?P<path>[^\n]+)", output
     )
@@ -77,26 +107,42 @@ def explained(
         levels = int(deeper["levels"])
         message = (
             f"Submodules nest more than {levels} level{'s' if levels != 1 else ''} deep, the "
-            f"most this service fetches (below '{deeper['path'].strip()}')."
+            f"most this service fetches (below '{_relative(deeper['path'].strip(), checkout)}')."
         )
         return gitwords.CloneFailed(message, output, shared=True)
-    missing = re.search(
-        r"Fetched in submodule path '(?P<path>[^']+)', but it did not contain "
-        r"(?P<commit>[0-9a-f]+)",
-        output,
-    )
-    if missing:
+    lacking = LACKING.search(output)
+    if lacking:
+        path = _within(output, lacking.start(), checkout) + lacking["path"]
         message = (
-            f"The submodule at '{missing['path']}' has no commit {missing['commit'][:12]}, "
-            "which the repository records for it."
+            f"The submodule at '{path}' has no commit {lacking['commit'][:12]}, which the "
+            "repository records for it."
         )
         return gitwords.CloneFailed(message, output, shared=True)
-    if named:
+    if clones and not refusals:
+        named = clones[0]
         before = output[: output.rfind("\n", 0, named.start()) + 1]  # the lines before git's
         cause = gitwords.last_complaint(before)
+        where = f"'{_relative(named['path'], checkout)}' ({named['url']})"
         message = f"The submodule at {where} could not be cloned: {gitwords.shorten(cause)}"
         return gitwords.CloneFailed(message, output, shared=True)
     return failed
+
+
+def _destination(url: str) -> str:
+    """host:port, as the proxy names what a URL connects to."""
+    parts = urlsplit(url)
+    port = parts.port or urlpolicy.DEFAULT_PORTS.get(parts.scheme, 0)
+    return f"{urlpolicy.bracketed(parts.hostname or '')}:{port}"
+
+
+def _within(output: str, position: int, checkout: str) -> str:
+    """The superproject (a path and "/", or "" for the checkout) whose submodules a level's
+    fetch was at, at `position` in git's output."""
+    said = output.rfind(WITHIN, 0, position)
+    if said < 0:
+        return ""
+    line = output[said + len(WITHIN) :].split("\n", 1)[0].strip()
+    return _relative(line, checkout) + "/"
 
 
 def _relative(path: str, checkout: str) -> str:

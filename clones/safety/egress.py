@@ -12,11 +12,12 @@ kept (Proxy.refusals), so that the job fails saying what was refused and why, no
 """
 
 import logging
+import re
 import selectors
 import socket
 import socketserver
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -30,6 +31,7 @@ from . import urlpolicy
 logger = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024  # a request line and its headers; git's are a few hundred bytes
+HEAD_SECONDS = 10  # for a client to send its request's head
 CONNECT_SECONDS = 10
 IDLE_SECONDS = 300  # a tunnel with no byte either way for this long is closed
 CHUNK = 64 * 1024
@@ -53,6 +55,7 @@ class Proxy:
         self.refusals: list[Refusal] = []
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        self._closed = False
         family = socket.AF_INET6 if ":" in bind else socket.AF_INET
         server_class = type("Server", (_Server,), {"address_family": family})
         self._server = server_class((bind, 0), _Handler, bind_and_activate=True)
@@ -76,6 +79,7 @@ class Proxy:
         self._server.shutdown()
         self._server.server_close()
         with self._lock:  # tunnels still open: their relays wake up and end
+            self._closed = True
             for sock in self._open:
                 with suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -87,8 +91,12 @@ class Proxy:
 
     @contextmanager
     def tracked(self, sock: socket.socket) -> Iterator[socket.socket]:
+        """`sock`, closed when the block ends, or at once when the proxy has ended (a handler
+        that was still connecting): no relay outlives the proxy."""
         with self._lock:
             self._open.add(sock)
+            if self._closed:
+                sock.shutdown(socket.SHUT_RDWR)
         try:
             yield sock
         finally:
@@ -106,12 +114,16 @@ def available() -> bool:
 def for_container() -> Iterator[tuple[Proxy, str]]:
     """A proxy for one container run, and its URL as the container reaches it
     (CLONES_EGRESS_HOST, resolved here: a container may not know the names this worker does)."""
-    host = settings.CLONES_EGRESS_HOST or settings.CLONES_EGRESS_BIND
+    bind = settings.CLONES_EGRESS_BIND
+    host = settings.CLONES_EGRESS_HOST or bind
+    if host in ("0.0.0.0", "::"):
+        raise OSError("CLONES_EGRESS_HOST must say how containers reach this worker.")
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET  # the proxy's own
     try:
-        address = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+        address = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)[0][4][0]
     except socket.gaierror as exc:
         raise OSError(f"CLONES_EGRESS_HOST {host!r} cannot be resolved: {exc}") from exc
-    with Proxy(settings.CLONES_EGRESS_BIND) as proxy:
+    with Proxy(bind) as proxy:
         yield proxy, proxy.url(address)
 
 
@@ -130,7 +142,11 @@ class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         proxy = self.server.proxy
         with proxy.tracked(self.connection):
-            head = self._read_head()
+            self.connection.settimeout(HEAD_SECONDS)
+            try:
+                head = self._read_head()
+            except OSError:  # the client sent no head in time, or went away
+                return None
             if head is None:
                 return self._answer(400, "The request's head is malformed or too long.")
             method, target, headers = head
@@ -149,9 +165,9 @@ class _Handler(socketserver.StreamRequestHandler):
             with proxy.tracked(upstream):
                 if request.tunnel:
                     self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                else:
-                    upstream.sendall(request.forwarded_head(method, headers))
-                _relay(self.connection, upstream)
+                    return _relay(self.connection, upstream)
+                upstream.sendall(request.forwarded_head(method, headers))
+                _relay(self.connection, upstream, _ClosingResponse().feed)
 
     def _read_head(self) -> tuple[str, str, list[tuple[str, str]]] | None:
         lines, size = [], 0
@@ -163,7 +179,7 @@ class _Handler(socketserver.StreamRequestHandler):
             if line in (b"\r\n", b"\n"):
                 break
             lines.append(line.decode("latin-1").rstrip("\r\n"))
-        if not lines or len(lines[0].split(" ")) != 3:
+        if not lines or len(lines[0].split(" ")) != 3 or not all(":" in line for line in lines[1:]):
             return None
         method, target, _version = lines[0].split(" ")
         headers = [line.split(":", 1) for line in lines[1:]]
@@ -250,9 +266,47 @@ def _connect(addresses, port: int) -> socket.socket | None:
     return None
 
 
-def _relay(client: socket.socket, upstream: socket.socket) -> None:
-    """Bytes both ways until both sides have finished sending, or neither sent for IDLE_SECONDS;
-    one side's end of sending is passed on to the other (half-close)."""
+class _ClosingResponse:
+    """A server's answer to a plain request, passed on with `Connection: close` in its head (in
+    each head, if interim 1xx ones come first): the client then sends its next request on a new
+    connection, which is checked afresh, not on this one to this server."""
+
+    def __init__(self):
+        self._head = b""
+        self._done = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._done:
+            return data
+        self._head += data
+        passed = b""
+        while not self._done and b"\r\n\r\n" in self._head:
+            head, self._head = self._head.split(b"\r\n\r\n", 1)
+            passed += self._closing(head)
+            self._done = not re.match(rb"HTTP/\d(\.\d)? 1\d\d ", head)
+        if self._done:
+            passed, self._head = passed + self._head, b""
+        return passed
+
+    @staticmethod
+    def _closing(head: bytes) -> bytes:
+        status, *fields = head.split(b"\r\n")
+        kept = [
+            field
+            for field in fields
+            if field.split(b":", 1)[0].strip().lower() not in (b"connection", b"keep-alive")
+        ]
+        return b"\r\n".join([status, *kept, b"Connection: close"]) + b"\r\n\r\n"
+
+
+def _relay(
+    client: socket.socket,
+    upstream: socket.socket,
+    answer: Callable[[bytes], bytes] = lambda data: data,
+) -> None:
+    """Bytes both ways (the server's through `answer`) until both sides have finished sending,
+    or neither sent for IDLE_SECONDS; one side's end of sending is passed on to the other
+    (half-close)."""
     peers = {client: upstream, upstream: client}
     open_readers = set(peers)
     with selectors.DefaultSelector() as selector:
@@ -269,7 +323,7 @@ def _relay(client: socket.socket, upstream: socket.socket) -> None:
                 try:
                     data = sock.recv(CHUNK)
                     if data:
-                        peers[sock].sendall(data)
+                        peers[sock].sendall(answer(data) if sock is upstream else data)
                         continue
                     peers[sock].shutdown(socket.SHUT_WR)
                 except OSError:

@@ -6,16 +6,19 @@ so does its proxy)."""
 import hashlib
 import ipaddress
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from clones import jobs, tasks
 from clones.models import CloneJob, History, Status
+from clones.pipeline import gitwords, lfs
 from clones.safety import egress, urlpolicy
 
-from ..support.gitservers import CanaryServer
+from ..support.gitservers import CanaryServer, GitHTTPServer
 from ..support.helpers import assert_left_nothing_behind
 from ..support.lfsserver import LFSServer, pointer
 from ..support.repos import git
@@ -26,6 +29,7 @@ pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 # proxy, so the tests' servers get names that the proxy, in this process, resolves.
 NAMES = {"lfs.example": "127.0.0.1", "metadata.example": "127.0.0.2"}
 BIG = os.urandom(300_000)
+TOKEN = "lfs-s3cret-token"
 SMALL = b"a small tracked file\n"
 
 
@@ -172,6 +176,64 @@ def test_a_download_link_to_a_forbidden_address_is_refused_and_nothing_reaches_i
     job = run(owner, url)
 
     assert job.status == Status.FAILED
-    assert job.error.startswith("An LFS download from ")
+    assert job.error.startswith("Git LFS was refused a connection to ")
     assert reason in job.error
     assert canary.requests == []
+
+
+def test_an_lfs_server_named_by_an_ssh_url_gets_no_ssh_run(tmp_path):
+    """.lfsconfig may name an ssh:// LFS server, for which git-lfs runs ssh itself, past the
+    proxy. The stand-in image has no ssh to show it, so this runs the job's very command with
+    this machine's git and git-lfs, an `ssh` of the test's own first on the PATH."""
+    bin_dir, ran = tmp_path / "bin", tmp_path / "ssh-ran"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexit 1\n')
+    (bin_dir / "ssh").chmod(0o755)
+    work = tmp_path / "repo"
+    work.mkdir()
+    git("init", "--quiet", "--initial-branch=main", cwd=work)
+    (work / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
+    (work / ".lfsconfig").write_text("[lfs]\n\turl = ssh://git@127.0.0.1:1/x.git\n")
+    (work / "a.bin").write_text(pointer(BIG))
+    git("add", "-A", cwd=work)
+    git("commit", "--quiet", "-m", "pointer", cwd=work)
+    [pull, _read_tree] = lfs.commands(str(work), "http://127.0.0.1:9")
+    environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)}
+
+    result = subprocess.run(["git", *pull], env=environment, capture_output=True, text=True)
+
+    assert result.returncode != 0
+    assert not ran.exists(), ran.read_text()
+
+
+def test_an_access_token_goes_to_the_repositorys_host_and_not_to_the_lfs_server(
+    owner, served_root, lfs_server, request
+):
+    """The LFS server is another host (by name): git's credential store has the token for the
+    repository's host alone."""
+    private = GitHTTPServer(served_root, auth=f"{gitwords.TOKEN_USER}:{TOKEN}")
+    request.addfinalizer(private.stop)
+    url = lfs_repo(served_root, private, lfs_server, "lfs-private")
+
+    job = jobs.submit(owner, url, token=TOKEN, lfs=True, history=History.FILES)
+    tasks.run_clone_job(str(job.id))
+    job.refresh_from_db()
+
+    assert job.status == Status.DONE, job.error
+    assert lfs_server.requests and lfs_server.authorizations == []
+
+
+def test_the_same_commit_with_lfs_files_is_archived_byte_for_byte_alike(
+    owner, served_root, git_http, lfs_server
+):
+    url = lfs_repo(served_root, git_http, lfs_server, "lfs-twice")
+    first = run(owner, url)
+    assert first.status == Status.DONE, first.error
+    CloneJob.objects.filter(pk=first.pk).update(expires_at=timezone.now())
+    tasks.expire_archives()  # the next job builds afresh
+
+    second = run(owner, url)
+
+    assert second.status == Status.DONE, second.error
+    assert second.snapshot_id == first.snapshot_id
+    assert second.archive_sha256 == first.archive_sha256

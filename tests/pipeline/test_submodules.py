@@ -5,6 +5,7 @@ process, and so does its proxy)."""
 
 import subprocess
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from clones import jobs, tasks, watches
 from clones.models import CloneJob, History, Status
+from clones.pipeline import refs, snapshots
 from clones.safety import urlpolicy
 
 from ..support.gitservers import CanaryServer
@@ -41,10 +43,18 @@ def with_submodule(work: Path, url: str, path: str, source: Path, commit: str) -
     git("config", "-f", ".gitmodules", f"submodule.{path}.url", url, cwd=work)
 
 
+@dataclass
+class Nested:
+    url: str  # the superproject's
+    expected: dict[str, str]  # path in the archive -> content
+    leaf: Path  # vendor/b, as served
+    middle: Path  # libs/a's work tree
+
+
 @pytest.fixture
 def nested(served_root, git_http, request):
     """super -> libs/a (relative URL) -> vendor/b (absolute URL), each recorded at a commit
-    that is not its branch's tip. Returns (super's URL, {path in the archive: content})."""
+    that is not its branch's tip."""
     number = request.node.nodeid.__hash__() & 0xFFFFFF
     root = served_root.parent / "work" / f"nested-{number}"
     names = {part: f"{part}-{number}" for part in ("super", "a", "b")}
@@ -76,7 +86,8 @@ def nested(served_root, git_http, request):
         "libs/a/a.txt": "a as recorded\n",
         "libs/a/vendor/b/b.txt": "b as recorded\n",
     }
-    return git_http.url(f"{names['super']}.git"), expected
+    leaf = served_root / f"{names['b']}.git"
+    return Nested(git_http.url(f"{names['super']}.git"), expected, leaf, a)
 
 
 def run(owner, url: str, ref: str = "", **options) -> CloneJob:
@@ -113,7 +124,7 @@ def files_in(top: Path) -> dict[str, str]:
 def test_nested_submodules_are_in_the_archive_at_the_commits_recorded(
     history, mirror, owner, nested, tmp_path
 ):
-    url, expected = nested
+    url, expected = nested.url, nested.expected
     depth = 1 if history == History.SHALLOW else None
     if mirror:  # a job without submodules makes the repository's mirror
         tasks.run_clone_job(str(jobs.submit(owner, url).id))
@@ -136,7 +147,7 @@ def test_nested_submodules_are_in_the_archive_at_the_commits_recorded(
 
 @pytest.mark.parametrize("history", [History.FULL, History.FILES])
 def test_the_same_commit_with_submodules_is_archived_byte_for_byte_alike(owner, nested, history):
-    url, _expected = nested
+    url = nested.url
     first = run(owner, url, history=history)
     assert first.status == Status.DONE, first.error
     # As the expiry sweep would once its time has come: the next job builds afresh.
@@ -151,7 +162,7 @@ def test_the_same_commit_with_submodules_is_archived_byte_for_byte_alike(owner, 
 
 
 def test_a_job_with_submodules_is_its_own_snapshot(owner, nested):
-    url, _expected = nested
+    url = nested.url
     without = jobs.submit(owner, url)
     tasks.run_clone_job(str(without.id))
     with_them = run(owner, url)
@@ -208,10 +219,10 @@ def test_a_host_that_rebinds_is_checked_at_every_connection_and_never_reached(
 ):
     """A name that resolves to an allowed address once, then to a forbidden one: each
     connection the proxy makes is to the address it checked for that connection."""
-    canary = CanaryServer(host="127.0.0.2")
+    # Where the git server listens, but on the forbidden address: a proxy that connected
+    # anywhere but where it checked would reach it.
+    canary = CanaryServer(host="127.0.0.2", port=git_http.port)
     request.addfinalizer(canary.stop)
-    # The canary's port on the git server's address is closed; the git server's port on the
-    # canary's address too: whichever answer the proxy acts on, only one server could answer.
     leaf_url = f"http://rebind.example:{git_http.port}/rebind-leaf.git"
     url = hostile(served_root, git_http, "rebind", leaf_url)
     real_resolve = urlpolicy.resolve
@@ -223,14 +234,12 @@ def test_a_host_that_rebinds_is_checked_at_every_connection_and_never_reached(
         return next(answers, [urlpolicy.ipaddress.ip_address("127.0.0.2")])
 
     monkeypatch.setattr(urlpolicy, "resolve", rebinding)
-    canary_on_that_port = CanaryServer(host="127.0.0.2")
-    request.addfinalizer(canary_on_that_port.stop)
 
     job = run(owner, url)
 
     assert job.status == Status.FAILED
     assert "rebind.example resolves to 127.0.0.2, a private or reserved address" in job.error
-    assert canary.requests == canary_on_that_port.requests == []
+    assert canary.requests == []
 
 
 def test_a_git_url_submodule_is_refused_as_it_cannot_go_through_the_proxy(
@@ -247,7 +256,7 @@ def test_a_git_url_submodule_is_refused_as_it_cannot_go_through_the_proxy(
 
 def test_submodules_nesting_past_the_cap_fail_saying_where(owner, nested, settings):
     settings.CLONES_SUBMODULE_LEVELS = 1
-    url, _expected = nested
+    url = nested.url
 
     job = run(owner, url)
 
@@ -280,7 +289,7 @@ def test_a_recorded_commit_the_submodule_lacks_fails_naming_both(owner, served_r
 
 def test_an_egress_proxy_that_cannot_start_fails_the_job_saying_so(owner, nested, settings):
     settings.CLONES_EGRESS_BIND = "192.0.2.1"  # no address of this machine: bind() fails
-    url, _expected = nested
+    url = nested.url
 
     job = run(owner, url)
 
@@ -292,7 +301,7 @@ def test_an_egress_proxy_that_cannot_start_fails_the_job_saying_so(owner, nested
 
 
 def test_a_watch_with_submodules_snapshots_them(owner, nested, tmp_path):
-    url, expected = nested
+    url, expected = nested.url, nested.expected
     watch = watches.create(owner, url, history=History.FILES, submodules=True)
     check(watch)
 
@@ -301,3 +310,64 @@ def test_a_watch_with_submodules_snapshots_them(owner, nested, tmp_path):
     assert snapshot.status == Status.DONE, snapshot.error
     assert snapshot.submodules and snapshot.snapshot.submodules
     assert files_in(unpacked(snapshot, tmp_path)) == expected
+
+
+def test_a_commit_a_nested_submodule_lacks_is_named_by_its_whole_path(owner, nested, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    git("init", "--quiet", "--initial-branch=main", cwd=other)
+    (other / "x.txt").write_text("x\n")
+    commit_all(other, "other")
+    subprocess.run(["rm", "-rf", str(nested.leaf)], check=True)
+    git("clone", "--quiet", "--bare", str(other), str(nested.leaf), cwd=tmp_path)
+
+    job = run(owner, nested.url)
+
+    assert job.status == Status.FAILED
+    assert job.error.startswith("The submodule at 'libs/a/vendor/b' has no commit ")
+
+
+def test_a_submodule_marked_update_none_is_left_out_as_git_leaves_it(
+    owner, served_root, git_http, nested, tmp_path
+):
+    """Below the top too: the depth check counts what is left, not what git skipped."""
+    git("config", "-f", ".gitmodules", "submodule.vendor/b.update", "none", cwd=nested.middle)
+    commit_all(nested.middle, "vendor/b: update none")
+    middle = served_root / f"{nested.middle.name}.git"
+    git("push", "--quiet", str(middle), "HEAD:refs/heads/none", cwd=nested.middle)
+    # The superproject records libs/a at that commit.
+    top = nested.middle.parent / nested.middle.name.replace("a-", "super-", 1)
+    git("-C", "libs/a", "fetch", "--quiet", "origin", "main", cwd=top)
+    git("-C", "libs/a", "checkout", "--quiet", "FETCH_HEAD", cwd=top)
+    commit_all(top, "libs/a with vendor/b left out")
+    git("push", "--quiet", str(served_root / f"{top.name}.git"), "HEAD:main", cwd=top)
+
+    job = run(owner, nested.url, history=History.FILES)
+
+    assert job.status == Status.DONE, job.error
+    # libs/a now at its branch's tip ("a later"), vendor/b not fetched.
+    expected = {"top.txt": "the superproject\n", "libs/a/a.txt": "a later\n"}
+    assert files_in(unpacked(job, tmp_path)) == expected
+
+
+@pytest.mark.parametrize("option", ["submodules", "lfs"])
+def test_with_a_token_an_archive_fetched_beyond_the_repository_is_its_owners_alone(
+    option, owner, django_user_model
+):
+    """Her token may open other repositories on its host (a private submodule, an LFS store)
+    that the next person, who can read this one, cannot: such a snapshot is not shared."""
+    other = django_user_model.objects.create_user("other", password="pw-other-123")
+    resolved = refs.Resolved("a" * 40, "refs/heads/main")
+
+    def snapshot_of(person, token: bool, **options):
+        job = CloneJob.objects.create(
+            owner=person, url="https://example.com/team/app.git", used_token=token, **options
+        )
+        return snapshots.take(job, resolved)[0]
+
+    with_token = snapshot_of(owner, True, **{option: True})
+    assert snapshot_of(other, True, **{option: True}) != with_token
+    assert snapshot_of(owner, True, **{option: True}) == with_token  # hers, again
+    without = snapshot_of(owner, False, **{option: True})
+    assert snapshot_of(other, False, **{option: True}) == without
+    assert snapshot_of(other, True) == snapshot_of(owner, True)  # neither option: shared

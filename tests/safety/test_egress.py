@@ -177,3 +177,68 @@ def test_once_the_block_ends_the_proxy_is_gone_and_so_are_its_tunnels(listener):
     assert client.recv(1024) == b""  # the open tunnel was closed
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+
+
+class KeepAliveServer:
+    """Answers each connection's request with `answer` and keeps the connection open."""
+
+    def __init__(self, answer: bytes):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.recv(4096)
+            conn.sendall(self.answer)  # and stays open
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_plain_answer_ends_the_clients_connection_so_a_next_request_is_checked_afresh(proxy):
+    """Each head the server sends (an interim 100 Continue, then the answer) says
+    `Connection: close`, whatever the server said: the client's next request, maybe for
+    another host, comes on a new connection, not down this one to this server."""
+    server = KeepAliveServer(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=60\r\n"
+        b"Content-Length: 2\r\n\r\nok"
+    )
+    try:
+        client, answer = ask(
+            proxy, f"POST http://127.0.0.1:{server.port}/x HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        while not answer.endswith(b"ok"):
+            answer += client.recv(4096)
+    finally:
+        server.close()
+
+    interim, final, body = answer.split(b"\r\n\r\n")
+    assert interim == b"HTTP/1.1 100 Continue\r\nConnection: close"
+    assert final.splitlines() == [
+        b"HTTP/1.1 200 OK",
+        b"Content-Length: 2",
+        b"Connection: close",
+    ]
+    assert body == b"ok"
+
+
+def test_a_head_line_without_a_colon_is_answered_400(proxy, listener):
+    _client, answer = ask(proxy, f"CONNECT 127.0.0.1:{listener.port} HTTP/1.1\r\nbroken\r\n\r\n")
+
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert listener.accepted == 0
+
+
+def test_a_client_that_sends_no_head_is_let_go(monkeypatch):
+    monkeypatch.setattr(egress, "HEAD_SECONDS", 0.2)
+    with egress.Proxy("127.0.0.1") as quick:
+        client = socket.create_connection(("127.0.0.1", quick.port), timeout=5)
+
+        assert client.recv(1024) == b""  # closed by the proxy, not by this test

@@ -159,9 +159,11 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
 class _Threaded:
     """A ThreadingHTTPServer on 127.0.0.1 in a background thread."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1"):
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1", port: int = 0
+    ):
         self.host = host
-        self.server = ThreadingHTTPServer((host, 0), handler)
+        self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -203,7 +205,7 @@ class GitHTTPServer(_Threaded):
 class CanaryServer(_Threaded):
     """Answers every request with 404 and remembers its path: proof of what was fetched."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.requests: list[str] = []
         canary = self
 
@@ -217,7 +219,7 @@ class CanaryServer(_Threaded):
             def log_message(self, format, *args) -> None:
                 pass
 
-        super().__init__(Handler, host)
+        super().__init__(Handler, host, port)
 
     def url(self, path: str = "canary") -> str:
         return f"http://{self.host}:{self.port}/{path}"

@@ -24,11 +24,13 @@ class LFSServer(_Threaded):
     def __init__(self, host_name: str = "127.0.0.1", href_base: str = ""):
         self.objects: dict[str, bytes] = {}
         self.requests: list[str] = []
+        self.authorizations: list[str] = []  # every Authorization header it was sent
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 server.requests.append(f"POST {self.path}")
+                server.authorizations += self.headers.get_all("Authorization", [])
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 base = server.href_base or f"http://{host_name}:{server.port}"
                 answer = {
@@ -39,6 +41,7 @@ class LFSServer(_Threaded):
 
             def do_GET(self) -> None:
                 server.requests.append(f"GET {self.path}")
+                server.authorizations += self.headers.get_all("Authorization", [])
                 oid = self.path.rsplit("/", 1)[-1]
                 content = server.objects.get(oid)
                 if content is None:
