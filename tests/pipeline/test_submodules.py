@@ -13,10 +13,10 @@ from django.utils import timezone
 
 from clones import jobs, tasks, watches
 from clones.models import CloneJob, History, Status
-from clones.pipeline import refs, snapshots
+from clones.pipeline import gitwords, refs, snapshots
 from clones.safety import urlpolicy
 
-from ..support.gitservers import CanaryServer
+from ..support.gitservers import CanaryServer, GitHTTPServer, RecordingGitHTTPServer
 from ..support.helpers import assert_left_nothing_behind
 from ..support.repos import git
 from ..test_watches import check, run_snapshots
@@ -371,3 +371,25 @@ def test_with_a_token_an_archive_fetched_beyond_the_repository_is_its_owners_alo
     without = snapshot_of(owner, False, **{option: True})
     assert snapshot_of(other, False, **{option: True}) == without
     assert snapshot_of(other, True) == snapshot_of(owner, True)  # neither option: shared
+
+
+def test_an_access_token_goes_to_the_repositorys_host_and_not_to_a_submodules(
+    owner, served_root, request
+):
+    """The superproject's server wants the token; the submodule is on another host (another
+    port), which must never see it (git's credential store is by host)."""
+    token = "submodule-s3cret"
+    private = GitHTTPServer(served_root, auth=f"{gitwords.TOKEN_USER}:{token}")
+    elsewhere = RecordingGitHTTPServer(served_root)
+    for server in (private, elsewhere):
+        request.addfinalizer(server.stop)
+    url = hostile(served_root, private, "credentials", elsewhere.url("credentials-leaf.git"))
+    served(served_root.parent / "work" / "credentials-leaf", served_root)
+
+    job = jobs.submit(owner, url, token=token, submodules=True)
+    tasks.run_clone_job(str(job.id))
+    job.refresh_from_db()
+
+    assert job.status == Status.DONE, job.error
+    assert elsewhere.requests
+    assert not [headers for _m, _p, headers in elsewhere.requests if "Authorization" in headers]
