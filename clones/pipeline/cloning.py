@@ -28,6 +28,8 @@ COMMIT_TIME = "commit-time"  # beside it: the checked-out commit's time, as git 
 # In a fresh clone's .git, made by the clone itself: the reflogs (with the clone's time) and the
 # fetched tips of a commit fetched by name.
 CLONE_TIME_FILES = ["logs", "FETCH_HEAD"]
+# git-lfs's scratch in a .git: downloads under way, and its logs of errors (with their times).
+LFS_SCRATCH = ["lfs/tmp", "lfs/incomplete", "lfs/logs"]
 CREDENTIALS_FILE = "credentials"  # beside it, so never in the archive
 
 # git reads no configuration but ours: not the image's /etc/gitconfig, not a global file.
@@ -399,7 +401,8 @@ def _to_pack(directory: str, git_dir: str) -> Callable[[Path], Built]:
     def built(job_dir: Path) -> Built:
         repositories = [job_dir / git_dir, *submodules.git_dirs(job_dir / git_dir)]
         for repository in repositories:
-            for made_by_the_clone in CLONE_TIME_FILES:  # they say when it was cloned, not what
+            # They say when and how it was cloned, not what.
+            for made_by_the_clone in [*CLONE_TIME_FILES, *LFS_SCRATCH]:
                 paths.remove(repository / made_by_the_clone)
         commit_time = job_dir / COMMIT_TIME
         packable = Built(job_dir / directory, int(commit_time.read_text()))
