@@ -100,8 +100,8 @@ def test_lfs_files_are_in_the_archive_byte_for_byte(
     if history == History.FILES:
         assert not (top / ".git").exists()
     else:  # a complete clone: the objects in .git/lfs, and the files as git-lfs checks them
-        assert "Git LFS fsck OK" in git("lfs", "fsck", cwd=top)
         assert sorted(path.name for path in (top / ".git" / "lfs").iterdir()) == ["objects"]
+        assert "Git LFS fsck OK" in git("lfs", "fsck", cwd=top)
     # The batch request and both downloads went to the LFS server, by its name, through the proxy.
     assert sorted(lfs_server.requests)[0].startswith("GET /objects/")
     assert f"POST /lfs-{history}/info/lfs/objects/batch" in lfs_server.requests
