@@ -1,5 +1,8 @@
 # The cloneshelf web app and worker (one image; compose picks the command).
-FROM python:3.12-slim
+# BASE_IMAGE: python:3.12-slim, unless a build is told otherwise (tests/test_compose.py builds
+# on a local stand-in, on machines that reach no registry: scripts/standin_images.sh).
+ARG BASE_IMAGE=python:3.12-slim
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
