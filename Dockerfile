@@ -11,8 +11,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CLONES_DATA_DIR=/data
 
 # uid/gid 1000: clone containers run as the worker's own uid:gid, so the worker can delete
-# every file git writes into the shared volume.
-RUN groupadd --gid 1000 app && useradd --uid 1000 --gid app --home-dir /app --no-create-home app \
+# every file git writes into the shared volume. A home of its own (/home/app), writable, apart
+# from the code in /app (root's): gunicorn 25.1+ makes its control socket in ~/.gunicorn.
+RUN groupadd --gid 1000 app && useradd --uid 1000 --gid app --home-dir /home/app --create-home app \
     && mkdir -p /app /data && chown app:app /data
 
 WORKDIR /app
