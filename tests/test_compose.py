@@ -178,7 +178,12 @@ class Stack:
 
 
 def _image_present(tag: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+    return bool(image_id(tag))
+
+
+def image_id(tag: str) -> str:
+    inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", tag]
+    return subprocess.run(inspect, capture_output=True, text=True).stdout.strip()
 
 
 class Browser:
@@ -284,7 +289,12 @@ def boot_clone_restart(stack, new_repo, git_http, served_root, tmp_path):
     started = time.monotonic()
 
     # up: the app image built on the stand-in Python, migrate done, every service healthy.
-    stack.compose("up", "--build", "--detach", timeout=UP_SECONDS)
+    # (`up --build`, in two steps: a failed build's container is removed too.)
+    before = image_id(APP_IMAGE)
+    stack.compose("build", "--force-rm", timeout=UP_SECONDS)
+    if before and before != image_id(APP_IMAGE):  # the code changed: the old build is no use
+        subprocess.run(["docker", "rmi", before], capture_output=True)
+    stack.compose("up", "--detach", timeout=UP_SECONDS)
     stack.wait_until_up()
     timings["up (build included)"] = time.monotonic() - started
     log = stack.logs("migrate")
