@@ -74,7 +74,7 @@ class Stack:
             "DOCKER_HOST": os.environ["DOCKER_HOST"],
             "COMPOSE_PROJECT_NAME": self.name,
             "CLONESHELF_DB_PASSWORD": self.db_password,
-            "DJANGO_HTTPS": "0",  # the README's first look over plain http
+            # DJANGO_HTTPS as compose.yaml has it (1): Browser plays the TLS proxy's part.
             "CLONES_ALLOWED_SCHEMES": "http",
             "CLONES_GIT_IMAGE": settings.CLONES_GIT_IMAGE,
             "CS_TEST_APP_IMAGE": APP_IMAGE,
@@ -187,15 +187,20 @@ def image_id(tag: str) -> str:
 
 
 class Browser:
-    """A logged-in session on the site, over its port, as a user's browser has one."""
+    """A logged-in session on the site, over its port, as a user's browser has one behind the
+    TLS-terminating proxy compose.yaml expects: each request says X-Forwarded-Proto: https,
+    each POST carries the https Origin a browser sends, and the secure cookies go back."""
 
     def __init__(self, url: str, user: str, password: str):
         self.url = url
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-        )
+        cookies = http.cookiejar.CookieJar(policy=ProxiedCookiePolicy())
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
+        self.opener.addheaders = [("X-Forwarded-Proto", "https")]
         response = self.post("/accounts/login/", {"username": user, "password": password})
         assert urllib.parse.urlparse(response.url).path == "/", "the login was refused"
+        # The site took the proxy's word: https only cookies, and HSTS.
+        assert {cookie.name: cookie.secure for cookie in cookies}["sessionid"] is True
+        assert "Strict-Transport-Security" in response.headers
 
     def get(self, path: str):
         return self.opener.open(self.url + path, timeout=30)
@@ -204,7 +209,9 @@ class Browser:
         page = self.get(path).read().decode()
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1]
         body = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token}).encode()
-        return self.opener.open(self.url + path, data=body, timeout=30)
+        origin = self.url.replace("http://", "https://")
+        request = urllib.request.Request(self.url + path, data=body, headers={"Origin": origin})
+        return self.opener.open(request, timeout=30)
 
     def submit(self, url: str) -> str:
         """The new job's id, from the page the form redirects to."""
@@ -225,6 +232,13 @@ class Browser:
             tar.extractall(target, filter="tar")
         [top] = target.iterdir()
         return digest, top
+
+
+class ProxiedCookiePolicy(http.cookiejar.DefaultCookiePolicy):
+    """Secure cookies go back over the plain http between proxy and site."""
+
+    def return_ok_secure(self, cookie, request) -> bool:
+        return True
 
 
 class CountingEvent(threading.Event):
@@ -298,6 +312,7 @@ def boot_clone_restart(stack, new_repo, git_http, served_root, tmp_path):
     stack.wait_until_up()
     timings["up (build included)"] = time.monotonic() - started
     log = stack.logs("migrate")
+    assert "[ERROR]" not in stack.logs("web"), stack.logs("web")  # gunicorn's own complaints
     password = re.search(r"Created the admin 'admin' with the password (\S+) ", log)[1]
     # The engine in `docker` starts empty, as docker:dind does; the worker would pull alpine/git
     # from a registry. Here the stand-in git image is loaded into it.
