@@ -45,19 +45,51 @@ UP_SECONDS = 300  # a cold build of the app image included
 JOB_SECONDS = 120
 
 
+PROJECT_PREFIX = "cloneshelf-composetest-"
+
+
 def standin_images() -> dict[str, str]:
     listing = subprocess.run(
         ["bash", str(PROJECT_DIR / "scripts" / "standin_images.sh"), "--tags"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return dict(line.split("=", 1) for line in listing.split())
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if listing.returncode != 0:
+        pytest.skip(f"scripts/standin_images.sh --tags: {listing.stderr.strip()}")
+    return dict(line.split("=", 1) for line in listing.stdout.split())
+
+
+def remove_abandoned_projects() -> None:
+    """Containers, volumes and cgroups of compose projects whose test process is gone (killed
+    before its teardown); other sessions' projects, still running, are left alone."""
+    for kind, listing in [("container", ["ps", "-a"]), ("volume", ["volume", "ls"])]:
+        found = subprocess.run(
+            ["docker", *listing, "--quiet", "--filter", "label=com.docker.compose.project"],
+            capture_output=True, text=True,
+        ).stdout.split()  # fmt: skip
+        for item in found:
+            project = subprocess.run(
+                ["docker", kind, "inspect", "--format",
+                 '{{index .Labels "com.docker.compose.project"}}', item]
+                if kind == "volume" else
+                ["docker", "inspect", "--format",
+                 '{{index .Config.Labels "com.docker.compose.project"}}', item],
+                capture_output=True, text=True,
+            ).stdout.strip()  # fmt: skip
+            if not project.startswith(PROJECT_PREFIX):
+                continue
+            pid = project.removeprefix(PROJECT_PREFIX).split("-")[0]
+            if pid.isdecimal() and not Path(f"/proc/{pid}").exists():
+                remove = ["rm", "--force", *(["--volumes"] if kind == "container" else [])]
+                subprocess.run(["docker", kind, *remove, item], capture_output=True)
+                remove_cgroups(f"{project}-dind")
 
 
 class Stack:
     """One compose project on the shared test engine: `docker-compose -p NAME -f merged`."""
 
     def __init__(self, directory: Path):
-        self.name = f"cloneshelf-composetest-{uuid.uuid4().hex[:10]}"
+        # Whose it is: remove_abandoned_projects() reads the pid back.
+        self.name = f"{PROJECT_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.ports = {name: free_port() for name in ["DB", "REDIS", "WEB", "ENGINE"]}
         self.db_password = secrets.token_urlsafe(16)
         images = standin_images()
@@ -267,6 +299,7 @@ def docker_cli(host: str, *tls: str, home: Path) -> subprocess.CompletedProcess:
 def stack(tmp_path):
     if not shutil.which("docker-compose"):
         pytest.skip("docker-compose is missing: Debian's docker-compose (.ci/run installs it)")
+    remove_abandoned_projects()
     stack = Stack(tmp_path)
     try:
         yield stack
