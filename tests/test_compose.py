@@ -11,8 +11,8 @@ change compose v1 cannot make in an override file, dropping web's published port
 networking publishes nothing), is made in the merged file that compose itself writes.
 
 About two minutes with the images there, two and a half with a cold build of the app image,
-after the stand-ins' 24 s on a fresh machine: the README's "Run it with Docker Compose" has the
-figures.
+after the stand-ins' 24 s on a fresh machine (measured with another test run beside it): the
+README's "Run it with Docker Compose" has the figures.
 """
 
 import hashlib
@@ -44,8 +44,6 @@ OVERRIDE = PROJECT_DIR / "tests" / "compose.test.yaml"
 APP_IMAGE = "cloneshelf-composetest/app:latest"  # kept between runs: the build's cache
 UP_SECONDS = 300  # a cold build of the app image included
 JOB_SECONDS = 120
-
-
 PROJECT_PREFIX = "cloneshelf-composetest-"
 
 
