@@ -19,10 +19,9 @@
 #            scripts/standins/dockerd-entrypoint.sh, which makes certificates into
 #            DOCKER_TLS_CERTDIR as docker:dind does.
 #
-# Each is built once: a tag that is there is kept (the python tag names its Python and a hash of
-# the dependencies, so a change to pyproject.toml's makes a new one). `--tags` prints the tags
-# and builds nothing. Needs Debian's docker.io, postgresql and redis-server (.ci/run installs
-# them) and the test engine (.ci/engine.sh).
+# Each is built once: a tag that is there is kept, and the tags change with what the images are
+# made of (below). `--tags` prints the tags and builds nothing. Needs Debian's docker.io,
+# postgresql and redis-server (.ci/run installs them) and the test engine (.ci/engine.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DOCKER_HOST=${DOCKER_HOST:-unix:///run/cloneshelf-test-docker.sock}
@@ -47,13 +46,16 @@ PY_VERSION=$("$PYTHON" -c 'import platform; print(platform.python_version())')
 REQUIREMENTS=$("$PYTHON" -c '
 import tomllib
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
-DEPS_HASH=$(printf '%s\n' "$REQUIREMENTS" | sha256sum | cut -c1-12)
+# Each tag ends in a hash of what makes the image: this script, the entrypoints, the project's
+# dependencies and the test suite's dind image that ours starts from. Any change, a new tag.
+DIND_BASE=$(python3 -c 'from tests.support.dind_image import IMAGE; print(IMAGE)')
+HASH=$({ cat scripts/standin_images.sh scripts/standins/*; printf '%s\n%s\n' "$REQUIREMENTS" "$DIND_BASE"; } \
+    | sha256sum | cut -c1-12)
 
-# The number after the Python's version counts changes to this script's python image.
-PYTHON_IMAGE=${STANDIN_PYTHON_IMAGE:-cloneshelf-standin/python:$PY_VERSION-3-$DEPS_HASH}
-POSTGRES_IMAGE=${STANDIN_POSTGRES_IMAGE:-cloneshelf-standin/postgres:15-1}
-REDIS_IMAGE=${STANDIN_REDIS_IMAGE:-cloneshelf-standin/redis:7-1}
-DIND_IMAGE=${STANDIN_DIND_IMAGE:-cloneshelf-standin/dind:2}
+PYTHON_IMAGE=${STANDIN_PYTHON_IMAGE:-cloneshelf-standin/python:$PY_VERSION-$HASH}
+POSTGRES_IMAGE=${STANDIN_POSTGRES_IMAGE:-cloneshelf-standin/postgres:15-$HASH}
+REDIS_IMAGE=${STANDIN_REDIS_IMAGE:-cloneshelf-standin/redis:7-$HASH}
+DIND_IMAGE=${STANDIN_DIND_IMAGE:-cloneshelf-standin/dind:$HASH}
 
 if [ "${1:-}" = --tags ]; then
     printf 'python=%s\npostgres=%s\nredis=%s\ndind=%s\n' \
@@ -174,7 +176,7 @@ build_dind() {
     local context=$WORK/dind
     local base
     # The test suite's own stand-in (its engine), then what docker:dind adds to it.
-    base=$(python3 -m tests.support.dind_image)
+    base=$(python3 -m tests.support.dind_image)  # $DIND_BASE, built if missing
     mkdir -p "$context/root/usr/local/bin"
     copy_with_libraries "$context/root" /usr/bin/docker /usr/bin/openssl /usr/lib/ssl /usr/lib/os-release \
         /bin/mkdir /bin/cp /bin/chmod /bin/rm /bin/cat
