@@ -10,7 +10,7 @@ the host's network, on 127.0.0.1 and ports of this test's (nothing leaves the ma
 change compose v1 cannot make in an override file, dropping web's published port (host
 networking publishes nothing), is made in the merged file that compose itself writes.
 
-About two minutes with the images there, two and a half with a cold build of the app image,
+About two minutes with the images there, up to three with a cold build of the app image,
 after the stand-ins' 24 s on a fresh machine (measured with another test run beside it): the
 README's "Run it with Docker Compose" has the figures.
 """
