@@ -1,5 +1,8 @@
 # The cloneshelf web app and worker (one image; compose picks the command).
-FROM python:3.12-slim
+# BASE_IMAGE: python:3.12-slim, unless a build is told otherwise (tests/test_compose.py builds
+# on a local stand-in, on machines that reach no registry: scripts/standin_images.sh).
+ARG BASE_IMAGE=python:3.12-slim
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -8,8 +11,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CLONES_DATA_DIR=/data
 
 # uid/gid 1000: clone containers run as the worker's own uid:gid, so the worker can delete
-# every file git writes into the shared volume.
-RUN groupadd --gid 1000 app && useradd --uid 1000 --gid app --home-dir /app --no-create-home app \
+# every file git writes into the shared volume. A home of its own (/home/app), writable, apart
+# from the code in /app (root's): gunicorn 25.1+ makes its control socket in ~/.gunicorn.
+RUN groupadd --gid 1000 app && useradd --uid 1000 --gid app --home-dir /home/app --create-home app \
     && mkdir -p /app /data && chown app:app /data
 
 WORKDIR /app
