@@ -14,8 +14,9 @@ but for the submodules, also measured full.
   git), with `lfs` ÷ without (the pointers only), and ÷ a repository holding the same bytes in
   git itself (what the archive is, had the repository not used LFS).
 - submodules: a superproject with SUBMODULES submodules (one of them with one of its own), each
-  of random-ish text, with `submodules` ÷ without; their git traffic goes through the egress
-  proxy (plain http here: the proxy relays, it does not decrypt).
+  of random bytes, with `submodules` ÷ without, and ÷ the sum of a job of each repository on
+  its own (what the option adds beyond the fetches themselves); their git traffic goes through
+  the egress proxy (plain http here: the proxy relays, it does not decrypt).
 - paths: the lfs-less repository's files job of one folder ÷ of all of it.
 """
 
@@ -162,7 +163,7 @@ def one_round(number, options, owner, served, http, lfs, rows) -> None:
         lambda: timed(owner, fresh(in_git), **files),
     )
     rows.setdefault("paths: one small folder ÷ the whole files job", []).append(one_path / whole)
-    superproject = with_submodules(number, options, served, http)
+    superproject, repositories = with_submodules(number, options, served, http)
     for history in (History.FILES, History.FULL):
         on, off = pair(
             number,
@@ -170,6 +171,10 @@ def one_round(number, options, owner, served, http, lfs, rows) -> None:
             lambda h=history: timed(owner, fresh(superproject), history=h),
         )
         rows.setdefault(f"submodules ({history}): on ÷ off", []).append(on / off)
+        # What the option costs beyond fetching the submodules at all: one job for all of them
+        # (level by level, through the proxy) ÷ a job of each repository on its own.
+        each = off + sum(timed(owner, fresh(work), history=history) for work in repositories)
+        rows.setdefault(f"submodules ({history}): on ÷ a job of each", []).append(on / each)
 
 
 _copies = iter(range(10**6))
@@ -183,8 +188,9 @@ def fresh_copy(work: Path, served: Path) -> str:
     return name
 
 
-def with_submodules(number, options, served, http) -> Path:
-    """super-N with SUBMODULES submodules, the first with one of its own (served)."""
+def with_submodules(number, options, served, http) -> tuple[Path, list[Path]]:
+    """super-N with SUBMODULES submodules, the first with one of its own (served), and those
+    submodules' repositories."""
     megabytes = max(1, options.submodule_megabytes // (SUBMODULES + 1))
     subs = []
     for index in range(SUBMODULES + 1):
@@ -201,7 +207,7 @@ def with_submodules(number, options, served, http) -> Path:
     for index, work in enumerate(top_level):
         add_submodule(top, http.url(f"{work.name}.git"), f"libs/{index}", work)
     serve(top, served)
-    return top
+    return top, subs
 
 
 def add_submodule(work: Path, url: str, path: str, source: Path) -> None:

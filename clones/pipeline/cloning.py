@@ -138,7 +138,7 @@ def _plan(job: CloneJob, resolved: refs.Resolved, source: "Source", proxy_url: s
     shallow = job.history != History.FULL
     fetch = [
         *(submodules.commands(checkout, proxy_url, shallow) if job.submodules else []),
-        *(lfs.commands(checkout, proxy_url) if job.lfs else []),
+        *(lfs.commands(checkout, proxy_url, job.submodules) if job.lfs else []),
     ]
     return dataclasses.replace(plan, commands=[*plan.commands, *fetch])
 

@@ -10,6 +10,7 @@ the proxy; the size caps apply to what it writes as to the rest of the job's dir
 """
 
 import re
+import shlex
 from pathlib import Path
 
 from ..safety import egress
@@ -30,18 +31,28 @@ FILTERS = [
 RETRIES = ["-c", "lfs.transfer.maxretries=3", "-c", "lfs.transfer.maxretrydelay=2"]
 
 
-def commands(checkout: str, proxy_url: str) -> list[list[str]]:
-    """git's arguments that fetch and check out the LFS files of `checkout`'s HEAD."""
+def commands(checkout: str, proxy_url: str, in_submodules: bool) -> list[list[str]]:
+    """git's arguments that fetch and check out the LFS files of `checkout`'s HEAD, and with
+    `in_submodules`, of every submodule's (fetched before), each from its own LFS server. The
+    `-c` options reach the git commands that foreach starts (git passes them on)."""
     # An LFS server named by an ssh:// URL (.lfsconfig may) would have git-lfs run ssh itself,
     # past the proxy: there is no ssh for it to run.
     options = [f"http.proxy={proxy_url}", "core.sshCommand=false", *FILTERS]
-    config = [option for item in options for option in ("-c", item)]
+    config = [*(option for item in options for option in ("-c", item)), *RETRIES]
+    each = ["submodule", "foreach", "--quiet", "--recursive"]
+    # `git lfs pull` refreshes the index with this checkout's inodes and times; read afresh
+    # from HEAD's tree it holds none, so that every archive of the commit is the same.
+    pull, read_tree = ["lfs", "pull"], ["read-tree", "HEAD"]
     return [
-        [*config, *RETRIES, "-C", checkout, "lfs", "pull"],
-        # `git lfs pull` refreshes the index with this checkout's inodes and times; read afresh
-        # from HEAD's tree it holds none, so that every archive of the commit is the same.
-        ["-C", checkout, "read-tree", "HEAD"],
-    ]
+        [*config, "-C", checkout, *pull],
+        ["-C", checkout, *read_tree],
+        *(
+            [[*config, "-C", checkout, *each, shlex.join(["git", *pull])],
+             ["-C", checkout, *each, shlex.join(["git", *read_tree])]]
+            if in_submodules
+            else []
+        ),
+    ]  # fmt: skip
 
 
 # git-lfs's line for each object its server does not have, and its last word when it fails.

@@ -198,7 +198,7 @@ def test_an_lfs_server_named_by_an_ssh_url_gets_no_ssh_run(tmp_path):
     (work / "a.bin").write_text(pointer(BIG))
     git("add", "-A", cwd=work)
     git("commit", "--quiet", "-m", "pointer", cwd=work)
-    [pull, _read_tree] = lfs.commands(str(work), "http://127.0.0.1:9")
+    [pull, _read_tree] = lfs.commands(str(work), "http://127.0.0.1:9", in_submodules=False)
     environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)}
 
     result = subprocess.run(["git", *pull], env=environment, capture_output=True, text=True)
@@ -238,3 +238,27 @@ def test_the_same_commit_with_lfs_files_is_archived_byte_for_byte_alike(
     assert second.status == Status.DONE, second.error
     assert second.snapshot_id == first.snapshot_id
     assert second.archive_sha256 == first.archive_sha256
+
+
+@pytest.mark.parametrize("history", [History.FULL, History.FILES])
+def test_lfs_files_in_a_submodule_come_from_its_own_lfs_server(
+    history, owner, served_root, git_http, lfs_server, tmp_path
+):
+    leaf_url = lfs_repo(served_root, git_http, lfs_server, f"lfs-leaf-{history}")
+    top = served_root.parent / "work" / f"lfs-top-{history}"
+    top.mkdir()
+    git("init", "--quiet", "--initial-branch=main", cwd=top)
+    leaf_work = served_root.parent / "work" / f"lfs-leaf-{history}"
+    git("-c", "protocol.file.allow=always", "submodule", "add", "--quiet", str(leaf_work), "lib",
+        cwd=top)  # fmt: skip
+    git("config", "-f", ".gitmodules", "submodule.lib.url", leaf_url, cwd=top)
+    git("add", "-A", cwd=top)
+    git("commit", "--quiet", "-m", "with an LFS submodule", cwd=top)
+    git("clone", "--quiet", "--bare", str(top), str(served_root / f"{top.name}.git"), cwd=top)
+
+    job = run(owner, git_http.url(f"{top.name}.git"), history=history, submodules=True)
+
+    assert job.status == Status.DONE, job.error
+    unpacked_top = unpacked(job, tmp_path)
+    assert (unpacked_top / "lib" / "assets" / "big.bin").read_bytes() == BIG
+    assert (unpacked_top / "lib" / "assets" / "small.bin").read_bytes() == SMALL

@@ -5,6 +5,7 @@ process, and so does its proxy)."""
 
 import subprocess
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -393,3 +394,18 @@ def test_an_access_token_goes_to_the_repositorys_host_and_not_to_a_submodules(
     assert job.status == Status.DONE, job.error
     assert elsewhere.requests
     assert not [headers for _m, _p, headers in elsewhere.requests if "Authorization" in headers]
+
+
+def test_a_files_zip_with_submodules_holds_them_without_any_git(owner, nested, tmp_path):
+    job = run(owner, nested.url, history=History.FILES, archive_format="zip")
+
+    assert job.status == Status.DONE, job.error
+    with zipfile.ZipFile(job.archive.path) as archive:
+        names = archive.namelist()
+        contents = {
+            name.removeprefix(f"{job.top_level}/"): archive.read(name).decode()
+            for name in names
+            if name.endswith(".txt")
+        }
+    assert contents == nested.expected
+    assert not [name for name in names if name.endswith("/.git") or "/.git/" in name]
