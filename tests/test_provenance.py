@@ -22,6 +22,7 @@ from clones import jobs, tasks, verifier
 from clones.models import CloneJob, History, Snapshot, Status
 from clones.safety import signing
 
+from .support.helpers import make_done_job
 from .support.repos import ServedRepo, git
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
@@ -224,6 +225,17 @@ def test_an_archive_is_served_by_its_sha256_for_good_to_those_it_was_made_for(
     assert client.get(address).status_code == 404  # not theirs: not there, as a job of another's
     client.logout()
     assert client.get(address).status_code == 302  # to the login page
+
+
+def test_an_archive_made_before_signing_links_to_no_provenance(owner, client):
+    job = make_done_job(owner, b"an archive from before signing")  # no snapshot, no provenance
+    client.force_login(owner)
+
+    by_digest = client.get(f"/a/{job.archive_sha256}")
+    provenance = client.get(f"/clones/{job.id}/provenance.json")
+
+    assert by_digest.status_code == 200 and "Link" not in by_digest
+    assert provenance.status_code == 404
 
 
 # Software Heritage identifiers, against those swh.model computes for the same objects.

@@ -124,12 +124,13 @@ HAS_PROVENANCE = "http://www.w3.org/ns/prov#has_provenance"
 
 def by_digest_response(request: HttpRequest, job: CloneJob) -> HttpResponseBase:
     """The archive of `job` at its content address, /a/<sha256>: cacheable for good (its bytes
-    are its name), with its provenance linked (RFC 8288 Link)."""
+    are its name), with its provenance linked (RFC 8288 Link) if it has one."""
     response = archive_response(request, job)
     if response.status_code in (200, 206, 304):
         response["Cache-Control"] = IMMUTABLE
-        provenance = reverse("clones:provenance", args=[job.id])
-        response["Link"] = f'<{provenance}>; rel="{HAS_PROVENANCE}"'
+        if job.is_signed:  # one made before signing has none to link to
+            provenance = reverse("clones:provenance", args=[job.id])
+            response["Link"] = f'<{provenance}>; rel="{HAS_PROVENANCE}"'
     return response
 
 
