@@ -114,3 +114,11 @@ def test_compose_keeps_the_engine_behind_tls_with_one_volume_at_two_paths():
         "/data",
         "/var/lib/cloneshelf",
     )
+
+
+def test_compose_offers_submodules_and_lfs_files_on_the_site_the_worker_fetches_them_for():
+    """The site's form checks that the egress proxy is on; the worker runs it: both are told."""
+    services = yaml.safe_load((PROJECT_DIR / "compose.yaml").read_text())["services"]
+    for name in ("web", "worker"):
+        env = services[name]["environment"]
+        assert (env["CLONES_EGRESS_BIND"], env["CLONES_EGRESS_HOST"]) == ("0.0.0.0", "worker")

@@ -53,6 +53,7 @@ class Proxy:
     def __init__(self, bind: str, reach: urlpolicy.Reach = urlpolicy.GIT_SERVERS):
         self.reach = reach
         self.refusals: list[Refusal] = []
+        self.unreached: list[str] = []  # destinations allowed, where nothing answered
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
@@ -143,31 +144,33 @@ class _Handler(socketserver.StreamRequestHandler):
         proxy = self.server.proxy
         with proxy.tracked(self.connection):
             self.connection.settimeout(HEAD_SECONDS)
-            try:
-                head = self._read_head()
-            except OSError:  # the client sent no head in time, or went away
-                return None
-            if head is None:
-                return self._answer(400, "The request's head is malformed or too long.")
-            method, target, headers = head
-            try:
-                request = _Request.parse(method, target)
-            except ValueError as exc:
-                return self._answer(400, str(exc))
-            try:
-                addresses = checked(request.scheme, request.host, request.port, proxy.reach)
-            except ValidationError as exc:
-                proxy.refuse(request.destination, exc.message)
-                return self._answer(403, exc.message)
-            upstream = _connect(addresses, request.port)
-            if upstream is None:
-                return self._answer(502, f"Could not connect to {request.destination}.")
-            with proxy.tracked(upstream):
-                if request.tunnel:
-                    self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    return _relay(self.connection, upstream)
-                upstream.sendall(request.forwarded_head(method, headers))
-                _relay(self.connection, upstream, _ClosingResponse().feed)
+            with suppress(OSError):  # the client sent no head in time, or went away
+                self._serve(proxy)
+
+    def _serve(self, proxy: Proxy) -> None:
+        head = self._read_head()
+        if head is None:
+            return self._answer(400, "The request's head is malformed or too long.")
+        method, target, headers = head
+        try:
+            request = _Request.parse(method, target)
+        except ValueError as exc:
+            return self._answer(400, str(exc))
+        try:
+            addresses = checked(request.scheme, request.host, request.port, proxy.reach)
+        except ValidationError as exc:
+            proxy.refuse(request.destination, exc.message)
+            return self._answer(403, exc.message)
+        upstream = _connect(addresses, request.port)
+        if upstream is None:
+            proxy.unreached.append(request.destination)
+            return self._answer(502, f"Could not connect to {request.destination}.")
+        with proxy.tracked(upstream):
+            if request.tunnel:
+                self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                return _relay(self.connection, upstream)
+            upstream.sendall(request.forwarded_head(method, headers))
+            return _relay(self.connection, upstream, _ClosingResponse().feed)
 
     def _read_head(self) -> tuple[str, str, list[tuple[str, str]]] | None:
         lines, size = [], 0
@@ -266,6 +269,10 @@ def _connect(addresses, port: int) -> socket.socket | None:
     return None
 
 
+# Where a head ends: a blank line, its line ends CRLF or, as clients accept too, LF alone.
+HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
 class _ClosingResponse:
     """A server's answer to a plain request, passed on with `Connection: close` in its head (in
     each head, if interim 1xx ones come first): the client then sends its next request on a new
@@ -276,21 +283,24 @@ class _ClosingResponse:
         self._done = False
 
     def feed(self, data: bytes) -> bytes:
+        """What to pass on of `data`; OSError (the relay ends) for a head past MAX_HEAD_BYTES."""
         if self._done:
             return data
         self._head += data
         passed = b""
-        while not self._done and b"\r\n\r\n" in self._head:
-            head, self._head = self._head.split(b"\r\n\r\n", 1)
+        while not self._done and (end := HEAD_END.search(self._head)):
+            head, self._head = self._head[: end.start()], self._head[end.end() :]
             passed += self._closing(head)
             self._done = not re.match(rb"HTTP/\d(\.\d)? 1\d\d ", head)
         if self._done:
             passed, self._head = passed + self._head, b""
+        elif len(self._head) > MAX_HEAD_BYTES:
+            raise OSError("The server's answer has no end to its head.")
         return passed
 
     @staticmethod
     def _closing(head: bytes) -> bytes:
-        status, *fields = head.split(b"\r\n")
+        status, *fields = re.split(rb"\r?\n", head)
         kept = [
             field
             for field in fields

@@ -242,3 +242,25 @@ def test_a_client_that_sends_no_head_is_let_go(monkeypatch):
         client = socket.create_connection(("127.0.0.1", quick.port), timeout=5)
 
         assert client.recv(1024) == b""  # closed by the proxy, not by this test
+
+
+def test_an_answer_whose_head_lines_end_in_lf_alone_is_passed_on(proxy):
+    server = KeepAliveServer(b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello")
+    try:
+        client, answer = ask(proxy, f"GET http://127.0.0.1:{server.port}/x HTTP/1.1\r\n\r\n")
+        while not answer.endswith(b"hello"):
+            answer += client.recv(4096)
+    finally:
+        server.close()
+
+    assert answer == b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+
+
+def test_an_answer_with_no_end_to_its_head_is_cut_off_not_kept(proxy):
+    server = KeepAliveServer(b"HTTP/1.1 200 OK\r\n" + b"X-Endless: " + b"a" * (1024 * 1024))
+    try:
+        _client, answer = ask(proxy, f"GET http://127.0.0.1:{server.port}/x HTTP/1.1\r\n\r\n")
+    finally:
+        server.close()
+
+    assert answer == b""  # the connection closed, and nothing of the head passed on
