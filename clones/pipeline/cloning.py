@@ -86,7 +86,7 @@ def build(
 
     def explained(output: str) -> gitwords.CloneFailed:
         failed = gitwords.explained(output, job)
-        return _fetched_beyond(job, failed, proxy.refusals, job_dir) if proxy else failed
+        return _fetched_beyond(job, failed, proxy, job_dir) if proxy else failed
 
     def execute(commands: list, mirror: mirrors.Lease | None = None) -> None:
         nonlocal image
@@ -144,16 +144,16 @@ def _plan(job: CloneJob, resolved: refs.Resolved, source: "Source", proxy_url: s
 
 
 def _fetched_beyond(
-    job: CloneJob, failed: gitwords.CloneFailed, refusals: list[egress.Refusal], job_dir: Path
+    job: CloneJob, failed: gitwords.CloneFailed, proxy: egress.Proxy, job_dir: Path
 ) -> gitwords.CloneFailed:
     """A failure of a job with submodules or LFS files, in words about them if it is theirs."""
     explained = failed
     if job.submodules:
-        explained = submodules.explained(failed, refusals, _container_path(CHECKOUT_DIR))
+        explained = submodules.explained(failed, proxy, _container_path(CHECKOUT_DIR))
     if job.lfs and explained is failed:
-        explained = lfs.explained(failed, refusals, job_dir / CHECKOUT_DIR)
-    if explained is failed and refusals:
-        refused = refusals[0]
+        explained = lfs.explained(failed, proxy, job_dir / CHECKOUT_DIR)
+    if explained is failed and proxy.refusals:
+        refused = proxy.refusals[0]
         message = f"A connection to {refused.destination} was refused: {refused.reason}"
         explained = gitwords.CloneFailed(message, failed.output, shared=True)
     return explained
@@ -554,12 +554,13 @@ def ref_in_archive(history: str, resolved: refs.Resolved) -> str:
     return resolved.ref
 
 
-def url_in_archive(history: str, url: str) -> str:
+def url_in_archive(history: str, url: str, submodules: bool = False) -> str:
     """The spelling of the repository's URL that a `history` archive's bytes depend on, for
     the snapshots' key: a checkout's .git and a mirror's config name their origin
-    (_checkout_plan, _mirror_plan); the others name none, and every spelling of the repository
-    shares them."""
-    if history in (History.FULL, History.SHALLOW, History.MIRROR):
+    (_checkout_plan, _mirror_plan), and relative submodule URLs are resolved against it
+    (`../lib` beside `widget.git` or beside `widget`); the others name none, and every spelling
+    of the repository shares them."""
+    if submodules or history in (History.FULL, History.SHALLOW, History.MIRROR):
         return urlpolicy.origin_url(url)
     return urlpolicy.normalized_url(url)
 

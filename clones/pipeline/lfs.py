@@ -62,15 +62,21 @@ POINTER_MAX_BYTES = 1024  # the LFS spec's limit on a pointer file
 
 
 def explained(
-    failed: gitwords.CloneFailed, refusals: list[egress.Refusal], checkout: Path
+    failed: gitwords.CloneFailed, proxy: egress.Proxy, checkout: Path
 ) -> gitwords.CloneFailed:
     """A failure of the LFS fetch in words about it, naming what is missing by its path in
     `checkout` (as the worker sees it); `failed` itself if it is not one."""
     output = failed.output
-    if refusals:
-        refusal = refusals[0]
+    ended = FAILED.search(output)
+    if not ended and "LFS" not in output:  # not git-lfs's failure
+        return failed
+    if proxy.refusals:
+        refusal = proxy.refusals[0]
         message = f"Git LFS was refused a connection to {refusal.destination}: {refusal.reason}"
         return gitwords.CloneFailed(message, output, shared=True)
+    if proxy.unreached:
+        message = f"Git LFS could not connect to {proxy.unreached[0]}: nothing answered there."
+        return gitwords.CloneFailed(message, output)
     missing = list(dict.fromkeys(found["oid"] for found in MISSING.finditer(output)))
     if missing:
         named = _pointer_paths(checkout, set(missing))
@@ -78,12 +84,23 @@ def explained(
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         message = f"The LFS server has no object for {', '.join(shown)}{more}."
         return gitwords.CloneFailed(message, output, shared=True)
-    ended = FAILED.search(output)
     if ended:
-        cause = gitwords.last_complaint(output[: ended.start()])
+        cause = next(
+            (meaning for pattern, meaning in LFS_CAUSES if re.search(pattern, output)),
+            gitwords.last_complaint(output[: ended.start()]),
+        )
         message = f"Git LFS could not fetch files from {ended['endpoint']}: {cause}"
         return gitwords.CloneFailed(gitwords.shorten(message), output)
     return failed
+
+
+LFS_CAUSES = [
+    # git-lfs's words, and what they mean
+    (r"Repository or object not found", "it has no LFS store for this repository (404)."),
+    (r"could not read Username", "it asks for a user name and password."),
+    (r"Authorization error", "it refused access (403)."),
+    (r"\[5\d\d\]|: 5\d\d ", "it failed (an HTTP 5xx error); try again."),
+]
 
 
 def _pointer_paths(checkout: Path, oids: set[str]) -> dict[str, str]:

@@ -54,7 +54,7 @@ def key(
     part of the ref they do (cloning.ref_in_archive), `paths` those it is limited to, and
     `submodules` and `lfs` whether those are in it, `private_to` whose alone it is (none of
     them: the key is what it was before they existed)."""
-    where = cloning.url_in_archive(history, url)
+    where = cloning.url_in_archive(history, url, submodules)
     what = [where, commit, history, str(depth or ""), archive_format, ref]
     if paths:  # a line that no URL or ref can be: a NUL between the paths
         what.append("paths\0" + "\0".join(paths))

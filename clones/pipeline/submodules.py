@@ -82,24 +82,23 @@ def _config(proxy_url: str) -> list[str]:
 
 
 CLONE_FAILED = re.compile(r"clone of '(?P<url>[^']+)' into submodule path '(?P<path>[^']+)'")
+NO_URL = re.compile(r"No url found for submodule path '(?P<path>[^']+)' in .gitmodules")
 LACKING = re.compile(
     r"Fetched in submodule path '(?P<path>[^']+)', but it did not contain (?P<commit>[0-9a-f]+)"
 )
 
 
 def explained(
-    failed: gitwords.CloneFailed, refusals: list[egress.Refusal], checkout: str
+    failed: gitwords.CloneFailed, proxy: egress.Proxy, checkout: str
 ) -> gitwords.CloneFailed:
     """A failure among the submodules in words about them; `failed` itself if it is not."""
     output = failed.output
     clones = list(CLONE_FAILED.finditer(output))
-    for refusal in refusals:
+    for refusal in proxy.refusals:
         for named in clones:
             if _destination(named["url"]) == refusal.destination:
-                where = f"'{_relative(named['path'], checkout)}' ({named['url']})"
                 reason = f"{refusal.destination} was refused: {refusal.reason}"
-                message = f"The submodule at {where} cannot be fetched: {reason}"
-                return gitwords.CloneFailed(message, output, shared=True)
+                return _failed(named, checkout, f"cannot be fetched: {reason}", output, True)
     deeper = re.search(
         re.escape(TOO_DEEP) + r" (?P<levels>\d+) levels, in (?P<path>[^\n]+)", output
     )
@@ -110,22 +109,64 @@ def explained(
             f"most this service fetches (below '{_relative(deeper['path'].strip(), checkout)}')."
         )
         return gitwords.CloneFailed(message, output, shared=True)
+    unlisted = NO_URL.search(output)
+    if unlisted:
+        path = _within(output, unlisted.start(), checkout) + unlisted["path"]
+        message = f"The repository has a submodule at '{path}' that .gitmodules gives no URL for."
+        return gitwords.CloneFailed(message, output, shared=True)
     lacking = LACKING.search(output)
     if lacking:
         path = _within(output, lacking.start(), checkout) + lacking["path"]
-        message = (
-            f"The submodule at '{path}' has no commit {lacking['commit'][:12]}, which the "
-            "repository records for it."
-        )
+        commit = lacking["commit"][:12]
+        if "does not allow request for unadvertised object" in output:
+            # Asked for by name (one commit deep), a commit the server (protocol v0, without
+            # allowReachableSHA1InWant) will not send that way; "not our ref" is any server's
+            # word for a commit it does not have.
+            message = (
+                f"The server of the submodule at '{path}' would not send its commit {commit} "
+                "by name, as a files or shallow archive fetches it; a full archive may work."
+            )
+        else:
+            message = (
+                f"The submodule at '{path}' has no commit {commit}, which the repository "
+                "records for it."
+            )
         return gitwords.CloneFailed(message, output, shared=True)
-    if clones and not refusals:
-        named = clones[0]
-        before = output[: output.rfind("\n", 0, named.start()) + 1]  # the lines before git's
-        cause = gitwords.last_complaint(before)
-        where = f"'{_relative(named['path'], checkout)}' ({named['url']})"
-        message = f"The submodule at {where} could not be cloned: {gitwords.shorten(cause)}"
-        return gitwords.CloneFailed(message, output, shared=True)
+    if clones and not proxy.refusals:
+        return _clone_failed(clones[0], proxy, checkout, output)
     return failed
+
+
+CLONE_CAUSES = [
+    # (git's words before "clone of … failed", what they mean, whether every job meets it)
+    (r"repository '[^']*' not found", "there is no repository at that URL", True),
+    (r"could not read Username", "its server asks for a user name and password", False),
+    (r"returned error: 5\d\d", "its server failed (an HTTP 5xx error); try again", False),
+]
+
+
+def _clone_failed(
+    named: re.Match, proxy: egress.Proxy, checkout: str, output: str
+) -> gitwords.CloneFailed:
+    """The failure of a submodule's clone, its cause read from the lines before git's."""
+    before = output[: output.rfind("\n", 0, named.start()) + 1]
+    if _destination(named["url"]) in proxy.unreached:
+        return _failed(named, checkout, "could not be fetched: nothing answered there", output)
+    for pattern, meaning, shared in CLONE_CAUSES:
+        if re.search(pattern, before):
+            return _failed(named, checkout, f"could not be cloned: {meaning}", output, shared)
+    cause = gitwords.shorten(gitwords.last_complaint(before))
+    return _failed(named, checkout, f"could not be cloned: {cause}", output)
+
+
+def _failed(
+    named: re.Match, checkout: str, what: str, output: str, shared: bool = False
+) -> gitwords.CloneFailed:
+    """`shared`: every job for the snapshot meets it (gitwords.CloneFailed); not so for a
+    cause that may pass (a server down) or is this job's own (its credentials)."""
+    where = f"'{_relative(named['path'], checkout)}' ({named['url']})"
+    message = f"The submodule at {where} {what}"
+    return gitwords.CloneFailed(message if message.endswith(".") else f"{message}.", output, shared)
 
 
 def _destination(url: str) -> str:

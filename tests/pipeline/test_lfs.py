@@ -6,6 +6,7 @@ so does its proxy)."""
 import hashlib
 import ipaddress
 import os
+import socket
 import subprocess
 import tarfile
 from pathlib import Path
@@ -52,14 +53,16 @@ def lfs_server():
     server.stop()
 
 
-def lfs_repo(served_root, git_http, lfs_server, name: str, keep=(BIG, SMALL)) -> str:
+def lfs_repo(
+    served_root, git_http, lfs_server, name: str, keep=(BIG, SMALL), endpoint: str = ""
+) -> str:
     """A served repository whose `assets/*.bin` are LFS pointers, the objects of those in `keep`
-    on the LFS server, which its .lfsconfig names; its URL."""
+    on the LFS server, which its .lfsconfig names (or `endpoint`); its URL."""
     work = served_root.parent / "work" / name
     (work / "assets").mkdir(parents=True)
     git("init", "--quiet", "--initial-branch=main", cwd=work)
     (work / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
-    (work / ".lfsconfig").write_text(f"[lfs]\n\turl = {lfs_server.url(name)}\n")
+    (work / ".lfsconfig").write_text(f"[lfs]\n\turl = {endpoint or lfs_server.url(name)}\n")
     (work / "README.md").write_text("not in LFS\n")
     for file, content in (("big.bin", BIG), ("small.bin", SMALL)):
         stored = lfs_server.add(content) if content in keep else None
@@ -262,3 +265,40 @@ def test_lfs_files_in_a_submodule_come_from_its_own_lfs_server(
     unpacked_top = unpacked(job, tmp_path)
     assert (unpacked_top / "lib" / "assets" / "big.bin").read_bytes() == BIG
     assert (unpacked_top / "lib" / "assets" / "small.bin").read_bytes() == SMALL
+
+
+@pytest.mark.parametrize(
+    "where, cause",
+    [
+        ("no store", "it has no LFS store for this repository (404)."),
+        ("down", None),
+    ],
+)
+def test_an_lfs_server_that_cannot_serve_says_why(
+    where, cause, owner, served_root, git_http, lfs_server
+):
+    held = socket.socket()  # bound and not listening: nothing answers there
+    held.bind(("127.0.0.1", 0))
+    endpoints = {
+        "no store": f"http://lfs.example:{git_http.port}/no-store.git/info/lfs",
+        "down": f"http://lfs.example:{held.getsockname()[1]}/x/info/lfs",
+    }
+    url = lfs_repo(
+        served_root,
+        git_http,
+        lfs_server,
+        f"lfs-{where.replace(' ', '-')}",
+        endpoint=endpoints[where],
+    )
+
+    job = run(owner, url)
+    held.close()
+
+    assert job.status == Status.FAILED
+    if cause:
+        assert job.error == f"Git LFS could not fetch files from {endpoints[where]}: {cause}"
+    else:
+        port = endpoints[where].split(":")[2].split("/")[0]
+        assert (
+            job.error == f"Git LFS could not connect to lfs.example:{port}: nothing answered there."
+        )

@@ -3,6 +3,7 @@ absolute one) fetched through the egress proxy by the test engine's git, from gi
 127.0.0.1, and the proxy refusing what the URL policy forbids (the worker's task runs in this
 process, and so does its proxy)."""
 
+import socket
 import subprocess
 import tarfile
 import zipfile
@@ -409,3 +410,46 @@ def test_a_files_zip_with_submodules_holds_them_without_any_git(owner, nested, t
         }
     assert contents == nested.expected
     assert not [name for name in names if name.endswith("/.git") or "/.git/" in name]
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound, not listening, for the test's time)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    closed_port.held = sock  # kept open, so no one else takes the port
+    return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "where, error",
+    [
+        ("missing", "could not be cloned: there is no repository at that URL."),
+        ("down", "could not be fetched: nothing answered there."),
+    ],
+)
+def test_a_submodule_that_cannot_be_cloned_says_why(where, error, owner, served_root, git_http):
+    url_of = {
+        "missing": git_http.url("nowhere.git"),
+        "down": f"http://127.0.0.1:{closed_port()}/x.git",
+    }
+    url = hostile(served_root, git_http, f"cannot-{where}", url_of[where])
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    assert job.error == f"The submodule at 'libs/evil' ({url_of[where]}) {error}"
+
+
+def test_a_submodule_without_a_url_in_gitmodules_is_named(owner, served_root, git_http):
+    url = hostile(served_root, git_http, "no-url", git_http.url("anything.git"))
+    work = served_root.parent / "work" / "no-url"
+    git("config", "-f", ".gitmodules", "--remove-section", "submodule.libs/evil", cwd=work)
+    commit_all(work, "the gitlink alone")
+    git("push", "--quiet", str(served_root / "no-url.git"), "HEAD:main", cwd=work)
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    assert job.error == (
+        "The repository has a submodule at 'libs/evil' that .gitmodules gives no URL for."
+    )
