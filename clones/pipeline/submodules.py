@@ -73,6 +73,7 @@ def _config(proxy_url: str) -> list[str]:
     it: not git://, not ssh, not a local path (a mirror's file:// is the superproject's alone)."""
     options = [
         f"http.proxy={proxy_url}",
+        "http.proxyAuthMethod=basic",  # the proxy's secret at once, not after a 407
         "protocol.git.allow=never",
         "protocol.file.allow=never",
         "protocol.ssh.allow=never",

@@ -11,8 +11,11 @@ kept (Proxy.refusals), so that the job fails saying what was refused and why, no
 "CONNECT tunnel failed, response 403".
 """
 
+import base64
+import hmac
 import logging
 import re
+import secrets
 import selectors
 import socket
 import socketserver
@@ -30,6 +33,13 @@ from . import urlpolicy
 
 logger = logging.getLogger(__name__)
 
+USER = "cloneshelf"  # the proxy URL's user name; its password is the proxy's secret
+PHRASES = {
+    400: "Bad Request",
+    403: "Forbidden",
+    407: "Proxy Authentication Required",
+    502: "Bad Gateway",
+}
 MAX_HEAD_BYTES = 16 * 1024  # a request line and its headers; git's are a few hundred bytes
 HEAD_SECONDS = 10  # for a client to send its request's head
 CONNECT_SECONDS = 10
@@ -48,10 +58,15 @@ class Refusal:
 class Proxy:
     """An HTTP proxy on `bind` (a port the system picks) for as long as the `with` block runs:
     CONNECT tunnels for https, and plain http requests for http, each to a destination the
-    `reach` of the URL policy allows."""
+    `reach` of the URL policy allows, for the one client that holds its secret (its url()
+    carries it): bound on a shared network, no one else may use a job's proxy, nor have their
+    refusals count as the job's."""
 
     def __init__(self, bind: str, reach: urlpolicy.Reach = urlpolicy.GIT_SERVERS):
         self.reach = reach
+        self.secret = secrets.token_urlsafe(24)
+        credentials = base64.b64encode(f"{USER}:{self.secret}".encode()).decode()
+        self.authorization = f"Basic {credentials}"
         self.refusals: list[Refusal] = []
         self.unreached: list[str] = []  # destinations allowed, where nothing answered
         self._lock = threading.Lock()
@@ -67,8 +82,9 @@ class Proxy:
         return self._server.server_address[1]
 
     def url(self, host: str) -> str:
-        """The proxy's URL for a client that reaches this machine at `host`."""
-        return f"http://{urlpolicy.bracketed(host)}:{self.port}"
+        """The proxy's URL, with its secret, for a client that reaches this machine at `host`
+        (git and git-lfs send the URL's user and password as Proxy-Authorization)."""
+        return f"http://{USER}:{self.secret}@{urlpolicy.bracketed(host)}:{self.port}"
 
     def __enter__(self) -> "Proxy":
         # Polled at 50 ms, so that a job waits no longer for its proxy to stop.
@@ -152,6 +168,9 @@ class _Handler(socketserver.StreamRequestHandler):
         if head is None:
             return self._answer(400, "The request's head is malformed or too long.")
         method, target, headers = head
+        given = [value for name, value in headers if name.lower() == "proxy-authorization"]
+        if not (given and hmac.compare_digest(given[0], proxy.authorization)):
+            return self._answer(407, "This proxy serves one clone, which holds its secret.")
         try:
             request = _Request.parse(method, target)
         except ValueError as exc:
@@ -190,10 +209,11 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def _answer(self, status: int, reason: str) -> None:
         body = (reason + "\n").encode()
-        phrase = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+        phrase = PHRASES[status]
+        challenge = 'Proxy-Authenticate: Basic realm="cloneshelf"\r\n' if status == 407 else ""
         head = (
             f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            f"{challenge}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
         with suppress(OSError):
             self.wfile.write(head.encode() + body)

@@ -3,6 +3,7 @@ connection), and what it keeps of each refusal."""
 
 import socket
 import threading
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -66,10 +67,15 @@ def only_127_0_0_1(settings):
     settings.CLONES_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"]
 
 
-def ask(proxy: egress.Proxy, head: str) -> tuple[socket.socket, bytes]:
-    """Send a request head to the proxy; the connection and the proxy's answer's head."""
+def ask(
+    proxy: egress.Proxy, head: str, authorization: str | None = None
+) -> tuple[socket.socket, bytes]:
+    """Send a request head to the proxy, with its secret (or `authorization`); the connection
+    and the proxy's answer's head."""
     client = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-    client.sendall(head.encode())
+    line, _, rest = head.partition("\r\n")
+    given = proxy.authorization if authorization is None else authorization
+    client.sendall(f"{line}\r\nProxy-Authorization: {given}\r\n{rest}".encode())
     answer = b""
     while b"\r\n\r\n" not in answer:
         chunk = client.recv(4096)
@@ -264,3 +270,22 @@ def test_an_answer_with_no_end_to_its_head_is_cut_off_not_kept(proxy):
         server.close()
 
     assert answer == b""  # the connection closed, and nothing of the head passed on
+
+
+@pytest.mark.parametrize("authorization", ["", "Basic Y2xvbmVzaGVsZjp3cm9uZw=="])
+def test_only_the_clone_holding_the_secret_may_use_its_proxy(authorization, proxy, listener):
+    _client, answer = ask(
+        proxy, f"CONNECT 127.0.0.1:{listener.port} HTTP/1.1\r\n\r\n", authorization
+    )
+
+    assert answer.startswith(b"HTTP/1.1 407 ")
+    assert b'Proxy-Authenticate: Basic realm="cloneshelf"' in answer
+    assert listener.accepted == 0 and proxy.refusals == []
+
+
+def test_the_proxys_url_carries_its_secret(proxy):
+    url = urlsplit(proxy.url("127.0.0.1"))
+
+    assert (url.username, url.password, url.port) == ("cloneshelf", proxy.secret, proxy.port)
+    with egress.Proxy("127.0.0.1") as another:
+        assert another.secret != proxy.secret
