@@ -240,7 +240,7 @@ def _configured(config: list[str], commands: list[engine.Command]) -> list[engin
 def _with_config(config: list[str], command: engine.Command) -> engine.Command:
     if isinstance(command, engine.Step):
         return dataclasses.replace(command, args=[*config, *command.args])
-    if isinstance(command, engine.UnlessQuiet):
+    if isinstance(command, engine.UnlessQuiet | engine.FailIfAny):
         return command
     return [*config, *command]
 

@@ -70,18 +70,37 @@ class UnlessQuiet:
     commands: list[list[str]]
 
 
-Command = list[str] | Step | UnlessQuiet
+@dataclass(frozen=True)
+class FailIfAny:
+    """`git <probe>`, whose output, if it prints any, stops the script: `says` and what the
+    probe printed go to standard error (the probe's own exit status counts for nothing)."""
+
+    probe: list[str]
+    says: str
+
+
+Command = list[str] | Step | UnlessQuiet | FailIfAny
 
 
 def git_script(commands: list[Command]) -> list[str]:
     """The container's command line: each `git <args>` in turn, stopping at the first that
     fails (its exit status is the container's). One container for all: each costs a create and
     a start. Every argument is quoted, so nothing in one can be read by the shell."""
-    steps = " && ".join(_shell_step(command) for command in commands)
-    return ["/bin/sh", "-c", f"{IGNORE_SIGXFSZ}; {steps}"]
+    return ["/bin/sh", "-c", f"{IGNORE_SIGXFSZ}; {shell(commands)}"]
+
+
+def shell(commands: list[Command]) -> str:
+    """The commands as one shell line, stopping at the first that fails (git_script's, and a
+    line for `git submodule foreach` to run in each submodule)."""
+    return " && ".join(_shell_step(command) for command in commands)
 
 
 def _shell_step(command: Command) -> str:
+    if isinstance(command, FailIfAny):
+        probe = shlex.join(["git", *command.probe])
+        says = shlex.quote(command.says)
+        failing = f'{{ echo {says} "$found" >&2; exit 1; }}'
+        return f'{{ found=$({probe} 2>/dev/null); [ -z "$found" ] || {failing}; }}'
     if isinstance(command, UnlessQuiet):
         probe = f"{shlex.join(['git', *command.probe])} < {shlex.quote(command.stdin)}"
         then = " && ".join(_shell_step(step) for step in command.commands)

@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 from ..safety import egress
-from . import gitwords
+from . import engine, gitwords
 
 # git-lfs as `git lfs install` would set it up, for the one command that runs it; the
 # repository's own files can set none of it (git reads no filter from them).
@@ -31,7 +31,19 @@ FILTERS = [
 RETRIES = ["-c", "lfs.transfer.maxretries=3", "-c", "lfs.transfer.maxretrydelay=2"]
 
 
-def commands(checkout: str, proxy_url: str, in_submodules: bool) -> list[list[str]]:
+# Where .lfsconfig may name an LFS server, and what it may name: http(s) alone, which goes
+# through the proxy. git-lfs would run ssh itself for an ssh:// one, and read any repository in
+# the container for a file:// one.
+ENDPOINTS = [
+    "config", "-f", ".lfsconfig", "--get-regexp",
+    r"^(lfs\.url|lfs\.pushurl|remote\..*\.lfsurl|remote\..*\.lfspushurl)$", "!^https?://",
+]  # fmt: skip
+NOT_HTTP = "cloneshelf: an LFS server that is not http(s):"
+
+
+def commands(
+    checkout: str, proxy_url: str, in_submodules: bool
+) -> list[list[str] | engine.FailIfAny]:
     """git's arguments that fetch and check out the LFS files of `checkout`'s HEAD, and with
     `in_submodules`, of every submodule's (fetched before), each from its own LFS server. The
     `-c` options reach the git commands that foreach starts (git passes them on)."""
@@ -43,11 +55,13 @@ def commands(checkout: str, proxy_url: str, in_submodules: bool) -> list[list[st
     # `git lfs pull` refreshes the index with this checkout's inodes and times; read afresh
     # from HEAD's tree it holds none, so that every archive of the commit is the same.
     pull, read_tree = ["lfs", "pull"], ["read-tree", "HEAD"]
+    checked_pull = engine.shell([engine.FailIfAny(ENDPOINTS, NOT_HTTP), pull])
     return [
+        engine.FailIfAny(["-C", checkout, *ENDPOINTS], NOT_HTTP),
         [*config, "-C", checkout, *pull],
         ["-C", checkout, *read_tree],
         *(
-            [[*config, "-C", checkout, *each, shlex.join(["git", *pull])],
+            [[*config, "-C", checkout, *each, checked_pull],
              ["-C", checkout, *each, shlex.join(["git", *read_tree])]]
             if in_submodules
             else []
@@ -67,6 +81,13 @@ def explained(
     """A failure of the LFS fetch in words about it, naming what is missing by its path in
     `checkout` (as the worker sees it); `failed` itself if it is not one."""
     output = failed.output
+    not_http = re.search(re.escape(NOT_HTTP) + r" \S+ (?P<url>[^\n]+)", output)
+    if not_http:
+        message = (
+            f"The repository's .lfsconfig names an LFS server at {not_http['url'].strip()}: "
+            "only http(s) ones are fetched (through the egress proxy)."
+        )
+        return gitwords.CloneFailed(message, output, shared=True)
     ended = FAILED.search(output)
     if not ended and "LFS" not in output:  # not git-lfs's failure
         return failed

@@ -132,6 +132,24 @@ def test_unless_quiet_runs_its_commands_unless_the_probe_succeeds_saying_nothing
 
 
 @pytest.mark.parametrize(
+    "probe, stops", [("silent", False), ("talks", True), ("fails", False), ("fails-talking", True)]
+)
+def test_a_fail_if_any_step_stops_the_script_when_its_probe_prints_anything(probe, stops):
+    check = engine.FailIfAny([probe], says="refused:")
+    shell, dash_c, script = engine.git_script([check, ["after"]])
+    # git replaced by a function: what each probe prints, and whether it fails.
+    fake_git = (
+        'git() { case "$1" in silent) ;; talks) echo found;; fails) return 1;; '
+        'fails-talking) echo found; return 1;; *) echo "$@";; esac; }; '
+    )
+
+    ran = subprocess.run([shell, dash_c, fake_git + script], capture_output=True, text=True)
+
+    assert (ran.returncode, ran.stdout) == ((1, "") if stops else (0, "after\n"))
+    assert ran.stderr == ("refused: found\n" if stops else "")
+
+
+@pytest.mark.parametrize(
     "quota, cores, workers",
     [
         (0, 2, 2),  # no quota: the cores

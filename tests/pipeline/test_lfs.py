@@ -201,7 +201,7 @@ def test_an_lfs_server_named_by_an_ssh_url_gets_no_ssh_run(tmp_path):
     (work / "a.bin").write_text(pointer(BIG))
     git("add", "-A", cwd=work)
     git("commit", "--quiet", "-m", "pointer", cwd=work)
-    [pull, _read_tree] = lfs.commands(str(work), "http://127.0.0.1:9", in_submodules=False)
+    [_endpoints, pull, _read_tree] = lfs.commands(str(work), "http://127.0.0.1:9", False)
     environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)}
 
     result = subprocess.run(["git", *pull], env=environment, capture_output=True, text=True)
@@ -302,3 +302,21 @@ def test_an_lfs_server_that_cannot_serve_says_why(
         assert (
             job.error == f"Git LFS could not connect to lfs.example:{port}: nothing answered there."
         )
+
+
+@pytest.mark.parametrize("endpoint", ["file:///mirror", "ssh://git@127.0.0.1:1/x.git"])
+def test_an_lfs_server_that_is_not_http_is_refused_before_git_lfs_runs(
+    endpoint, owner, served_root, git_http, lfs_server
+):
+    """git-lfs would read a repository in the container for a file:// one (the mirror is
+    mounted there), and run ssh itself, past the proxy, for an ssh:// one."""
+    name = f"lfs-not-http-{endpoint.split(':')[0]}"
+    url = lfs_repo(served_root, git_http, lfs_server, name, endpoint=endpoint)
+
+    job = run(owner, url)
+
+    assert job.status == Status.FAILED
+    assert job.error == (
+        f"The repository's .lfsconfig names an LFS server at {endpoint}: only http(s) ones "
+        "are fetched (through the egress proxy)."
+    )
