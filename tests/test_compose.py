@@ -39,6 +39,7 @@ from .support import PROJECT_DIR
 from .support.engines import make_certificates, remove_cgroups
 from .support.gitservers import GitHTTPServer, free_port
 from .support.helpers import assert_is_clean_checkout
+from .support.repos import git
 
 OVERRIDE = PROJECT_DIR / "tests" / "compose.test.yaml"
 APP_IMAGE = "cloneshelf-composetest/app:latest"  # kept between runs: the build's cache
@@ -244,9 +245,9 @@ class Browser:
         request = urllib.request.Request(self.url + path, data=body, headers={"Origin": origin})
         return self.opener.open(request, timeout=30)
 
-    def submit(self, url: str) -> str:
+    def submit(self, url: str, **options: str) -> str:
         """The new job's id, from the page the form redirects to."""
-        response = self.post("/", {"url": url})
+        response = self.post("/", {"url": url, **options})
         path = urllib.parse.urlparse(response.url).path
         return re.fullmatch(r"/clones/([0-9a-f-]{36})/", path)[1]
 
@@ -389,6 +390,16 @@ def boot_clone_restart(stack, new_repo, git_http, served_root, tmp_path):
     assert_is_clean_checkout(checkout, repo.head)
     timings["first clone"] = time.monotonic() - started - sum(timings.values())
 
+    # With a submodule: the site offers the option (it knows the worker's egress proxy is on),
+    # and the worker fetches the submodule through its proxy.
+    superproject = with_submodule(served_root, git_http.url(new_repo().name))
+    nested = browser.submit(git_http.url(superproject), submodules="on")
+    job = stack.wait_for_job(nested)
+    assert job["status"] == "done", f"{job}\n{stack.logs('worker')}"
+    _digest, checkout = browser.download(nested, tmp_path / "submodules")
+    assert (checkout / "lib" / "docs" / "guide.txt").read_text() == "how to use it\n"
+    timings["a clone with a submodule"] = time.monotonic() - started - sum(timings.values())
+
     # down and up again: the history, the admin and the archive are still there.
     stack.compose("down", timeout=180)
     stack.compose("up", "--detach", timeout=UP_SECONDS)
@@ -428,6 +439,17 @@ def boot_clone_restart(stack, new_repo, git_http, served_root, tmp_path):
     assert_is_clean_checkout(checkout, repo.head)
     timings["worker restarted mid-clone"] = time.monotonic() - started - sum(timings.values())
     print(", ".join(f"{step}: {seconds:.0f} s" for step, seconds in timings.items()))
+
+
+def with_submodule(served_root: Path, url: str) -> str:
+    """A served repository whose one submodule, at `lib`, is the repository at `url`; its name."""
+    work = served_root.parent / "work" / f"with-submodule-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    git("init", "--quiet", "--initial-branch=main", cwd=work)
+    git("submodule", "add", "--quiet", url, "lib", cwd=work)
+    git("commit", "--quiet", "-m", "with a submodule", cwd=work)
+    git("clone", "--quiet", "--bare", str(work), str(served_root / f"{work.name}.git"), cwd=work)
+    return f"{work.name}.git"
 
 
 def test_what_users_run_names_the_real_images_only():
