@@ -40,7 +40,7 @@ from clones.models import CloneJob, History, Status  # noqa: E402
 from clones.safety import urlpolicy  # noqa: E402
 from tests.support.gitservers import GitHTTPServer  # noqa: E402
 from tests.support.lfsserver import LFSServer  # noqa: E402
-from tests.support.repos import git  # noqa: E402
+from tests.support.repos import add_submodule, git  # noqa: E402
 
 LFS_FILES = 20
 SUBMODULES = 3
@@ -199,22 +199,20 @@ def with_submodules(number, options, served, http) -> tuple[Path, list[Path]]:
         subs.append(work)
     nested, *top_level = subs
     first = top_level[0]
-    add_submodule(first, http.url(f"{nested.name}.git"), "nested", nested)
+    with_submodule(first, http.url(f"{nested.name}.git"), "nested", nested)
     serve(nested, served)
     for work in top_level:
         serve(work, served)
     top = new_repo(served, f"super-{number}", {"README.md": b"super\n"})
     for index, work in enumerate(top_level):
-        add_submodule(top, http.url(f"{work.name}.git"), f"libs/{index}", work)
+        with_submodule(top, http.url(f"{work.name}.git"), f"libs/{index}", work)
     serve(top, served)
     return top, subs
 
 
-def add_submodule(work: Path, url: str, path: str, source: Path) -> None:
-    git("-c", "protocol.file.allow=always", "submodule", "add", "--quiet", str(source), path,
-        cwd=work)  # fmt: skip
-    git("config", "-f", ".gitmodules", f"submodule.{path}.url", url, cwd=work)
-    git("commit", "--quiet", "-am", f"add {path}", cwd=work)
+def with_submodule(work: Path, url: str, path: str, source: Path) -> None:
+    add_submodule(work, url, path, source)
+    git("commit", "--quiet", "-m", f"add {path}", cwd=work)
 
 
 if __name__ == "__main__":

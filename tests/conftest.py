@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from clones.models import Snapshot, SnapshotState
-from clones.safety import urlpolicy
+from clones.safety import egress, urlpolicy
 
 from .support import PROJECT_DIR
 from .support.gitservers import GitDaemon, GitHTTPServer
@@ -70,6 +70,19 @@ def new_repo(served_root):
         return make_repo(served_root, f"{name}-{next(_repo_numbers)}", **options)
 
     return build
+
+
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """Fail the test if an egress proxy ever dials outside 127.0.0.0/8: a refusal must come
+    first."""
+    dial = egress._connect
+
+    def guarded(addresses, port):
+        assert all(address.is_loopback for address in addresses), addresses
+        return dial(addresses, port)
+
+    monkeypatch.setattr(egress, "_connect", guarded)
 
 
 @pytest.fixture

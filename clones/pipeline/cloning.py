@@ -588,7 +588,7 @@ def git_config(pinned: urlpolicy.PinnedURL, with_credentials: bool) -> list[str]
         config.append(f"credential.helper=store --file={engine.MOUNT_POINT}/{CREDENTIALS_FILE}")
     if pinned.curl_resolve:
         config.append(f"http.curloptResolve={pinned.curl_resolve}")
-    return [option for item in config for option in ("-c", item)]
+    return engine.config_options(config)
 
 
 MAX_CHECKOUT_WORKERS = 8

@@ -82,6 +82,11 @@ class FailIfAny:
 Command = list[str] | Step | UnlessQuiet | FailIfAny
 
 
+def config_options(settings: list[str]) -> list[str]:
+    """git's `-c name=value` options, one for each of `settings`, to put before a command."""
+    return [option for setting in settings for option in ("-c", setting)]
+
+
 def git_script(commands: list[Command]) -> list[str]:
     """The container's command line: each `git <args>` in turn, stopping at the first that
     fails (its exit status is the container's). One container for all: each costs a create and

@@ -28,7 +28,7 @@ FILTERS = [
 
 # git-lfs retries a failed download 8 times, waiting up to 10 s between tries: 36 s for a link
 # the proxy refuses. Three tries, two seconds apart at most, still ride out a server's hiccup.
-RETRIES = ["-c", "lfs.transfer.maxretries=3", "-c", "lfs.transfer.maxretrydelay=2"]
+RETRIES = ["lfs.transfer.maxretries=3", "lfs.transfer.maxretrydelay=2"]
 
 
 # Where .lfsconfig may name an LFS server, and what it may name: http(s) alone, which goes
@@ -50,7 +50,7 @@ def commands(
     # An LFS server named by an ssh:// URL (.lfsconfig may) would have git-lfs run ssh itself,
     # past the proxy: there is no ssh for it to run.
     options = [f"http.proxy={proxy_url}", "core.sshCommand=false", *FILTERS]
-    config = [*(option for item in options for option in ("-c", item)), *RETRIES]
+    config = engine.config_options([*options, *RETRIES])
     each = ["submodule", "foreach", "--quiet", "--recursive"]
     # `git lfs pull` refreshes the index with this checkout's inodes and times; read afresh
     # from HEAD's tree it holds none, so that every archive of the commit is the same.

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from ..safety import egress, urlpolicy
-from . import gitwords, paths
+from . import engine, gitwords, paths
 
 # What the commands below say, for explained(): whose submodules a level's fetch is in (git
 # names a submodule it cannot fetch relative to its own superproject), and a submodule at the
@@ -79,7 +79,7 @@ def _config(proxy_url: str) -> list[str]:
         "protocol.ssh.allow=never",
         "core.sshCommand=false",
     ]
-    return [option for item in options for option in ("-c", item)]
+    return engine.config_options(options)
 
 
 CLONE_FAILED = re.compile(r"clone of '(?P<url>[^']+)' into submodule path '(?P<path>[^']+)'")

@@ -8,8 +8,6 @@ import ipaddress
 import os
 import socket
 import subprocess
-import tarfile
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -17,12 +15,12 @@ from django.utils import timezone
 from clones import jobs, tasks
 from clones.models import CloneJob, History, Status
 from clones.pipeline import gitwords, lfs
-from clones.safety import egress, urlpolicy
+from clones.safety import urlpolicy
 
 from ..support.gitservers import CanaryServer, GitHTTPServer
-from ..support.helpers import assert_left_nothing_behind
+from ..support.helpers import assert_left_nothing_behind, run_job, unpacked
 from ..support.lfsserver import LFSServer, pointer
-from ..support.repos import git
+from ..support.repos import add_submodule, git
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
 
@@ -74,16 +72,7 @@ def lfs_repo(
 
 
 def run(owner, url: str, **options) -> CloneJob:
-    job = jobs.submit(owner, url, lfs=True, **options)
-    tasks.run_clone_job(str(job.id))
-    job.refresh_from_db()
-    return job
-
-
-def unpacked(job: CloneJob, into: Path) -> Path:
-    with tarfile.open(job.archive.path) as tar:
-        tar.extractall(into, filter="tar")
-    return into / job.top_level
+    return run_job(owner, url, lfs=True, **options)
 
 
 @pytest.mark.parametrize("history", [History.FULL, History.SHALLOW, History.FILES])
@@ -147,18 +136,6 @@ def test_objects_missing_from_the_lfs_server_fail_the_job_naming_them(
     assert_left_nothing_behind(job)
 
 
-@pytest.fixture
-def loopback_only(monkeypatch):
-    """Fail the test if the proxy ever dials outside 127.0.0.0/8: a refusal must come before."""
-    dial = egress._connect
-
-    def guarded(addresses, port):
-        assert all(address.is_loopback for address in addresses), addresses
-        return dial(addresses, port)
-
-    monkeypatch.setattr(egress, "_connect", guarded)
-
-
 @pytest.mark.parametrize(
     "href, reason",
     [
@@ -219,9 +196,7 @@ def test_an_access_token_goes_to_the_repositorys_host_and_not_to_the_lfs_server(
     request.addfinalizer(private.stop)
     url = lfs_repo(served_root, private, lfs_server, "lfs-private")
 
-    job = jobs.submit(owner, url, token=TOKEN, lfs=True, history=History.FILES)
-    tasks.run_clone_job(str(job.id))
-    job.refresh_from_db()
+    job = run(owner, url, token=TOKEN, history=History.FILES)
 
     assert job.status == Status.DONE, job.error
     assert lfs_server.requests and lfs_server.authorizations == []
@@ -252,10 +227,7 @@ def test_lfs_files_in_a_submodule_come_from_its_own_lfs_server(
     top.mkdir()
     git("init", "--quiet", "--initial-branch=main", cwd=top)
     leaf_work = served_root.parent / "work" / f"lfs-leaf-{history}"
-    git("-c", "protocol.file.allow=always", "submodule", "add", "--quiet", str(leaf_work), "lib",
-        cwd=top)  # fmt: skip
-    git("config", "-f", ".gitmodules", "submodule.lib.url", leaf_url, cwd=top)
-    git("add", "-A", cwd=top)
+    add_submodule(top, leaf_url, "lib", leaf_work)
     git("commit", "--quiet", "-m", "with an LFS submodule", cwd=top)
     git("clone", "--quiet", "--bare", str(top), str(served_root / f"{top.name}.git"), cwd=top)
 

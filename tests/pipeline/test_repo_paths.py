@@ -3,16 +3,14 @@ and full or shallow clones with a sparse checkout of them, cloned on the test en
 servers on 127.0.0.1 (the worker's task runs in this process)."""
 
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from clones import jobs, tasks
-from clones.models import CloneJob, History, Status
+from clones.models import History, Status
 from clones.web.forms import CloneRequestForm
 
-from ..support.helpers import assert_left_nothing_behind
+from ..support.helpers import assert_left_nothing_behind, run_job, unpacked
 from ..support.repos import git
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
@@ -22,19 +20,6 @@ FILES = {"we*ird": "asked for\n", "weXird": "not asked for\n"}
 PATHS = ["bin/run.sh", "docs", "we*ird"]
 # What the checkout holds of the repository at main: the paths, and nothing else.
 EXPECTED = {"bin/run.sh", "docs/guide.txt", "we*ird"}
-
-
-def run(owner, url: str, ref: str = "", **options) -> CloneJob:
-    job = jobs.submit(owner, url, ref, **options)
-    tasks.run_clone_job(str(job.id))
-    job.refresh_from_db()
-    return job
-
-
-def unpacked(job: CloneJob, into: Path) -> Path:
-    with tarfile.open(job.archive.path) as tar:
-        tar.extractall(into, filter="tar")
-    return into / job.top_level
 
 
 def files_under(top: Path) -> set[str]:
@@ -50,9 +35,9 @@ def test_a_files_archive_holds_just_the_paths(mirror, owner, new_repo, git_daemo
     repo = new_repo(files=FILES)
     url = git_daemon.url(repo.name)
     if mirror:  # a full job makes the repository's mirror, which files jobs then use
-        assert run(owner, url).status == Status.DONE
+        assert run_job(owner, url).status == Status.DONE
 
-    job = run(owner, url, history=History.FILES, paths=PATHS)
+    job = run_job(owner, url, history=History.FILES, paths=PATHS)
 
     assert job.status == Status.DONE, job.error
     assert files_under(unpacked(job, tmp_path)) == EXPECTED
@@ -75,7 +60,7 @@ def test_a_clone_checks_out_just_the_paths_and_keeps_the_whole_history(
     asked = repo.head if ref == "commit" else ref
 
     depth = 1 if history == History.SHALLOW else None  # as the form fills it in
-    job = run(owner, git_http.url(repo.name), asked, history=history, depth=depth, paths=PATHS)
+    job = run_job(owner, git_http.url(repo.name), asked, history=history, depth=depth, paths=PATHS)
 
     assert job.status == Status.DONE, job.error
     checkout = unpacked(job, tmp_path)
@@ -98,7 +83,7 @@ def test_a_path_the_commit_does_not_have_fails_the_job_naming_it(owner, new_repo
     url = git_daemon.url(repo.name)
 
     for history in (History.FILES, History.FULL):
-        job = run(owner, url, history=history, paths=["docs", "no/such thing"])
+        job = run_job(owner, url, history=history, paths=["docs", "no/such thing"])
 
         assert job.status == Status.FAILED
         assert job.error == (
@@ -112,12 +97,12 @@ def test_other_paths_make_another_snapshot_and_another_spelling_the_same(
 ):
     repo = new_repo()
     url = git_daemon.url(repo.name)
-    whole = run(owner, url, history=History.FILES)
-    docs = run(owner, url, history=History.FILES, paths=["docs"])
+    whole = run_job(owner, url, history=History.FILES)
+    docs = run_job(owner, url, history=History.FILES, paths=["docs"])
     form = CloneRequestForm({"url": url, "history": History.FILES, "paths": "./docs/\n"})
     assert form.is_valid(), form.errors
 
-    spelled = run(owner, **form.cleaned_data)
+    spelled = run_job(owner, **form.cleaned_data)
 
     assert whole.status == docs.status == spelled.status == Status.DONE
     assert docs.snapshot_id != whole.snapshot_id
@@ -129,7 +114,7 @@ def test_the_archive_opens_with_git_as_a_sparse_checkout_git_can_widen(
     owner, new_repo, git_daemon, tmp_path
 ):
     repo = new_repo()
-    job = run(owner, git_daemon.url(repo.name), paths=["docs"])
+    job = run_job(owner, git_daemon.url(repo.name), paths=["docs"])
     assert job.status == Status.DONE, job.error
     checkout = unpacked(job, tmp_path)
 

@@ -5,7 +5,6 @@ process, and so does its proxy)."""
 
 import socket
 import subprocess
-import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ from clones.pipeline import gitwords, refs, snapshots
 from clones.safety import urlpolicy
 
 from ..support.gitservers import CanaryServer, GitHTTPServer, RecordingGitHTTPServer
-from ..support.helpers import assert_left_nothing_behind
-from ..support.repos import git
+from ..support.helpers import assert_left_nothing_behind, run_job, unpacked
+from ..support.repos import add_submodule, git
 from ..test_watches import check, run_snapshots
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
@@ -34,15 +33,6 @@ def commit_all(work: Path, message: str) -> str:
 
 def served(work: Path, served_root: Path) -> None:
     git("clone", "--quiet", "--bare", str(work), str(served_root / f"{work.name}.git"), cwd=work)
-
-
-def with_submodule(work: Path, url: str, path: str, source: Path, commit: str) -> None:
-    """Add the repository at `source` as a submodule at `path`, recorded at `commit`, and named
-    by `url` in .gitmodules (what clones fetch)."""
-    git("-c", "protocol.file.allow=always", "submodule", "add", "--quiet", str(source), path,
-        cwd=work)  # fmt: skip
-    git("checkout", "--quiet", commit, cwd=work / path)
-    git("config", "-f", ".gitmodules", f"submodule.{path}.url", url, cwd=work)
 
 
 @dataclass
@@ -73,14 +63,14 @@ def nested(served_root, git_http, request):
 
     (a / "a.txt").write_text("a as recorded\n")
     b_url = git_http.url(f"{names['b']}.git")
-    with_submodule(a, b_url, "vendor/b", b, b_recorded)
+    add_submodule(a, b_url, "vendor/b", b, b_recorded)
     a_recorded = commit_all(a, "a1")
     (a / "a.txt").write_text("a later\n")
     commit_all(a, "a2")
     served(a, served_root)
 
     (top / "top.txt").write_text("the superproject\n")
-    with_submodule(top, f"../{names['a']}.git", "libs/a", a, a_recorded)
+    add_submodule(top, f"../{names['a']}.git", "libs/a", a, a_recorded)
     commit_all(top, "super")
     served(top, served_root)
     expected = {
@@ -93,16 +83,7 @@ def nested(served_root, git_http, request):
 
 
 def run(owner, url: str, ref: str = "", **options) -> CloneJob:
-    job = jobs.submit(owner, url, ref, submodules=True, **options)
-    tasks.run_clone_job(str(job.id))
-    job.refresh_from_db()
-    return job
-
-
-def unpacked(job: CloneJob, into: Path) -> Path:
-    with tarfile.open(job.archive.path) as tar:
-        tar.extractall(into, filter="tar")
-    return into / job.top_level
+    return run_job(owner, url, ref, submodules=True, **options)
 
 
 def files_in(top: Path) -> dict[str, str]:
@@ -191,7 +172,7 @@ def hostile(served_root, git_http, name: str, submodule_url: str) -> str:
         repository.mkdir(parents=True)
         git("init", "--quiet", "--initial-branch=main", cwd=repository)
     (leaf / "leaf.txt").write_text("leaf\n")
-    with_submodule(work, submodule_url, "libs/evil", leaf, commit_all(leaf, "leaf"))
+    add_submodule(work, submodule_url, "libs/evil", leaf, commit_all(leaf, "leaf"))
     commit_all(work, "hostile")
     served(work, served_root)
     return git_http.url(f"{name}.git")
@@ -388,9 +369,7 @@ def test_an_access_token_goes_to_the_repositorys_host_and_not_to_a_submodules(
     url = hostile(served_root, private, "credentials", elsewhere.url("credentials-leaf.git"))
     served(served_root.parent / "work" / "credentials-leaf", served_root)
 
-    job = jobs.submit(owner, url, token=token, submodules=True)
-    tasks.run_clone_job(str(job.id))
-    job.refresh_from_db()
+    job = run(owner, url, token=token)
 
     assert job.status == Status.DONE, job.error
     assert elsewhere.requests

@@ -13,7 +13,8 @@ from ..support.gitservers import CanaryServer
 
 
 class Listener:
-    """A TCP server that echoes what it gets and counts the connections it accepted."""
+    """A TCP server that answers each connection (echoing what it gets) and counts the
+    connections it accepted."""
 
     def __init__(self, host: str = "127.0.0.1"):
         self.accepted = 0
@@ -28,9 +29,12 @@ class Listener:
             except OSError:
                 return
             self.accepted += 1
-            with conn:
-                while data := conn.recv(1024):
-                    conn.sendall(data)
+            self.answer(conn)
+
+    def answer(self, conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(1024):
+                conn.sendall(data)
 
     def close(self) -> None:
         self.sock.close()
@@ -47,18 +51,6 @@ def listener():
 def proxy():
     with egress.Proxy("127.0.0.1") as running:
         yield running
-
-
-@pytest.fixture
-def loopback_only(monkeypatch):
-    """Fail the test if the proxy ever dials outside 127.0.0.0/8: a refusal must come before."""
-    dial = egress._connect
-
-    def guarded(addresses, port):
-        assert all(address.is_loopback for address in addresses), addresses
-        return dial(addresses, port)
-
-    monkeypatch.setattr(egress, "_connect", guarded)
 
 
 @pytest.fixture
@@ -185,26 +177,16 @@ def test_once_the_block_ends_the_proxy_is_gone_and_so_are_its_tunnels(listener):
         socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
 
 
-class KeepAliveServer:
+class KeepAliveServer(Listener):
     """Answers each connection's request with `answer` and keeps the connection open."""
 
     def __init__(self, answer: bytes):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.answer = answer
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.response = answer  # before the listening thread starts
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.recv(4096)
-            conn.sendall(self.answer)  # and stays open
-
-    def close(self) -> None:
-        self.sock.close()
+    def answer(self, conn: socket.socket) -> None:
+        conn.recv(4096)
+        conn.sendall(self.response)  # and stays open
 
 
 def test_a_plain_answer_ends_the_clients_connection_so_a_next_request_is_checked_afresh(proxy):

@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import tarfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.scheduler import scheduler
 
+from clones import jobs, tasks
 from clones.models import CloneJob, Status
 from clones.pipeline import engine, paths
 
@@ -45,6 +47,21 @@ def submit(client, url: str, ref: str = "", **options) -> CloneJob:
     job = CloneJob.objects.latest("created_at")
     assert response["Location"] == job.get_absolute_url()
     return job
+
+
+def run_job(owner, url: str, ref: str = "", **options) -> CloneJob:
+    """Submit a job and run its task in this process, as a worker would; the job, ended."""
+    job = jobs.submit(owner, url, ref, **options)
+    tasks.run_clone_job(str(job.id))
+    job.refresh_from_db()
+    return job
+
+
+def unpacked(job: CloneJob, into: Path) -> Path:
+    """The job's tar archive unpacked into `into`; its top-level folder."""
+    with tarfile.open(job.archive.path) as tar:
+        tar.extractall(into, filter="tar")
+    return into / job.top_level
 
 
 def make_done_job(owner, content: bytes, name: str = "archive.tar") -> CloneJob:

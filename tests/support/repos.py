@@ -80,6 +80,18 @@ def make_repo(
     )
 
 
+def add_submodule(work: Path, url: str, path: str, source: Path, commit: str = "") -> None:
+    """Add the repository at `source` to the work tree `work` as a submodule at `path`, recorded
+    at `commit` (its HEAD if none), and named by `url` in .gitmodules: what clones fetch. Staged,
+    not committed."""
+    git("-c", "protocol.file.allow=always", "submodule", "add", "--quiet", str(source), path,
+        cwd=work)  # fmt: skip
+    if commit:
+        git("checkout", "--quiet", commit, cwd=work / path)
+    git("config", "-f", ".gitmodules", f"submodule.{path}.url", url, cwd=work)
+    git("add", ".gitmodules", path, cwd=work)
+
+
 def remove_object(repo: ServedRepo, path: str) -> str:
     """Delete the object (blob or tree) of `path` at HEAD from the served copy, as a damaged
     disk might: its refs still read, but sending the objects fails. The object's name."""
