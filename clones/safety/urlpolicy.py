@@ -22,7 +22,10 @@ MAX_URL_LENGTH = 2048
 MAX_REF_LENGTH = 255
 SCP_LIKE = re.compile(r"^(?:[^@/\s]+@)?(?P<host>[^:/\s]+):(?P<path>(?!//)[^\s]*)$")
 UNSAFE_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
-DEFAULT_PORTS = {"https": 443, "http": 80, "git": 9418}
+DEFAULT_PORTS = {"https": 443, "http": 80, "git": 9418, "ssh": 22}
+# The user of an SSH URL (git@, deploy@): it reaches ssh's command line, so no option-like or
+# odd names.
+SSH_USER = re.compile(r"(?!-)[A-Za-z0-9._-]+")
 BRACKETED_HOST = re.compile(r"\[[0-9a-f:.]+\](?::[0-9]*)?", re.IGNORECASE)
 HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # Browsers and curl read a host whose last label is a number as an IPv4 address, however odd
@@ -76,7 +79,9 @@ IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 class PinnedURL:
     """How git must connect so that it reaches exactly the addresses that were checked."""
 
-    # What git is given. git:// has no resolve option, so its host becomes the checked address.
+    # What git is given. git:// has no resolve option, so its host becomes the checked address;
+    # so does an SSH URL's (ssh://... or scp-like, as written), whose host key ssh must then match
+    # under HostKeyAlias=host.
     url: str
     # For http(s) to a host name: "HOST:PORT:IP[,IP...]" for `git -c http.curloptResolve=...`;
     # None for an IP address and for git://.
@@ -88,6 +93,8 @@ class PinnedURL:
     host: str = field(default="", compare=False)
     port: int = field(default=0, compare=False)
     addresses: tuple[IPAddress, ...] = field(default=(), compare=False)
+    # For SSH: the user to log in as, "" when the URL names none (ssh then uses its default).
+    user: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class _Target:
     is_address: bool  # the URL names an IP address rather than a host name
     port: int  # as written, or the scheme's default
     addresses: list[IPAddress]  # checked, unless the reach allows every private network
+    scp_path: str | None = None  # for a scp-like URL (user@host:path), its path as written
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,8 @@ def pin(url: str, reach: Reach = GIT_SERVERS) -> PinnedURL:
     to exactly the checked addresses."""
     target = _check(url, reach)
     where = {"scheme": target.parts.scheme, "host": target.host, "port": target.port}
+    if target.parts.scheme == "ssh":
+        return _pin_ssh(target, where)
     if target.is_address:
         return PinnedURL(target.url, None, **where, addresses=tuple(target.addresses))
     if target.parts.scheme == "git":
@@ -167,8 +177,22 @@ def pin(url: str, reach: Reach = GIT_SERVERS) -> PinnedURL:
     return PinnedURL(url, resolve, **where, addresses=tuple(target.addresses))
 
 
+def _pin_ssh(target: _Target, where: dict) -> PinnedURL:
+    """git connects to the first checked address, as for git://; the URL keeps its form, since
+    a scp-like path is relative to the user's home and an ssh:// one is not."""
+    first = target.addresses[0]
+    user = target.parts.username or ""
+    if target.scp_path is None:
+        ssh_url = _with_host(target.url, target.parts, bracketed(str(first)))
+    else:
+        login = f"{user}@" if user else ""
+        ssh_url = f"{login}{bracketed(str(first))}:{target.scp_path}"
+    return PinnedURL(ssh_url, None, **where, addresses=(first,), user=user)
+
+
 def _check(url: str, reach: Reach) -> _Target:
     url = url.strip()
+    scp_path = _scp_path(url)
     parts = _parts(url)
     port = _port(parts)
     host, is_address = _host(parts, reach)
@@ -180,7 +204,19 @@ def _check(url: str, reach: Reach) -> _Target:
         raise ValidationError(f"The host {parts.hostname} could not be found.")
     if not reach.any_private():
         _refuse_private(parts.hostname, is_address, addresses, reach)
-    return _Target(url, parts, host, is_address, port, addresses)
+    return _Target(url, parts, host, is_address, port, addresses, scp_path)
+
+
+def _ssh_allowed() -> bool:
+    return "ssh" in settings.CLONES_ALLOWED_SCHEMES
+
+
+def _scp_path(url: str) -> str | None:
+    """The path of a scp-like URL (user@host:path) when SSH is allowed, else None."""
+    match = SCP_LIKE.match(url)
+    if not (_ssh_allowed() and match and "://" not in url):
+        return None
+    return match["path"]
 
 
 def _parts(url: str) -> SplitResult:
@@ -194,13 +230,15 @@ def _parts(url: str) -> SplitResult:
     if url.startswith("-"):
         raise ValidationError("The URL cannot start with '-'.")
     _refuse_local_and_ssh(url)
-    parts = _split(url)
+    parts = _split(_as_ssh_url(url) if _scp_path(url) is not None else url)
     if not parts.scheme or not parts.netloc:
         raise ValidationError("Enter a full URL, such as https://github.com/owner/repo.git.")
     if parts.scheme not in settings.CLONES_ALLOWED_SCHEMES:
         allowed = ", ".join(f"{s}://" for s in settings.CLONES_ALLOWED_SCHEMES)
         raise ValidationError(f"{parts.scheme}:// URLs are not accepted here; use {allowed}.")
-    if parts.username is not None or parts.password is not None:
+    if parts.scheme == "ssh":
+        _check_ssh_parts(parts)
+    elif parts.username is not None or parts.password is not None:
         raise ValidationError(
             "Remove the user name or password from the URL: credentials in URLs end up in "
             "logs and history."
@@ -208,6 +246,32 @@ def _parts(url: str) -> SplitResult:
     if not parts.hostname:
         raise ValidationError("The URL has no host name.")
     return parts
+
+
+def _as_ssh_url(scp_like: str) -> str:
+    """A scp-like URL as ssh://, only to check its parts: what is kept is the URL as written."""
+    match = SCP_LIKE.match(scp_like)
+    login = scp_like[: match.start("host")]
+    if not scp_like.isascii():
+        raise ValidationError("Write the host of a user@host:path URL in ASCII, or use ssh://.")
+    if match["host"].startswith("["):
+        raise ValidationError("Use ssh://user@[address]/path for an IPv6 address.")
+    return f"ssh://{login}{match['host']}/{match['path']}"
+
+
+def _check_ssh_parts(parts: SplitResult) -> None:
+    """The user and path of an SSH URL, which reach ssh's and git-upload-pack's command lines."""
+    if parts.password is not None:
+        raise ValidationError("Remove the password from the URL: SSH logs in with a key.")
+    if parts.username is not None and not SSH_USER.fullmatch(parts.username):
+        raise ValidationError(
+            "The user name of an SSH URL is letters, digits, '.', '_' or '-', not starting "
+            "with '-'."
+        )
+    if parts.path.lstrip("/").startswith("-"):
+        raise ValidationError("The repository path cannot start with '-'.")
+    if not parts.path.strip("/"):
+        raise ValidationError("The URL has no repository path.")
 
 
 def _refuse_local_and_ssh(url: str) -> None:
@@ -219,6 +283,10 @@ def _refuse_local_and_ssh(url: str) -> None:
     if re.match(r"^[a-z][a-z0-9+.-]*::", lowered):
         raise ValidationError("Remote-helper URLs (transport::address) are not accepted.")
     ssh_host_path = _ssh_host_and_path(url)
+    if ssh_host_path and _ssh_allowed():
+        if url.lower().startswith(("git+ssh://", "ssh+git://")):
+            raise ValidationError("Write the URL with ssh:// rather than git+ssh:// or ssh+git://.")
+        return
     if ssh_host_path:
         host, path = ssh_host_path
         https = f"https://{host}/{path.lstrip('/')}" if host and path else ""
@@ -399,8 +467,10 @@ def netloc(scheme: str, host: str, port: int | None) -> str:
 
 
 def _with_host(url: str, parts: SplitResult, host: str) -> str:
-    """The URL with another host, everything else exactly as written."""
+    """The URL with another host, everything else exactly as written (an SSH URL's user too)."""
     netloc = host if parts.port is None else f"{host}:{parts.port}"
+    if parts.username is not None:
+        netloc = f"{parts.username}@{netloc}"
     rest = url[len(parts.scheme) + len("://") + len(parts.netloc) :]
     return f"{parts.scheme}://{netloc}{rest}"
 
