@@ -13,6 +13,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # uid/gid 1000: clone containers run as the worker's own uid:gid, so the worker can delete
 # every file git writes into the shared volume. A home of its own (/home/app), writable, apart
 # from the code in /app (root's): gunicorn 25.1+ makes its control socket in ~/.gunicorn.
+# OpenSSH's client: the worker reads an SSH URL's branches and tags with it (clones.pipeline.refs).
+# A base that has it already (the tests' stand-in, which has no network) installs nothing.
+RUN command -v ssh >/dev/null || { apt-get update \
+        && apt-get install -y --no-install-recommends openssh-client \
+        && rm -rf /var/lib/apt/lists/*; }
 RUN groupadd --gid 1000 app && useradd --uid 1000 --gid app --home-dir /home/app --create-home app \
     && mkdir -p /app /data && chown app:app /data
 

@@ -11,7 +11,7 @@ set -euo pipefail
 
 ENGINE_DIR=${CLONESHELF_ENGINE_DIR:-/var/lib/cloneshelf-test-engine}
 SOCKET=${CLONESHELF_ENGINE_SOCKET:-/run/cloneshelf-test-docker.sock}
-IMAGE=${CLONESHELF_TEST_GIT_IMAGE:-cloneshelf-test/git:standin-5}
+IMAGE=${CLONESHELF_TEST_GIT_IMAGE:-cloneshelf-test/git:standin-6}
 export DOCKER_HOST="unix://$SOCKET"
 
 # git-lfs goes into the stand-in image, as alpine/git has it.
@@ -40,8 +40,9 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     root=$(mktemp -d)
     trap 'rm -rf "$root"' EXIT
     # git runs helpers (credential-store) through /bin/sh, and `git submodule` is a shell script
-    # that calls sed, basename, uname and a few more: alpine/git's busybox provides them all.
-    tools=(sed basename uname cat expr sort wc git-lfs)
+    # that calls sed, basename, uname and a few more: alpine/git's busybox provides them all;
+    # alpine/git has OpenSSH's client too, for ssh:// URLs.
+    tools=(sed basename uname cat expr sort wc git-lfs ssh)
     git_bins=(/usr/bin/git /usr/lib/git-core/* /bin/dash "${tools[@]/#//usr/bin/}")
     # ldd fails on git's shell scripts; only the binaries' libraries matter. glibc loads
     # libgcc_s at run time (pthread_exit, when index-pack's threads end early), so ldd misses it.

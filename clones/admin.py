@@ -2,6 +2,8 @@ from uuid import UUID
 
 from axes import admin as axes_admin
 from axes.models import AccessAttempt
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
@@ -17,13 +19,16 @@ from . import jobs, retention, watches
 from .models import (
     ApiToken,
     CloneJob,
+    KnownHost,
     Mirror,
     Profile,
     Snapshot,
+    SSHKey,
     Status,
     Watch,
     WebhookDelivery,
 )
+from .safety import sshkeys
 from .web import apitokens, downloads
 
 
@@ -261,6 +266,111 @@ class ProfileAdmin(admin.ModelAdmin):
     @admin.display(description="archives kept")
     def archives_kept(self, profile: Profile) -> str:
         return filesizeformat(retention.usage(profile.user_id)) if profile.pk else "—"
+
+
+@admin.register(SSHKey)
+class SSHKeyAdmin(admin.ModelAdmin):
+    """SSH keys are made by their owners (profile page); staff see whose they are and can delete
+    one that must stop being used. The private half is never shown."""
+
+    list_display = ["owner", "fingerprint", "created_at"]
+    search_fields = ["owner__username", "fingerprint"]
+    list_select_related = ["owner"]
+    fields = ["owner", "public_line", "fingerprint", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+class KnownHostForm(forms.ModelForm):
+    """A host key is added as one line of `ssh-keyscan` output (or of a known_hosts file), after
+    checking it against the fingerprint the host's operators publish."""
+
+    line = forms.CharField(
+        label="Host key line",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One line as `ssh-keyscan -p PORT HOST` prints it: “host ssh-ed25519 AAAA…”, "
+        "or “[host]:port ssh-ed25519 AAAA…” for a port other than 22. Compare its fingerprint, "
+        "shown once it is added, with the one the host publishes.",
+    )
+
+    class Meta:
+        model = KnownHost
+        fields = []
+
+    def clean_line(self) -> sshkeys.KnownHost:
+        return sshkeys.parse_known_host(self.cleaned_data["line"])
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        seen = cleaned.get("line")
+        if seen and KnownHost.objects.filter(pattern=seen.pattern, key_type=seen.key_type):
+            # One key of each type per host, as a host has: a second would be a changed key.
+            raise forms.ValidationError(
+                f"{seen.pattern} has a {seen.key_type} key here already: delete it first to "
+                "replace it."
+            )
+        if seen:
+            self.instance.pattern, self.instance.key_type = seen.pattern, seen.key_type
+            self.instance.key_base64, self.instance.fingerprint = seen.key_base64, seen.fingerprint
+        return cleaned
+
+
+@admin.register(KnownHost)
+class KnownHostAdmin(admin.ModelAdmin):
+    """The host keys SSH clones accept. Added here, one line each; recorded by a first clone
+    when CLONES_SSH_TRUST_ON_FIRST_USE is on, marked so until someone confirms it. A host that
+    changed its key is refused until its old key here is replaced (deleted, the new one added)."""
+
+    list_display = [
+        "pattern",
+        "key_type",
+        "fingerprint",
+        "trusted_on_first_use",
+        "added_by",
+        "added_at",
+    ]
+    list_filter = ["trusted_on_first_use", "key_type"]
+    search_fields = ["pattern", "fingerprint"]
+    list_select_related = ["added_by"]
+    readonly_fields = [*list_display, "key_base64"]
+    actions = ["confirm"]
+
+    def get_form(self, request, known_host=None, **kwargs):
+        if known_host is None:
+            kwargs["form"] = KnownHostForm
+        return super().get_form(request, known_host, **kwargs)
+
+    def get_fields(self, request, known_host=None) -> list[str]:
+        return self.readonly_fields if known_host else ["line"]
+
+    def get_readonly_fields(self, request, known_host=None) -> list[str]:
+        return self.readonly_fields if known_host else []
+
+    def save_model(self, request, known_host, form, change) -> None:
+        if not change:
+            known_host.added_by = request.user
+        super().save_model(request, known_host, form, change)
+
+    def changelist_view(self, request, extra_context=None):
+        state = "on" if settings.CLONES_SSH_TRUST_ON_FIRST_USE else "off"
+        said = {
+            "on": "a host with no key here has the key it first offers recorded and trusted.",
+            "off": "a host with no key here is refused until its key is added.",
+        }[state]
+        self.message_user(
+            request, f"Trust on first use is {state} (CLONES_SSH_TRUST_ON_FIRST_USE): {said}"
+        )
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(
+        description="Confirm selected keys (checked against what the host publishes)",
+        permissions=["change"],
+    )
+    def confirm(self, request, queryset) -> None:
+        confirmed = queryset.filter(trusted_on_first_use=True).update(trusted_on_first_use=False)
+        self.message_user(request, f"Confirmed {confirmed} host key(s).", messages.INFO)
 
 
 DELIVERY_FIELDS = [

@@ -592,6 +592,68 @@ class ApiToken(models.Model):
         return f"{self.owner} {self.prefix}… {self.name}{state}".replace("  ", " ")
 
 
+class SSHKey(models.Model):
+    """A user's SSH key pair, made here (clones.safety.sshkeys) for cloning ssh:// and
+    user@host:path URLs: the public half to paste as a deploy key, the private half sealed
+    (clones.safety.vault) and opened only by the worker, for a clone of its owner's."""
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ssh_key"
+    )
+    public_line = models.TextField(help_text="“ssh-ed25519 AAAA… cloneshelf:<user>”.")
+    fingerprint = models.CharField(max_length=100, help_text="SHA256:…, as ssh-keygen -l says.")
+    sealed_private = models.TextField(
+        help_text="The private half, encrypted (clones.safety.vault); never shown."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "SSH key"
+
+    def __str__(self) -> str:
+        return f"{self.owner} {self.fingerprint}"
+
+
+class KnownHost(models.Model):
+    """A host key that SSH clones accept for a host and port: added by an admin, or recorded the
+    first time the host was reached when CLONES_SSH_TRUST_ON_FIRST_USE is on. A host whose key
+    is not here is not cloned from; one that offers another key is refused as changed."""
+
+    # As ssh looks it up, and as HostKeyAlias names it: "host" for port 22, else "[host]:port".
+    pattern = models.CharField(max_length=300)
+    key_type = models.CharField(max_length=40)
+    key_base64 = models.TextField()
+    fingerprint = models.CharField(max_length=100, help_text="SHA256:…, as ssh-keygen -l says.")
+    trusted_on_first_use = models.BooleanField(
+        default=False,
+        help_text="Recorded as the host offered it, the first time a clone reached it; "
+        "checked by no one.",
+    )
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The admin who added it, or the owner of the clone that first reached it.",
+    )
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["pattern", "key_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["pattern", "key_type"], name="one_key_of_each_type")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pattern} {self.key_type} {self.fingerprint}"
+
+    @property
+    def line(self) -> str:
+        """The known_hosts line ssh reads."""
+        return f"{self.pattern} {self.key_type} {self.key_base64}\n"
+
+
 def new_webhook_secret() -> str:
     return secrets.token_hex(32)
 

@@ -13,7 +13,17 @@ from . import jobs, queue, retention, stopping, units, watches
 from .models import CloneJob, History, Snapshot, Status, Watch
 from .notify import email, webhooks
 from .ops import heartbeat, outages, recovery
-from .pipeline import archives, cloning, engine, gitwords, paths, provenance, refs, snapshots
+from .pipeline import (
+    archives,
+    cloning,
+    engine,
+    gitwords,
+    paths,
+    provenance,
+    refs,
+    snapshots,
+    sshaccess,
+)
 from .safety import signing, tokens, urlpolicy
 
 logger = logging.getLogger(__name__)
@@ -113,7 +123,8 @@ def _deliver(job: CloneJob) -> None:
     # addresses. A job that must wait for the engine or disk space runs all of this again.
     pinned = gitwords.pinned(job.url)
     every_ref = job.history == History.MIRROR  # a mirror's snapshot is of them all
-    resolved = refs.resolve(job.url, pinned, job.ref, token, lookup_timeout, every_ref)
+    ssh = sshaccess.for_owner(job.owner_id, pinned)
+    resolved = refs.resolve(job.url, pinned, job.ref, token, lookup_timeout, every_ref, ssh)
     job.commit = resolved.commit
     if every_ref:
         job.refs_digest = resolved.every_ref_digest

@@ -30,5 +30,7 @@ urlpatterns = [
     path("profile/tokens", profile.new_token, name="token-new"),
     path("profile/tokens/<uuid:token_id>/revoke", profile.revoke_token, name="token-revoke"),
     path("profile/webhook-secret", profile.new_secret, name="webhook-secret"),
+    path("profile/ssh-key", profile.new_ssh_key, name="ssh-key-new"),
+    path("profile/ssh-key/delete", profile.delete_ssh_key, name="ssh-key-delete"),
     path("dashboard/", dashboard.dashboard, name="dashboard"),
 ]

@@ -23,7 +23,7 @@ from django_q.tasks import async_task
 from . import jobs, queue, retention
 from .models import ACTIVE_STATUSES, CheckResult, CloneJob, Follow, Status, Watch, storable
 from .notify import email, webhooks
-from .pipeline import gitwords, refs, snapshots
+from .pipeline import gitwords, refs, snapshots, sshaccess
 from .safety import tokens, vault
 
 logger = logging.getLogger(__name__)
@@ -199,15 +199,16 @@ def _look(watch: Watch) -> _Found:
     since the watch's latest snapshot of it."""
     token = vault.open_sealed(watch.credential) if watch.credential else ""
     pinned = gitwords.pinned(watch.url)
+    ssh = sshaccess.for_owner(watch.owner_id, pinned)
     found = _Found(token=token)
     if watch.follow == Follow.DEFAULT:
-        resolved = refs.resolve(watch.url, pinned, "", token, timeout=refs.LOOKUP_SECONDS)
+        resolved = refs.resolve(watch.url, pinned, "", token, refs.LOOKUP_SECONDS, ssh=ssh)
         if _moved(watch, "", resolved.commit):
             found.jobs.append(_snapshot_job(watch, ""))
     elif watch.follow == Follow.REFS:
         names = watch.followed_refs
         wanted = tuple(f"refs/{kind}/{name}" for name in names for kind in ("heads", "tags"))
-        listed = refs.list_refs(watch.url, pinned, token, wanted, refs.LOOKUP_SECONDS)
+        listed = refs.list_refs(watch.url, pinned, token, wanted, refs.LOOKUP_SECONDS, ssh)
         for name in names:
             commit = _commit_named(listed, name)
             if commit is None:
@@ -215,7 +216,7 @@ def _look(watch: Watch) -> _Found:
             elif _moved(watch, name, commit):
                 found.jobs.append(_snapshot_job(watch, name))
     else:
-        listed = refs.list_refs(watch.url, pinned, token, timeout=refs.LOOKUP_SECONDS)
+        listed = refs.list_refs(watch.url, pinned, token, timeout=refs.LOOKUP_SECONDS, ssh=ssh)
         if _moved(watch, "", refs.digest(listed), compared="refs_digest"):
             found.jobs.append(_snapshot_job(watch, ""))
     return found

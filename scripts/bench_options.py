@@ -18,6 +18,8 @@ but for the submodules, also measured full.
   its own (what the option adds beyond the fetches themselves); their git traffic goes through
   the egress proxy (plain http here: the proxy relays, it does not decrypt).
 - paths: the lfs-less repository's files job of one folder ÷ of all of it.
+- ssh: the lfs-less repository over ssh:// (Debian's sshd on 127.0.0.1, git-shell, the owner's
+  key made by the service, the host key known) ÷ over smart HTTP, files and full.
 """
 
 import argparse
@@ -33,14 +35,22 @@ from pathlib import Path
 
 import harness
 
-ROOT = harness.setup_django("cloneshelf-options-")
+# More jobs than a person may ask for in an hour; SSH allowed, on the sshd's port.
+SETTINGS = {
+    "CLONES_MAX_SUBMISSIONS_PER_HOUR": "100000",
+    "CLONES_ALLOWED_SCHEMES": "https,http,git,ssh",
+    "CLONES_ALLOWED_PORTS": "https:*,http:*,git:*,ssh:*",
+}
+ROOT = harness.setup_django("cloneshelf-options-", SETTINGS)
 
 from clones import jobs, tasks  # noqa: E402
-from clones.models import CloneJob, History, Status  # noqa: E402
-from clones.safety import urlpolicy  # noqa: E402
+from clones.models import CloneJob, History, KnownHost, Status  # noqa: E402
+from clones.pipeline import sshaccess  # noqa: E402
+from clones.safety import sshkeys, urlpolicy  # noqa: E402
 from tests.support.gitservers import GitHTTPServer  # noqa: E402
 from tests.support.lfsserver import LFSServer  # noqa: E402
 from tests.support.repos import add_submodule, git  # noqa: E402
+from tests.support.sshserver import SSHServer  # noqa: E402
 
 LFS_FILES = 20
 SUBMODULES = 3
@@ -113,6 +123,7 @@ def main() -> None:
     served = ROOT / "served"
     served.mkdir()
     http, lfs = GitHTTPServer(served), LFSServer(host_name=LFS_HOST)
+    sshd = ssh_server(owner)
     real_resolve = urlpolicy.resolve
     urlpolicy.resolve = lambda host, port: (
         [ipaddress.ip_address("127.0.0.1")] if host == LFS_HOST else real_resolve(host, port)
@@ -120,8 +131,9 @@ def main() -> None:
     rows: dict[str, list[float]] = {}
     try:
         for number in range(options.rounds):
-            one_round(number, options, owner, served, http, lfs, rows)
+            one_round(number, options, owner, served, (http, sshd), lfs, rows)
     finally:
+        sshd.stop()
         http.stop()
         lfs.stop()
         harness.remove(ROOT)
@@ -133,7 +145,22 @@ def main() -> None:
     print(f"\nwhole run {time.perf_counter() - began:.0f} s")
 
 
-def one_round(number, options, owner, served, http, lfs, rows) -> None:
+def ssh_server(owner) -> SSHServer:
+    """sshd on 127.0.0.1 accepting `owner`'s key (made by the service), its host key known."""
+    sshd = SSHServer(ROOT / "sshd")
+    sshd.authorize(sshaccess.make_key(owner).public_line)
+    seen = sshkeys.parse_known_host(sshd.known_hosts_line())
+    KnownHost.objects.create(
+        pattern=seen.pattern,
+        key_type=seen.key_type,
+        key_base64=seen.key_base64,
+        fingerprint=seen.fingerprint,
+    )
+    return sshd
+
+
+def one_round(number, options, owner, served, servers, lfs, rows) -> None:
+    http, sshd = servers
     assets = random_files("assets", options.lfs_megabytes, LFS_FILES, f"lfs{number}")
     code = {"src/main.py": b"print('hello')\n" * 1000, "docs/guide.md": b"# guide\n" * 200}
     in_lfs = new_repo(served, f"in-lfs-{number}", {**code, **assets}, lfs)
@@ -163,6 +190,15 @@ def one_round(number, options, owner, served, http, lfs, rows) -> None:
         lambda: timed(owner, fresh(in_git), **files),
     )
     rows.setdefault("paths: one small folder ÷ the whole files job", []).append(one_path / whole)
+    for history in (History.FILES, History.FULL):
+        over_ssh, over_http = pair(
+            number,
+            lambda h=history: timed(
+                owner, sshd.url(served / f"{fresh_copy(in_git, served)}.git"), history=h
+            ),
+            lambda h=history: timed(owner, fresh(in_git), history=h),
+        )
+        rows.setdefault(f"ssh ({history}): ssh:// ÷ http://", []).append(over_ssh / over_http)
     superproject, repositories = with_submodules(number, options, served, http)
     for history in (History.FILES, History.FULL):
         on, off = pair(

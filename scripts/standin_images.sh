@@ -116,12 +116,14 @@ build_python() {
     done
     base_files "$root"
     # What the Dockerfile runs (sh -c, groupadd, useradd, mkdir, chown) and the libraries of all
-    # of it; the interpreter's own libraries are the host's, listed by ldd; all of glibc and the
-    # C++ runtime, as Debian's slim image has them (wheels' binaries load librt, libstdc++);
+    # of it; OpenSSH's client, which the Dockerfile installs when the base lacks it (the worker
+    # looks an SSH URL's refs up with it); the interpreter's own libraries are the host's, listed
+    # by ldd; all of glibc and the C++ runtime, as Debian's slim image has them (wheels'
+    # binaries load librt, libstdc++);
     # tzdata and netbase's files, which python:3.12-slim installs (Django asks for "UTC").
     copy_with_libraries "$root" /bin/dash /usr/sbin/groupadd /usr/sbin/useradd /bin/mkdir \
         /bin/chown /bin/chmod /bin/cp /bin/rm /bin/ls /bin/cat /usr/bin/env /usr/bin/id \
-        /etc/ssl/certs /usr/share/ca-certificates /etc/login.defs /usr/share/zoneinfo \
+        /usr/bin/ssh /etc/ssl/certs /usr/share/ca-certificates /etc/login.defs /usr/share/zoneinfo \
         /etc/services /etc/protocols \
         "$prefix/bin/python3.12" $(ls "$prefix"/lib/python3.12/lib-dynload/*.so | grep -v _tkinter) \
         $(dpkg -L libc6 libstdc++6 libgcc-s1 | grep -E '^(/usr)?/lib.*/[^/]+\.so[.0-9]*$')

@@ -25,6 +25,7 @@ from .support.services import (  # noqa: F401 - fixtures for every module
     redis,
     s3_endpoint,
 )
+from .support.sshserver import SSHServer
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -55,6 +56,14 @@ def git_daemon(served_root):
 @pytest.fixture(scope="session")
 def git_http(served_root):
     server = GitHTTPServer(served_root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """Debian's sshd with git-shell on 127.0.0.1, for SSH remotes (tests/support/sshserver.py)."""
+    server = SSHServer(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
 

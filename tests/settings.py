@@ -25,7 +25,7 @@ for name, value in {
     "DJANGO_SECRET_KEY": "only-for-tests",
     "CLONES_DATA_DIR": str(TEST_ROOT / "data"),
     "DOCKER_HOST": "unix:///run/cloneshelf-test-docker.sock",
-    "CLONES_GIT_IMAGE": "cloneshelf-test/git:standin-5",
+    "CLONES_GIT_IMAGE": "cloneshelf-test/git:standin-6",
     # The test git servers listen on 127.0.0.1, which only host networking reaches; the test
     # engine has no bridge, so nothing can leave the machine either way.
     "CLONES_NETWORK": "host",

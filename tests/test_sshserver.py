@@ -7,16 +7,9 @@ import subprocess
 import pytest
 
 from .support.repos import GIT_ENV, make_tiny_repo
-from .support.sshserver import SSHServer, make_key, ssh_command
+from .support.sshserver import make_key, ssh_command
 
 ALIAS = "git.example.test"  # the name known_hosts holds; the connection goes to 127.0.0.1
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = SSHServer(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,14 @@ import dataclasses
 import math
 import os
 import re
+import shlex
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.conf import settings
 from .. import units
 from ..models import ArchiveFormat, CloneJob, History
 from ..safety import egress, urlpolicy
-from . import engine, gitwords, lfs, mirrors, paths, refs, submodules
+from . import engine, gitwords, lfs, mirrors, paths, refs, sshaccess, submodules
 
 CHECKOUT_DIR = "repo"  # inside the job directory
 BARE_DIR = "repo.git"  # files only and bundle: no working tree is needed
@@ -83,17 +84,24 @@ def build(
     deadline = time.monotonic() + timeout
     image = ""
     proxy: egress.Proxy | None = None
+    ssh = sshaccess.for_owner(job.owner_id, pinned)
 
     def explained(output: str) -> gitwords.CloneFailed:
+        if ssh and (said := sshaccess.explained(output, ssh)):
+            return gitwords.CloneFailed(said, output)
         failed = gitwords.explained(output, job)
         return _fetched_beyond(job, failed, proxy, job_dir) if proxy else failed
 
     def execute(commands: list, mirror: mirrors.Lease | None = None) -> None:
         nonlocal image
-        image = run(job, job_dir, commands, deadline, keep_going, on_phase, mirror, explained)
+        image = run(job, job_dir, commands, deadline, keep_going, on_phase, mirror, explained, ssh)
 
     try:
-        with _credentials(job_dir, job.url, token), _egress(job) as (proxy, proxy_url):
+        with (
+            _credentials(job_dir, job.url, token),
+            sshaccess.written(job_dir, ssh, engine.container_user()) if ssh else nullcontext(),
+            _egress(job) as (proxy, proxy_url),
+        ):
             if mirrors.serves(job):
                 built = _build_from_mirror(
                     job, pinned.url, resolved, job_dir, config, execute, since, proxy_url
@@ -569,7 +577,12 @@ def git_config(pinned: urlpolicy.PinnedURL, with_credentials: bool) -> list[str]
     """`-c` options that keep git to fetching objects from the one checked address."""
     config = [
         "protocol.allow=never",
-        *(f"protocol.{scheme}.allow=always" for scheme in settings.CLONES_ALLOWED_SCHEMES),
+        # ssh only for an SSH URL's own clone, which has a key and known hosts (sshaccess).
+        *(
+            f"protocol.{scheme}.allow=always"
+            for scheme in settings.CLONES_ALLOWED_SCHEMES
+            if scheme != "ssh" or pinned.scheme == "ssh"
+        ),
         "http.followRedirects=false",  # a 30x could point anywhere, and was never checked
         f"http.lowSpeedLimit={settings.CLONES_LOW_SPEED_BYTES}",
         f"http.lowSpeedTime={settings.CLONES_LOW_SPEED_SECONDS}",
@@ -686,9 +699,11 @@ def run(
     on_phase: Callable[[str], None] = lambda phase: None,
     mirror: mirrors.Lease | None = None,
     explained: Callable[[str], gitwords.CloneFailed] | None = None,
+    ssh: sshaccess.Access | None = None,
 ) -> str:
     """Run `commands` in the job's container; the image it ran (its id, sha256:…). `explained`
-    reads git's output when it failed for no cause the worker saw itself (gitwords')."""
+    reads git's output when it failed for no cause the worker saw itself (gitwords'). `ssh`:
+    the access whose files (sshaccess.written) are in the job directory, for an SSH URL."""
     directories = [job_dir, *([mirror.path] if mirror else [])]
 
     def watch() -> None:
@@ -702,10 +717,11 @@ def run(
         commands,
         paths.engine_path(job_dir),
         timeout=max(deadline - time.monotonic(), 0),
-        environment=GIT_ENVIRONMENT,
+        environment=_environment(ssh),
         on_phase=on_phase,
         watch=watch,
         more_mounts=mounts,
+        files=_passwd(job_dir) if ssh else None,
         labels={engine.MIRROR_LABEL: mirror.key} if mirror else {},
     )
     if result.exit_code != 0:
@@ -719,6 +735,20 @@ def run(
             raise _too_large(result.output)
         raise (explained or partial(gitwords.explained, job=job))(result.output)
     return result.image
+
+
+def _environment(ssh: sshaccess.Access | None) -> dict[str, str]:
+    if ssh is None:
+        return GIT_ENVIRONMENT
+    # Options only: git adds the port, the checked address and the command (sshaccess.command).
+    command = sshaccess.command(ssh, engine.MOUNT_POINT)
+    return {**GIT_ENVIRONMENT, "GIT_SSH_COMMAND": shlex.join(command)}
+
+
+def _passwd(job_dir: Path) -> dict[str, PurePosixPath]:
+    """ssh will not run as a uid that /etc/passwd does not name, and the image names only its
+    own users: the container's user gets an entry of its own (sshaccess.written)."""
+    return {"/etc/passwd": paths.engine_path(job_dir / sshaccess.PASSWD_FILE)}
 
 
 def _hit_file_size_limit(result: engine.ContainerResult) -> bool:

@@ -174,10 +174,12 @@ def run_git(
     watch: Callable[[], None] = lambda: None,
     more_mounts: dict[str, PurePosixPath] | None = None,
     labels: dict[str, str] | None = None,
+    files: dict[str, PurePosixPath] | None = None,
 ) -> ContainerResult:
     """Run `git <args>` for each of `commands`, one after another in one container, with
     `mount_source` (an engine-side path) at MOUNT_POINT, and each of `more_mounts` (container
-    path -> engine-side path) where it says; `labels` are added to the container's.
+    path -> engine-side path) where it says; each of `files` likewise, read-only; `labels` are
+    added to the container's.
 
     The container is locked down (see hardening()). It is killed after `timeout` seconds
     (ContainerTimedOut), or when `watch`, called about once a second while git runs, raises;
@@ -192,8 +194,14 @@ def run_git(
             # Mounts (not -v volume strings): the engine refuses a missing source instead of
             # quietly creating an empty directory where we would never look.
             mounts=[
-                Mount(target=target, source=str(source), type="bind")
-                for target, source in {MOUNT_POINT: mount_source, **(more_mounts or {})}.items()
+                *(
+                    Mount(target=target, source=str(source), type="bind")
+                    for target, source in {MOUNT_POINT: mount_source, **(more_mounts or {})}.items()
+                ),
+                *(
+                    Mount(target=target, source=str(source), type="bind", read_only=True)
+                    for target, source in (files or {}).items()
+                ),
             ],
             working_dir=MOUNT_POINT,
             environment=environment,

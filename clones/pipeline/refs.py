@@ -11,7 +11,9 @@ This is as safe as running git in the container:
 - It connects only where the clone does: urlpolicy.pin checks the URL and resolves its host
   once for the job (gitwords.pinned, in clones.tasks), and every connection of the lookup and
   of the clone goes to one of the addresses it checked, with no DNS lookup after it. For https
-  the Host header, TLS SNI and the certificate check still name the URL's host.
+  the Host header, TLS SNI and the certificate check still name the URL's host; for ssh the
+  host key is checked under the URL's host (clones.pipeline.sshaccess), by OpenSSH's client,
+  which the worker runs for the lookup as git would.
 - Redirects are not followed, no proxy is taken from the environment, and no credentials are
   sent but the job's own token: no git config, credential helper or .netrc is read.
 - It is bounded: MAX_ADVERTISEMENT_BYTES read, and `timeout` seconds: every read of the
@@ -25,6 +27,8 @@ import hashlib
 import re
 import socket
 import ssl
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -35,6 +39,8 @@ from urllib.parse import urlsplit
 import urllib3
 from dulwich.client import (
     LsRemoteResult,
+    SSHGitClient,
+    SubprocessWrapper,
     TCPGitClient,
     Urllib3HttpGitClient,
     default_user_agent_string,
@@ -43,7 +49,7 @@ from dulwich.errors import NotGitRepository
 from dulwich.protocol import Protocol
 
 from ..safety import pinnedhttp, urlpolicy
-from . import gitwords
+from . import gitwords, sshaccess
 
 # A server speaking git's first protocol does not say which branch an unborn HEAD names.
 NO_DEFAULT_BRANCH = "The repository has no default branch; give one of its branches or tags."
@@ -55,6 +61,8 @@ PROTOCOL_VERSION = 2
 # advertise even in protocol 0, which sends every ref the server keeps (pull requests' included).
 # dulwich keeps them in dicts: at the limit the worker grows by some 190 MiB for a moment.
 MAX_ADVERTISEMENT_BYTES = 64 * 1024 * 1024
+# What is kept of ssh's standard error: its own complaint, and the server's, in a line or two.
+MAX_SSH_ERROR_BYTES = 64 * 1024
 
 # How long a ref lookup may take, a job's (clones.tasks) or a watch's check (clones.watches).
 LOOKUP_SECONDS = 20
@@ -84,19 +92,21 @@ def resolve(
     token: str = "",
     timeout: float = 20,
     every_ref: bool = False,
+    ssh: sshaccess.Access | None = None,
 ) -> Resolved:
     """The commit `ref` names at `url`, chosen as `git clone --branch` would (a branch before a
     tag of the same name; the default branch for ""), or a full SHA as it is. Asked of the
     addresses `pinned` (gitwords.pinned(url)) checked; `url` as the person gave it, for the
     messages. With `every_ref` (and no `ref`), the digest of every ref too, for a mirror.
-    Raises gitwords.CloneFailed with a message for the person who asked."""
+    `ssh`: the key and known hosts for an SSH URL (sshaccess.for_owner). Raises
+    gitwords.CloneFailed with a message for the person who asked."""
     ref = ref.strip()
     sha = ref.lower() if gitwords.FULL_SHA.fullmatch(ref.lower()) else ""
     wanted = [HEAD] if sha else [HEAD, b"refs/"] if every_ref else _wanted(ref)
     try:
         # A full SHA needs no lookup, but the request is made all the same: a snapshot is shared
         # with whoever may read the repository, and only the server can say who may.
-        advertised = _ls_remote(pinned, wanted, token, _Budget(timeout))
+        advertised = _ls_remote(pinned, wanted, token, _Budget(timeout), ssh)
         if sha:
             return Resolved(sha, "")
         resolved = _pick(advertised, ref)
@@ -107,7 +117,7 @@ def resolve(
     except gitwords.CloneFailed:
         raise
     except Exception as error:  # whatever the server sent, the answer is that it could not be read
-        message = _explain(error, url.strip(), token, timeout)
+        message = _explain(error, url.strip(), token, timeout, ssh)
         raise gitwords.CloneFailed(message, _detail(error)) from None
 
 
@@ -117,16 +127,18 @@ def list_refs(
     token: str = "",
     prefixes: tuple[str, ...] = ("refs/",),
     timeout: float = LOOKUP_SECONDS,
+    ssh: sshaccess.Access | None = None,
 ) -> dict[str, str]:
     """Every ref under `prefixes` at `url`, as `git ls-remote` lists them: full ref name -> the
     object it names, and for an annotated tag also "<name>^{}" -> the commit it peels to
     (commit_of reads either). One ref advertisement, asked and bounded as resolve's is; raises
     gitwords.CloneFailed with a message for the person who asked."""
     try:
-        advertised = _ls_remote(pinned, [p.encode() for p in prefixes], token, _Budget(timeout))
+        wanted = [prefix.encode() for prefix in prefixes]
+        advertised = _ls_remote(pinned, wanted, token, _Budget(timeout), ssh)
         listed = _listed(advertised.refs)
     except Exception as error:  # whatever the server sent, the answer is that it could not be read
-        message = _explain(error, url.strip(), token, timeout)
+        message = _explain(error, url.strip(), token, timeout, ssh)
         raise gitwords.CloneFailed(message, _detail(error)) from None
     # v2's ref-prefix is a prefix: "refs/heads/main" also brings "refs/heads/main-old".
     return {name: value for name, value in listed.items() if name.startswith(prefixes)}
@@ -156,9 +168,21 @@ def _wanted(ref: str) -> list[bytes]:
 
 
 def _ls_remote(
-    pinned: urlpolicy.PinnedURL, wanted: list[bytes], token: str, budget: "_Budget"
+    pinned: urlpolicy.PinnedURL,
+    wanted: list[bytes],
+    token: str,
+    budget: "_Budget",
+    ssh: sshaccess.Access | None,
 ) -> LsRemoteResult:
     options = {"protocol_version": PROTOCOL_VERSION, "ref_prefix": wanted}
+    if pinned.scheme == "ssh":
+        if ssh is None:
+            raise ValueError("an SSH URL needs sshaccess.for_owner's access")
+        with (
+            sshaccess.for_lookup(ssh) as command,
+            closing(_SSHClient(pinned, command, budget)) as client,
+        ):
+            return client.get_refs(_ssh_path(pinned.url), **options)
     if pinned.scheme == "git":
         with closing(_DaemonClient(pinned, budget)) as client:
             return client.get_refs(_git_path(pinned.url), **options)
@@ -317,15 +341,116 @@ class _DaemonClient(TCPGitClient):
             opened.close()
 
 
+class _SSHClient(SSHGitClient):
+    """dulwich's SSH client, running the service's ssh command (sshaccess.command) to the one
+    checked address, as the URL's user, with every byte and the whole run bounded by the
+    budget: ssh is killed when the time is up."""
+
+    def __init__(self, pinned: urlpolicy.PinnedURL, command: list[str], budget: _Budget):
+        vendor = _SSHVendor(command, budget)
+        super().__init__(str(pinned.addresses[0]), pinned.port, pinned.user or None, vendor)
+        self._vendor = vendor
+
+    def close(self) -> None:
+        self._vendor.close()
+
+
+class _SSHVendor:
+    """What dulwich's SSHGitClient runs a command on the server with."""
+
+    def __init__(self, command: list[str], budget: _Budget):
+        self._command = command
+        self._budget = budget
+        self._running: list[tuple[subprocess.Popen, threading.Timer]] = []
+
+    def run_command(
+        self,
+        host: str,
+        command: bytes,
+        username: str | None = None,
+        port: int | None = None,
+        protocol_version: int | None = None,
+        **_: object,
+    ) -> SubprocessWrapper:
+        version = [f"SetEnv=GIT_PROTOCOL=version={protocol_version}"] if protocol_version else []
+        destination = f"{username}@{host}" if username else host
+        arguments = [*self._command, *sshaccess.options(version)]
+        arguments += ["-p", str(port), "--", destination, command.decode()]
+        seconds = self._budget.time_left()  # none left: nothing is started
+        process = subprocess.Popen(
+            arguments,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
+        timer = threading.Timer(seconds, process.kill)
+        timer.start()
+        self._running.append((process, timer))
+        return _SSHProcess(process, self._budget)
+
+    def close(self) -> None:
+        for process, timer in self._running:
+            timer.cancel()
+            process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                pipe.close()
+
+
+class _SSHProcess(SubprocessWrapper):
+    """ssh's pipes, each read bounded by the budget; ssh's standard error (its words and the
+    server's) read no further than MAX_SSH_ERROR_BYTES."""
+
+    def __init__(self, process: subprocess.Popen, budget: _Budget):
+        super().__init__(process)
+        unbounded = self.read
+
+        def read(size: int = -1) -> bytes:
+            data = budget.reader(unbounded, None)(size)
+            if not data:
+                budget.time_left()  # killed when the time ran out: say so
+            return data
+
+        self.read = read
+
+    @property
+    def stderr(self) -> "_ErrorLines":
+        return _ErrorLines(self.proc.stderr)
+
+
+class _ErrorLines:
+    """ssh's standard error as dulwich reads it once ssh has hung up: its lines, up to
+    MAX_SSH_ERROR_BYTES of them."""
+
+    def __init__(self, pipe: BinaryIO):
+        self._pipe = pipe
+
+    def readlines(self) -> list[bytes]:
+        return self._pipe.read(MAX_SSH_ERROR_BYTES).splitlines(keepends=True)
+
+
+def _ssh_path(url: str) -> str:
+    """The repository's path in an SSH URL: an ssh:// URL's (absolute), or what follows the
+    host and colon of a scp-like one (relative to the login's home), as git sends it."""
+    if "://" in url:
+        return urlsplit(url).path
+    return re.fullmatch(r"(?:[^@/]+@)?(?:\[[^\]]*\]|[^:/]+):(.*)", url, re.S).group(1)
+
+
 def _git_path(url: str) -> bytes:
     """The path git sends a git daemon: the URL after its host, "/~user" as "~user"."""
     path = "/" + url.split("://", 1)[1].partition("/")[2]
     return path.removeprefix("/").encode() if path.startswith("/~") else path.encode()
 
 
-def _explain(error: Exception, url: str, token: str, timeout: float) -> str:
+def _explain(
+    error: Exception, url: str, token: str, timeout: float, ssh: sshaccess.Access | None
+) -> str:
     chain = list(_chain(error))
-    host = gitwords.display_host(url)
+    host = ssh.host if ssh else gitwords.display_host(url)
+    if ssh and (said := sshaccess.explained("\n".join(map(str, chain)), ssh)):
+        return said
 
     def found(*kinds: type[BaseException]) -> BaseException | None:
         return next((link for link in chain if isinstance(link, kinds)), None)

@@ -143,6 +143,11 @@ CLONE_CAUSES = [
     (r"repository '[^']*' not found", "there is no repository at that URL", True),
     (r"could not read Username", "its server asks for a user name and password", False),
     (r"returned error: 5\d\d", "its server failed (an HTTP 5xx error); try again", False),
+    (
+        r"transport '(?P<transport>\w+)' not allowed",
+        "submodules are fetched over https:// and http:// only, not {transport}",
+        True,
+    ),
 ]
 
 
@@ -154,8 +159,9 @@ def _clone_failed(
     if _destination(named["url"]) in proxy.unreached:
         return _failed(named, checkout, "could not be fetched: nothing answered there", output)
     for pattern, meaning, shared in CLONE_CAUSES:
-        if re.search(pattern, before):
-            return _failed(named, checkout, f"could not be cloned: {meaning}", output, shared)
+        if found := re.search(pattern, before):
+            said = meaning.format(**found.groupdict())
+            return _failed(named, checkout, f"could not be cloned: {said}", output, shared)
     cause = gitwords.shorten(gitwords.last_complaint(before))
     return _failed(named, checkout, f"could not be cloned: {cause}", output)
 

@@ -207,6 +207,12 @@ def _check(url: str, reach: Reach) -> _Target:
     return _Target(url, parts, host, is_address, port, addresses, scp_path)
 
 
+def is_ssh(url: str) -> bool:
+    """The URL is an SSH one (ssh:// or user@host:path) that SSH being allowed would accept."""
+    url = url.strip()
+    return url.lower().startswith("ssh://") or _scp_path(url) is not None
+
+
 def _ssh_allowed() -> bool:
     return "ssh" in settings.CLONES_ALLOWED_SCHEMES
 
@@ -238,6 +244,10 @@ def _parts(url: str) -> SplitResult:
         raise ValidationError(f"{parts.scheme}:// URLs are not accepted here; use {allowed}.")
     if parts.scheme == "ssh":
         _check_ssh_parts(parts)
+        if re.search(r"[?#%]", url):
+            # git sends an SSH URL's path as it is, '?' and '#' included, and decodes '%': a
+            # spelling that URL parsing reads otherwise would name another repository.
+            raise ValidationError("An SSH URL cannot contain '?', '#' or '%'.")
     elif parts.username is not None or parts.password is not None:
         raise ValidationError(
             "Remove the user name or password from the URL: credentials in URLs end up in "
@@ -263,7 +273,14 @@ def _check_ssh_parts(parts: SplitResult) -> None:
     """The user and path of an SSH URL, which reach ssh's and git-upload-pack's command lines."""
     if parts.password is not None:
         raise ValidationError("Remove the password from the URL: SSH logs in with a key.")
-    if parts.username is not None and not SSH_USER.fullmatch(parts.username):
+    if parts.username is None:
+        # Left out, ssh would log in as whoever runs it: the worker for the ref lookup, the
+        # container's user for the clone. Named, both log in alike.
+        raise ValidationError(
+            "Give the user to log in as, such as ssh://git@host/owner/repo.git or "
+            "git@host:owner/repo.git (git for GitHub, GitLab and Gitea)."
+        )
+    if not SSH_USER.fullmatch(parts.username):
         raise ValidationError(
             "The user name of an SSH URL is letters, digits, '.', '_' or '-', not starting "
             "with '-'."
@@ -342,7 +359,7 @@ def _host(parts: SplitResult, reach: Reach) -> tuple[str, bool]:
     if "[" in parts.netloc or "]" in parts.netloc:
         # urlsplit has checked the address, but lets through IPvFuture, zones ("%25eth0") and
         # text after the brackets, which curl would read differently or not at all.
-        if not BRACKETED_HOST.fullmatch(parts.netloc):
+        if not BRACKETED_HOST.fullmatch(parts.netloc.rpartition("@")[2]):
             raise ValidationError("The URL's host name is not valid.")
         return str(ipaddress.IPv6Address(parts.hostname)), True
     name = _ascii_name(parts.hostname)
@@ -500,12 +517,19 @@ def check_ref(ref: str) -> str:
 
 def origin_url(url: str) -> str:
     """The URL as a checkout's .git names its origin, whoever asked: scheme and host in lower
-    case, no default port, no trailing slash, no user name, and the host as written, not the
-    address git was pinned to. The path keeps its case: most servers tell `Widget` from
-    `widget`."""
-    parts = urlsplit(url.strip())
+    case, no default port, no trailing slash, no user name (but an SSH URL's, which is whom
+    ssh logs in as: `git@`), and the host as written, not the address git was pinned to. The
+    path keeps its case: most servers tell `Widget` from `widget`."""
+    url = url.strip()
+    scp_like = SCP_LIKE.match(url)
+    if scp_like and "://" not in url:
+        login, host, path = url[: scp_like.start("host")], scp_like["host"], scp_like["path"]
+        return f"{login}{host.lower()}:{path.rstrip('/')}"
+    parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = netloc(scheme, (parts.hostname or "").lower(), parts.port)
+    if scheme == "ssh" and parts.username:
+        host = f"{parts.username}@{host}"
     return urlunsplit((scheme, host, parts.path.rstrip("/"), parts.query, ""))
 
 

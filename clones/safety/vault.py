@@ -34,24 +34,25 @@ def _lines(keys: list[bytes]) -> str:
 
 
 def rotate(forget_old: bool = False) -> int:
-    """Put a new key on top of the key file and seal every watch's credential again with it;
+    """Put a new key on top of the key file and seal every watch's credential and every SSH
+    key's private half again with it;
     how many were sealed again. Safe while the service runs: every key still opens what it
     sealed. `forget_old` then drops the older keys (a key that leaked): a credential sealed
     with one of them after its watch was sealed again here (a watch made during the rotation)
     could not be read any more, and its check would ask for it again."""
-    from ..models import Watch
+    from ..models import SSHKey, Watch
 
     keyfiles.replace(_key_file(), _lines([Fernet.generate_key(), *_keys()]))
     fernet = _fernet()
     resealed = 0
-    for watch in Watch.objects.exclude(credential="").only("pk", "credential"):
-        try:
-            sealed = fernet.rotate(watch.credential.encode()).decode()
-        except InvalidToken:
-            continue  # already unreadable: its check says so, and its owner gives it again
-        resealed += Watch.objects.filter(pk=watch.pk, credential=watch.credential).update(
-            credential=sealed
-        )
+    for model, field in ((Watch, "credential"), (SSHKey, "sealed_private")):
+        for row in model.objects.exclude(**{field: ""}).only("pk", field):
+            old = getattr(row, field)
+            try:
+                sealed = fernet.rotate(old.encode()).decode()
+            except InvalidToken:
+                continue  # already unreadable: its use says so, and its owner gives a new one
+            resealed += model.objects.filter(pk=row.pk, **{field: old}).update(**{field: sealed})
     if forget_old:
         keyfiles.replace(_key_file(), _lines(_keys()[:1]))
     return resealed

@@ -11,8 +11,9 @@ from django.forms.utils import ErrorDict
 from django.utils import timezone
 
 from .. import jobs, watches
-from ..models import ArchiveFormat, Follow, History, Watch
+from ..models import ArchiveFormat, Follow, History, SSHKey, Watch
 from ..notify import webhooks
+from ..pipeline import sshaccess
 from ..safety import egress, repopaths, urlpolicy
 
 MAX_DEPTH = 1_000_000
@@ -23,6 +24,12 @@ FORMATS = ArchiveFormat.choices  # a bundle: for the bundle and mirror histories
 # towards CLONES_MAX_REFUSED_PER_HOUR (jobs.check_refusals).
 RESOLVED_FIELDS = {"url", "webhook_url"}
 
+# git-lfs asks an SSH server for an https endpoint (git-lfs-authenticate) and then fetches from
+# it with the credential it was given: a second way in that this service does not check.
+LFS_OVER_SSH = (
+    "Git LFS files are fetched for https:// URLs only: ask for the repository's https:// URL, "
+    "with an access token if it is private."
+)
 MAX_TOKEN_LENGTH = 1024
 TOKEN_CHARS = re.compile(rf"[\x21-\x7e]{{1,{MAX_TOKEN_LENGTH}}}")  # printable ASCII, no space
 
@@ -130,6 +137,10 @@ class CloneRequestForm(forms.Form):
         valid = self.is_valid()
         if not valid and RESOLVED_FIELDS & self.errors.keys():
             jobs.record_refusal(owner)
+        url = self.cleaned_data.get("url", "")  # a pasted list has urls, checked line by line
+        if valid and urlpolicy.is_ssh(url) and not _has_ssh_key(owner):
+            self.add_error("url", sshaccess.NO_KEY)
+            return False
         return valid
 
     def refuse(self, message: str) -> None:
@@ -205,6 +216,8 @@ class CloneRequestForm(forms.Form):
         url, token = cleaned.get("url"), cleaned.get("token")
         if url and token and urlsplit(url).scheme.lower() not in {"https", "http"}:
             self.add_error("token", "An access token can only be sent over https:// URLs.")
+        if url and cleaned.get("lfs") and urlpolicy.is_ssh(url):
+            self.add_error("lfs", LFS_OVER_SSH)
         return cleaned
 
     def _settle_options(self, cleaned: dict) -> None:
@@ -224,6 +237,10 @@ class CloneRequestForm(forms.Form):
             )
         else:
             cleaned["archive_format"] = archive_format
+
+
+def _has_ssh_key(owner) -> bool:
+    return SSHKey.objects.filter(owner=owner).exists()
 
 
 # --- Watches -------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""The profile page (/profile/): one's API tokens for the JSON API (made, listed, revoked), the
-secret that signs one's webhooks, and the bytes of archives one keeps against one's quota."""
+"""The profile page (/profile/): one's API tokens for the JSON API (made, listed, revoked), one's
+SSH key for SSH URLs (made, replaced, deleted; its public half shown), the secret that signs
+one's webhooks, and the bytes of archives one keeps against one's quota."""
 
 from uuid import UUID
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -11,7 +13,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 
 from .. import retention, units
-from ..models import ApiToken, Profile, new_webhook_secret
+from ..models import ApiToken, Profile, SSHKey, new_webhook_secret
+from ..pipeline import sshaccess
 from . import apitokens
 
 
@@ -60,11 +63,27 @@ def new_secret(request: HttpRequest) -> HttpResponse:
     return redirect("clones:profile")
 
 
+@login_required
+@require_POST
+def new_ssh_key(request: HttpRequest) -> HttpResponse:
+    sshaccess.make_key(request.user)
+    return redirect("clones:profile")
+
+
+@login_required
+@require_POST
+def delete_ssh_key(request: HttpRequest) -> HttpResponse:
+    SSHKey.objects.filter(owner=request.user).delete()
+    return redirect("clones:profile")
+
+
 def _render(request: HttpRequest, form: TokenForm, status: int = 200, **shown) -> HttpResponse:
     context = {
         "form": form,
         "tokens": ApiToken.objects.filter(owner=request.user),
         "profile": Profile.objects.get_or_create(user=request.user)[0],
+        "ssh_key": SSHKey.objects.filter(owner=request.user).first(),
+        "ssh_allowed": "ssh" in settings.CLONES_ALLOWED_SCHEMES,
         "storage": _storage(request.user),
         **shown,
     }

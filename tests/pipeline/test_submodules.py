@@ -234,7 +234,9 @@ def test_a_git_url_submodule_is_refused_as_it_cannot_go_through_the_proxy(
 
     assert job.status == Status.FAILED
     assert job.error.startswith("The submodule at 'libs/evil' (git://127.0.0.1:")
-    assert "transport 'git' not allowed" in job.error
+    assert job.error.endswith(
+        "could not be cloned: submodules are fetched over https:// and http:// only, not git."
+    )
 
 
 def test_submodules_nesting_past_the_cap_fail_saying_where(owner, nested, settings):

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from clones.safety.sshkeys import KnownHost, make_key_pair, parse_known_host
 
 from ..support.repos import GIT_ENV, make_tiny_repo
-from ..support.sshserver import SSHServer, make_key, ssh_command
+from ..support.sshserver import make_key, ssh_command
 
 
 def keygen_fingerprint(public_key_file) -> list[str]:
@@ -63,28 +63,24 @@ def test_a_key_name_that_would_spoil_the_line_is_refused(name):
         make_key_pair(name)
 
 
-def test_the_sshd_fixture_accepts_a_key_made_here(tmp_path):
+def test_the_sshd_fixture_accepts_a_key_made_here(sshd, tmp_path):
     pair = make_key_pair("deploy")
     key = tmp_path / "id_ed25519"
     key.write_text(pair.private_openssh)
     key.chmod(0o600)  # ssh ignores a private key others may read
-    server = SSHServer(tmp_path / "sshd")
-    try:
-        server.authorize(pair.public_line)
-        known_hosts = tmp_path / "known_hosts"
-        known_hosts.write_text(server.known_hosts_line("git.example.test"))
-        repo = make_tiny_repo(tmp_path, "deploy")
-        command = ssh_command(key, known_hosts, "git.example.test", server.port)
-        environment = {**GIT_ENV, "GIT_SSH_COMMAND": shlex.join(command)}
-        result = subprocess.run(
-            ["git", "ls-remote", server.url(repo.bare), "refs/heads/main"],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        server.stop()
+    sshd.authorize(pair.public_line)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd.known_hosts_line("git.example.test"))
+    repo = make_tiny_repo(tmp_path, "deploy")
+    command = ssh_command(key, known_hosts, "git.example.test", sshd.port)
+    environment = {**GIT_ENV, "GIT_SSH_COMMAND": shlex.join(command)}
+    result = subprocess.run(
+        ["git", "ls-remote", sshd.url(repo.bare), "refs/heads/main"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [repo.head, "refs/heads/main"]
 
@@ -114,25 +110,21 @@ def test_a_known_hosts_line_with_a_port_and_an_address(tmp_path):
     assert known.pattern == "git.example.com"
 
 
-def test_host_key_alias_with_a_port_matches_the_bracketed_line(tmp_path):
+def test_host_key_alias_with_a_port_matches_the_bracketed_line(sshd, tmp_path):
     """ssh adds no port to a HostKeyAlias, so the alias must be the bracketed pattern itself."""
     client = make_key(tmp_path / "client")
-    server = SSHServer(tmp_path / "sshd")
-    try:
-        server.authorize((tmp_path / "client.pub").read_text())
-        type_name, key_base64 = server.known_hosts_line().split()[1:3]
-        known = parse_known_host(f"[git.example.test]:{server.port} {type_name} {key_base64}")
-        known_hosts = tmp_path / "known_hosts"
-        known_hosts.write_text(known.line)
-        command = ssh_command(client, known_hosts, known.pattern, server.port)
-        result = subprocess.run(
-            [*command, f"{server.user}@{server.host}", "git-upload-pack '/nonexistent.git'"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    finally:
-        server.stop()
+    sshd.authorize((tmp_path / "client.pub").read_text())
+    type_name, key_base64 = sshd.known_hosts_line().split()[1:3]
+    known = parse_known_host(f"[git.example.test]:{sshd.port} {type_name} {key_base64}")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(known.line)
+    command = ssh_command(client, known_hosts, known.pattern, sshd.port)
+    result = subprocess.run(
+        [*command, f"{sshd.user}@{sshd.host}", "git-upload-pack '/nonexistent.git'"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "Host key verification failed" not in result.stderr
     assert "does not appear to be a git repository" in result.stderr
 

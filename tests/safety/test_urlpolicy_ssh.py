@@ -6,7 +6,7 @@ from ipaddress import ip_address
 import pytest
 from django.core.exceptions import ValidationError
 
-from clones.safety.urlpolicy import check_url, pin
+from clones.safety.urlpolicy import check_url, normalized_url, origin_url, pin
 
 PUBLIC_V4 = "8.8.8.8"
 PUBLIC_V6 = "2606:4700::1111"
@@ -30,11 +30,10 @@ def refusal(url: str) -> str:
     "url",
     [
         "ssh://git@github.com/pallets/flask.git",
-        "ssh://github.com/pallets/flask.git",
         "ssh://git@github.com:22/pallets/flask.git",
         "git@github.com:pallets/flask.git",
-        "github.com:pallets/flask.git",
         "deploy.bot-1@github.com:/srv/git/flask.git",
+        f"ssh://git@[{PUBLIC_V6}]/r.git",
     ],
 )
 def test_ssh_urls_are_kept_as_written(url):
@@ -93,6 +92,14 @@ def test_an_ipv6_address_is_bracketed_when_pinned():
         ("git@localhost:r.git", "local host name"),
         ("git@bücher.example:r.git", "in ASCII, or use ssh://"),
         ("git@nowhere.example:r.git", "could not be found"),
+        # Without a user, the worker's lookup and the container's clone would log in as others.
+        ("ssh://github.com/pallets/flask.git", "Give the user to log in as"),
+        ("github.com:pallets/flask.git", "Give the user to log in as"),
+        # git sends these as they are (and decodes %): another repository than the one checked.
+        ("ssh://git@github.com/r.git#x", "cannot contain '?', '#' or '%'"),
+        ("ssh://git@github.com/r.git?", "cannot contain '?', '#' or '%'"),
+        ("git@github.com:r%2egit", "cannot contain '?', '#' or '%'"),
+        ("git@github.com:r.git#x", "cannot contain '?', '#' or '%'"),
     ],
 )
 def test_bad_ssh_urls_are_refused(url, message):
@@ -108,3 +115,11 @@ def test_ssh_urls_are_refused_as_before_when_ssh_is_not_allowed(ssh_allowed):
     ssh_allowed.CLONES_ALLOWED_SCHEMES = ["https"]
     for url in ["ssh://git@github.com/r.git", "git@github.com:r.git"]:
         assert refusal(url).startswith("SSH URLs need keys we don't hold;")
+
+
+def test_one_spelling_of_an_ssh_url_keeps_its_login_and_lowers_its_host():
+    assert origin_url("git@GitHub.com:Team/App.git/") == "git@github.com:Team/App.git"
+    assert origin_url("ssh://git@GitHub.com:22/Team/App.git") == "ssh://git@github.com/Team/App.git"
+    assert normalized_url("git@GitHub.com:Team/App.git") == normalized_url(
+        "git@github.com:Team/App"
+    )

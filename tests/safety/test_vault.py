@@ -8,8 +8,10 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 
 from clones import watches
-from clones.models import Watch
+from clones.models import KnownHost, SSHKey, Watch
+from clones.pipeline import gitwords, sshaccess
 from clones.safety import vault
+from clones.safety.urlpolicy import PinnedURL
 
 
 @pytest.fixture
@@ -72,3 +74,22 @@ def test_rotation_seals_every_credential_again_under_a_new_key_on_top(data_dir, 
     assert vault.open_sealed(Watch.objects.get(pk=with_one.pk).credential) == "token-a"
     with pytest.raises(vault.Unreadable):
         vault.open_sealed(with_one.credential)  # sealed under a key forgotten
+
+
+def test_rotation_seals_ssh_keys_again_too(data_dir, owner, other_user):
+    key = sshaccess.make_key(owner)
+    private = vault.open_sealed(key.sealed_private)
+    lost = sshaccess.make_key(other_user)
+    stranger = Fernet(Fernet.generate_key()).encrypt(b"not ours").decode()
+    SSHKey.objects.filter(pk=lost.pk).update(sealed_private=stranger)
+
+    call_command("rotatekeys", "--forget-old")
+
+    assert vault.open_sealed(SSHKey.objects.get(pk=key.pk).sealed_private) == private
+    with pytest.raises(vault.Unreadable):
+        vault.open_sealed(key.sealed_private)  # sealed under a key forgotten
+    # A key no vault key opens fails its clones, telling its owner what to do.
+    pinned = PinnedURL("ssh://git@192.0.2.1/r.git", None, "ssh", "git.example.test", 22)
+    KnownHost.objects.create(pattern="git.example.test", key_type="ssh-ed25519", key_base64="x")
+    with pytest.raises(gitwords.CloneFailed, match="Your SSH key cannot be decrypted any more"):
+        sshaccess.for_owner(other_user.pk, pinned)

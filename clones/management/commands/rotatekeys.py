@@ -5,8 +5,8 @@ from clones.safety import vault
 
 class Command(BaseCommand):
     help = (
-        "Rotate the key that encrypts watches' credentials (credential_keys on the data "
-        "volume): a new key on top, every credential sealed again with it."
+        "Rotate the key that encrypts watches' credentials and SSH keys (credential_keys on the "
+        "data volume): a new key on top, every one sealed again with it."
     )
 
     def add_arguments(self, parser):
