@@ -16,6 +16,7 @@ README's "Run it with Docker Compose" has the figures.
 """
 
 import hashlib
+import html
 import http.cookiejar
 import os
 import re
@@ -107,7 +108,7 @@ class Stack:
             "COMPOSE_PROJECT_NAME": self.name,
             "CLONESHELF_DB_PASSWORD": self.db_password,
             # DJANGO_HTTPS as compose.yaml has it (1): Browser plays the TLS proxy's part.
-            "CLONES_ALLOWED_SCHEMES": "http",
+            "CLONES_ALLOWED_SCHEMES": "http,ssh",
             "CLONES_GIT_IMAGE": settings.CLONES_GIT_IMAGE,
             "CS_TEST_APP_IMAGE": APP_IMAGE,
             "CS_TEST_PYTHON_IMAGE": images["python"],
@@ -237,8 +238,10 @@ class Browser:
     def get(self, path: str):
         return self.opener.open(self.url + path, timeout=30)
 
-    def post(self, path: str, fields: dict[str, str]):
-        page = self.get(path).read().decode()
+    def post(self, path: str, fields: dict[str, str], form_page: str = ""):
+        """POST `fields` to `path`, with the CSRF token of the page that has the form (`path`
+        itself unless `form_page` says another)."""
+        page = self.get(form_page or path).read().decode()
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1]
         body = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token}).encode()
         origin = self.url.replace("http://", "https://")
@@ -322,16 +325,16 @@ def stack(tmp_path):
 
 
 def test_compose_up_boots_clones_and_keeps_its_history_over_restarts(
-    stack, new_repo, git_http, served_root, tmp_path
+    stack, new_repo, git_http, served_root, sshd, tmp_path
 ):
     try:
-        boot_clone_restart(stack, new_repo, git_http, served_root, tmp_path)
+        boot_clone_restart(stack, new_repo, git_http, served_root, sshd, tmp_path)
     except BaseException:
         print(stack.logs())  # what the services said, for the failure's report
         raise
 
 
-def boot_clone_restart(stack, new_repo, git_http, served_root, tmp_path):
+def boot_clone_restart(stack, new_repo, git_http, served_root, sshd, tmp_path):
     timings = {}
     started = time.monotonic()
 
@@ -399,6 +402,20 @@ def boot_clone_restart(stack, new_repo, git_http, served_root, tmp_path):
     _digest, checkout = browser.download(nested, tmp_path / "submodules")
     assert (checkout / "lib" / "docs" / "guide.txt").read_text() == "how to use it\n"
     timings["a clone with a submodule"] = time.monotonic() - started - sum(timings.values())
+
+    # Over SSH: a key made on the profile page, the host's key added in the admin; the worker's
+    # ref lookup runs the app image's ssh, the clone the git image's.
+    browser.post("/profile/ssh-key", {}, form_page="/profile/")
+    profile = browser.get("/profile/").read().decode()
+    public_key = re.search(r'id="ssh-public-key" type="text" value="([^"]+)"', profile)[1]
+    sshd.authorize(html.unescape(public_key))
+    browser.post("/admin/clones/knownhost/add/", {"line": sshd.known_hosts_line()})
+    repo = new_repo()
+    over_ssh = browser.submit(sshd.url(served_root / repo.name))
+    job = stack.wait_for_job(over_ssh)
+    assert job["status"] == "done", f"{job}\n{stack.logs('worker')}"
+    assert_is_clean_checkout(browser.download(over_ssh, tmp_path / "ssh")[1], repo.head)
+    timings["a clone over ssh"] = time.monotonic() - started - sum(timings.values())
 
     # down and up again: the history, the admin and the archive are still there.
     stack.compose("down", timeout=180)

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from clones.models import Status
-from clones.pipeline import engine
+from clones.models import KnownHost, Status
+from clones.pipeline import engine, sshaccess
+from clones.safety import sshkeys
 
 from .support.dind_image import ensure_image
 from .support.engines import (
@@ -28,6 +29,7 @@ from .support.engines import (
 )
 from .support.gitservers import free_port
 from .support.helpers import assert_is_clean_checkout, download, submit, wait_for_job
+from .support.repos import make_tiny_repo
 
 ENGINE_DATA_DIR = "/var/lib/cloneshelf"  # the data volume as the engine sees it, as in compose
 
@@ -149,3 +151,33 @@ def test_the_dind_engine_serves_only_clients_with_its_certificate(dind, certific
         assert refused.returncode != 0
         assert "remote error: tls: bad certificate" in refused.stderr  # the engine's TLS alert
     assert ours.returncode == 0, ours.stderr
+
+
+def test_an_ssh_clone_through_the_dind_engine_gets_its_files_at_the_engines_path(
+    dind, worker_env, owner, owner_client, start_worker, sshd, settings, tmp_path
+):
+    """The key, the known hosts and the /etc/passwd ssh needs are files in the job directory,
+    mounted by the engine's path too: the worker's lookup and the container's clone both log in."""
+    settings.CLONES_ALLOWED_SCHEMES = [*settings.CLONES_ALLOWED_SCHEMES, "ssh"]
+    settings.CLONES_ALLOWED_PORTS = {**settings.CLONES_ALLOWED_PORTS, "ssh": None}
+    sshd.authorize(sshaccess.make_key(owner).public_line)  # sealed under the data volume's key
+    seen = sshkeys.parse_known_host(sshd.known_hosts_line())
+    KnownHost.objects.create(
+        pattern=seen.pattern,
+        key_type=seen.key_type,
+        key_base64=seen.key_base64,
+        fingerprint=seen.fingerprint,
+    )
+    repo = make_tiny_repo(tmp_path, "dind-over-ssh")
+    start_worker(
+        env={
+            **worker_env,
+            "CLONES_ALLOWED_SCHEMES": "https,http,git,ssh",
+            "CLONES_ALLOWED_PORTS": "https:*,http:*,git:*,ssh:*",
+        }
+    )
+
+    job = wait_for_job(submit(owner_client, sshd.url(repo.bare)))
+
+    assert job.status == Status.DONE, job.error
+    assert_is_clean_checkout(download(owner_client, job, tmp_path), repo.head)
