@@ -282,6 +282,9 @@ class SSHKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_change_permission(self, request, key=None) -> bool:
+        return False  # nothing of a key is edited: it is replaced by its owner, or deleted
+
 
 class KnownHostForm(forms.ModelForm):
     """A host key is added as one line of `ssh-keyscan` output (or of a known_hosts file), after
@@ -305,7 +308,10 @@ class KnownHostForm(forms.ModelForm):
     def clean(self) -> dict:
         cleaned = super().clean()
         seen = cleaned.get("line")
-        if seen and KnownHost.objects.filter(pattern=seen.pattern, key_type=seen.key_type):
+        same = (
+            KnownHost.objects.filter(pattern=seen.pattern, key_type=seen.key_type) if seen else None
+        )
+        if same and same.exists():
             # One key of each type per host, as a host has: a second would be a changed key.
             raise forms.ValidationError(
                 f"{seen.pattern} has a {seen.key_type} key here already: delete it first to "
@@ -354,14 +360,8 @@ class KnownHostAdmin(admin.ModelAdmin):
         super().save_model(request, known_host, form, change)
 
     def changelist_view(self, request, extra_context=None):
-        state = "on" if settings.CLONES_SSH_TRUST_ON_FIRST_USE else "off"
-        said = {
-            "on": "a host with no key here has the key it first offers recorded and trusted.",
-            "off": "a host with no key here is refused until its key is added.",
-        }[state]
-        self.message_user(
-            request, f"Trust on first use is {state} (CLONES_SSH_TRUST_ON_FIRST_USE): {said}"
-        )
+        if request.method == "GET":  # once, not again on the page an action redirects to
+            self.message_user(request, _trust_on_first_use())
         return super().changelist_view(request, extra_context)
 
     @admin.action(
@@ -371,6 +371,18 @@ class KnownHostAdmin(admin.ModelAdmin):
     def confirm(self, request, queryset) -> None:
         confirmed = queryset.filter(trusted_on_first_use=True).update(trusted_on_first_use=False)
         self.message_user(request, f"Confirmed {confirmed} host key(s).", messages.INFO)
+
+
+def _trust_on_first_use() -> str:
+    if settings.CLONES_SSH_TRUST_ON_FIRST_USE:
+        return (
+            "Trust on first use is on (CLONES_SSH_TRUST_ON_FIRST_USE): a host with no key here "
+            "has the key it first offers recorded and trusted."
+        )
+    return (
+        "Trust on first use is off (CLONES_SSH_TRUST_ON_FIRST_USE): a host with no key here is "
+        "refused until its key is added."
+    )
 
 
 DELIVERY_FIELDS = [

@@ -310,12 +310,12 @@ CLONES_ALLOWED_PORTS = env_ports("CLONES_ALLOWED_PORTS", "https:443,http:80,git:
 CLONES_EGRESS_BIND = env_str("CLONES_EGRESS_BIND", "")
 CLONES_EGRESS_HOST = env_str("CLONES_EGRESS_HOST", "")
 CLONES_SUBMODULE_LEVELS = env_int("CLONES_SUBMODULE_LEVELS", 4)
-# An SSH host whose key no admin has added: its first key is taken and recorded (KnownHost,
-# marked so) instead of the clone being refused. Off: a man in the middle of the first clone
-# would be trusted from then on.
-CLONES_SSH_TRUST_ON_FIRST_USE = env_bool("CLONES_SSH_TRUST_ON_FIRST_USE", False)
 if CLONES_SUBMODULE_LEVELS < 1:
     raise ImproperlyConfigured("CLONES_SUBMODULE_LEVELS: at least 1 (a level of submodules)")
+# An SSH host whose key no admin has added: on, the key it first offers is taken and recorded
+# (KnownHost, marked so) instead of the clone being refused. Off by default: on, whoever is in
+# the middle of that first connection would be trusted from then on.
+CLONES_SSH_TRUST_ON_FIRST_USE = env_bool("CLONES_SSH_TRUST_ON_FIRST_USE", False)
 CLONES_CLONE_TIMEOUT = env_int("CLONES_CLONE_TIMEOUT", 600)
 # How git checks the objects a server sends (clones.pipeline.cloning.fsck_config): "strict" refuses
 # every fsck finding, "standard" lets the legacy oddities of old histories through as warnings,

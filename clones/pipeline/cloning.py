@@ -99,7 +99,9 @@ def build(
     try:
         with (
             _credentials(job_dir, job.url, token),
-            sshaccess.written(job_dir, ssh, engine.container_user()) if ssh else nullcontext(),
+            sshaccess.written(job_dir, ssh, engine.container_user(), passwd=True)
+            if ssh
+            else nullcontext(),
             _egress(job) as (proxy, proxy_url),
         ):
             if mirrors.serves(job):

@@ -14,6 +14,7 @@ from datetime import datetime
 from django.conf import settings
 
 from ..models import CloneJob, Snapshot
+from ..safety import urlpolicy
 from . import cloning, swhids
 
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -44,7 +45,7 @@ def statement(
     between `started` and `finished`; clones.safety.signing.envelope signs it."""
     url = cloning.url_in_archive(job.history, job.url)
     source = {
-        "uri": f"git+{url}",
+        "uri": f"git+{urlpolicy.ssh_uri(url)}",
         "digest": {"gitCommit": snapshot.commit},
         "annotations": {
             "tree": built.tree,

@@ -182,7 +182,7 @@ def _ls_remote(
             sshaccess.for_lookup(ssh) as command,
             closing(_SSHClient(pinned, command, budget)) as client,
         ):
-            return client.get_refs(_ssh_path(pinned.url), **options)
+            return client.get_refs(pinned.path, **options)
     if pinned.scheme == "git":
         with closing(_DaemonClient(pinned, budget)) as client:
             return client.get_refs(_git_path(pinned.url), **options)
@@ -348,7 +348,7 @@ class _SSHClient(SSHGitClient):
 
     def __init__(self, pinned: urlpolicy.PinnedURL, command: list[str], budget: _Budget):
         vendor = _SSHVendor(command, budget)
-        super().__init__(str(pinned.addresses[0]), pinned.port, pinned.user or None, vendor)
+        super().__init__(str(pinned.addresses[0]), pinned.port, pinned.user, vendor)
         self._vendor = vendor
 
     def close(self) -> None:
@@ -373,9 +373,8 @@ class _SSHVendor:
         **_: object,
     ) -> SubprocessWrapper:
         version = [f"SetEnv=GIT_PROTOCOL=version={protocol_version}"] if protocol_version else []
-        destination = f"{username}@{host}" if username else host
         arguments = [*self._command, *sshaccess.options(version)]
-        arguments += ["-p", str(port), "--", destination, command.decode()]
+        arguments += ["-p", str(port), "--", f"{username}@{host}", command.decode()]
         seconds = self._budget.time_left()  # none left: nothing is started
         process = subprocess.Popen(
             arguments,
@@ -428,14 +427,6 @@ class _ErrorLines:
 
     def readlines(self) -> list[bytes]:
         return self._pipe.read(MAX_SSH_ERROR_BYTES).splitlines(keepends=True)
-
-
-def _ssh_path(url: str) -> str:
-    """The repository's path in an SSH URL: an ssh:// URL's (absolute), or what follows the
-    host and colon of a scp-like one (relative to the login's home), as git sends it."""
-    if "://" in url:
-        return urlsplit(url).path
-    return re.fullmatch(r"(?:[^@/]+@)?(?:\[[^\]]*\]|[^:/]+):(.*)", url, re.S).group(1)
 
 
 def _git_path(url: str) -> bytes:

@@ -20,7 +20,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -41,7 +41,7 @@ PASSWD_FILE = "ssh-passwd"  # the container's /etc/passwd: ssh refuses a uid it 
 CONNECT_SECONDS = 15
 
 NO_KEY = (
-    "SSH URLs are cloned with your SSH key, and you have none yet: make one on your profile "
+    "SSH URLs are cloned with your SSH key, and you have none: make one on your profile "
     "page, add its public half to the repository as a deploy key, and ask again."
 )
 UNKNOWN_HOST = (
@@ -67,7 +67,7 @@ KEY_REFUSED = (
 class Access:
     """What ssh needs to reach one host as one person."""
 
-    private_key: str  # OpenSSH format, opened
+    private_key: str = field(repr=False)  # OpenSSH format, opened: in no log or traceback
     fingerprint: str  # of the key, for the messages
     known_hosts: str  # the known_hosts lines kept for `alias`; "" for a first use
     alias: str  # HostKeyAlias: KnownHost.pattern of the URL's host and port
@@ -109,7 +109,7 @@ def for_owner(owner_id: int, pinned: urlpolicy.PinnedURL) -> Access | None:
     key = SSHKey.objects.filter(owner_id=owner_id).first()
     if key is None:
         raise CloneFailed(NO_KEY)
-    alias = sshkeys.KnownHost(pinned.host, pinned.port, "", "").pattern
+    alias = sshkeys.host_pattern(pinned.host, pinned.port)
     known = "".join(host.line for host in KnownHost.objects.filter(pattern=alias))
     if not known and not settings.CLONES_SSH_TRUST_ON_FIRST_USE:
         raise CloneFailed(UNKNOWN_HOST.format(host=shown(alias)))
@@ -146,16 +146,17 @@ def options(chosen: list[str]) -> list[str]:
 
 
 @contextmanager
-def written(directory: Path, access: Access, user: tuple[int, int]) -> Iterator[None]:
-    """The key, the known hosts and an /etc/passwd naming `user` in `directory`, readable by
-    `user` only, for as long as the clone runs: files, so the key shows in no command line and
-    no `docker inspect`."""
+def written(
+    directory: Path, access: Access, user: tuple[int, int], passwd: bool = False
+) -> Iterator[None]:
+    """The key and the known hosts (and, for a container, an /etc/passwd naming `user`) in
+    `directory`, readable by `user` only, for as long as the clone runs: files, so the key shows
+    in no command line and no `docker inspect`."""
     uid, gid = user
-    contents = {
-        KEY_FILE: access.private_key,
-        KNOWN_HOSTS_FILE: access.known_hosts,
-        PASSWD_FILE: f"root:x:0:0::/root:/sbin/nologin\ncloneshelf:x:{uid}:{gid}::/tmp:/bin/sh\n",
-    }
+    contents = {KEY_FILE: access.private_key, KNOWN_HOSTS_FILE: access.known_hosts}
+    if passwd:
+        entries = f"root:x:0:0::/root:/sbin/nologin\ncloneshelf:x:{uid}:{gid}::/tmp:/bin/sh\n"
+        contents[PASSWD_FILE] = entries
     try:
         for name, text in contents.items():
             path = directory / name

@@ -70,7 +70,9 @@ def _in_each(level: int, command: str) -> list[str]:
 
 def _config(proxy_url: str) -> list[str]:
     """Every http(s) connection through the proxy, and no transport that would not go through
-    it: not git://, not ssh, not a local path (a mirror's file:// is the superproject's alone)."""
+    it: not git://, not ssh, not a local path (a mirror's file:// is the superproject's alone).
+    For an SSH job, GIT_SSH_COMMAND (the job's own key) wins over core.sshCommand: there
+    protocol.ssh.allow is what keeps its submodules off ssh."""
     options = [
         f"http.proxy={proxy_url}",
         "http.proxyAuthMethod=basic",  # the proxy's secret at once, not after a 407

@@ -52,11 +52,7 @@ class KnownHost:
 
     @property
     def pattern(self) -> str:
-        """The host as ssh looks it up in known_hosts: bare for port 22, else [host]:port. The
-        same string is what HostKeyAlias must name, since ssh adds no port to an alias."""
-        if self.port == DEFAULT_PORT:
-            return self.host
-        return f"[{self.host}]:{self.port}"
+        return host_pattern(self.host, self.port)
 
     @property
     def line(self) -> str:
@@ -65,6 +61,12 @@ class KnownHost:
     @property
     def fingerprint(self) -> str:
         return fingerprint(base64.b64decode(self.key_base64))
+
+
+def host_pattern(host: str, port: int) -> str:
+    """The host as ssh looks it up in known_hosts: bare for port 22, else [host]:port. The same
+    string is what HostKeyAlias must name, since ssh adds no port to an alias."""
+    return host if port == DEFAULT_PORT else f"[{host}]:{port}"
 
 
 def make_key_pair(name: str) -> KeyPair:

@@ -93,8 +93,10 @@ class PinnedURL:
     host: str = field(default="", compare=False)
     port: int = field(default=0, compare=False)
     addresses: tuple[IPAddress, ...] = field(default=(), compare=False)
-    # For SSH: the user to log in as, "" when the URL names none (ssh then uses its default).
+    # For SSH: the user to log in as (an SSH URL must name one), and the repository's path as
+    # git sends it: an ssh:// URL's, absolute, or a scp-like URL's, relative to the login's home.
     user: str = field(default="", compare=False)
+    path: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -181,13 +183,14 @@ def _pin_ssh(target: _Target, where: dict) -> PinnedURL:
     """git connects to the first checked address, as for git://; the URL keeps its form, since
     a scp-like path is relative to the user's home and an ssh:// one is not."""
     first = target.addresses[0]
-    user = target.parts.username or ""
+    user = target.parts.username
     if target.scp_path is None:
         ssh_url = _with_host(target.url, target.parts, bracketed(str(first)))
+        path = target.parts.path
     else:
-        login = f"{user}@" if user else ""
-        ssh_url = f"{login}{bracketed(str(first))}:{target.scp_path}"
-    return PinnedURL(ssh_url, None, **where, addresses=(first,), user=user)
+        ssh_url = f"{user}@{bracketed(str(first))}:{target.scp_path}"
+        path = target.scp_path
+    return PinnedURL(ssh_url, None, **where, addresses=(first,), user=user, path=path)
 
 
 def _check(url: str, reach: Reach) -> _Target:
@@ -213,14 +216,26 @@ def is_ssh(url: str) -> bool:
     return url.lower().startswith("ssh://") or _scp_path(url) is not None
 
 
-def _ssh_allowed() -> bool:
+def ssh_uri(url: str) -> str:
+    """An SSH URL as a URI: ssh:// as it is, user@host:path as ssh://user@host/~/path (a path
+    relative to the login's home, as git reads `/~/`)."""
+    scp_like = SCP_LIKE.match(url)
+    if "://" in url or not scp_like:
+        return url
+    path = scp_like["path"]
+    home_relative = path if path.startswith(("/", "~")) else f"~/{path}"
+    login = url[: scp_like.start("host")]
+    return f"ssh://{login}{scp_like['host']}/{home_relative.removeprefix('/')}"
+
+
+def ssh_allowed() -> bool:
     return "ssh" in settings.CLONES_ALLOWED_SCHEMES
 
 
 def _scp_path(url: str) -> str | None:
     """The path of a scp-like URL (user@host:path) when SSH is allowed, else None."""
     match = SCP_LIKE.match(url)
-    if not (_ssh_allowed() and match and "://" not in url):
+    if not (ssh_allowed() and match and "://" not in url):
         return None
     return match["path"]
 
@@ -300,7 +315,7 @@ def _refuse_local_and_ssh(url: str) -> None:
     if re.match(r"^[a-z][a-z0-9+.-]*::", lowered):
         raise ValidationError("Remote-helper URLs (transport::address) are not accepted.")
     ssh_host_path = _ssh_host_and_path(url)
-    if ssh_host_path and _ssh_allowed():
+    if ssh_host_path and ssh_allowed():
         if url.lower().startswith(("git+ssh://", "ssh+git://")):
             raise ValidationError("Write the URL with ssh:// rather than git+ssh:// or ssh+git://.")
         return

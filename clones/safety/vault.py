@@ -35,11 +35,10 @@ def _lines(keys: list[bytes]) -> str:
 
 def rotate(forget_old: bool = False) -> int:
     """Put a new key on top of the key file and seal every watch's credential and every SSH
-    key's private half again with it;
-    how many were sealed again. Safe while the service runs: every key still opens what it
-    sealed. `forget_old` then drops the older keys (a key that leaked): a credential sealed
-    with one of them after its watch was sealed again here (a watch made during the rotation)
-    could not be read any more, and its check would ask for it again."""
+    key's private half again with it; how many were sealed again. Safe while the service runs:
+    every key still opens what it sealed. `forget_old` then drops the older keys (a key that
+    leaked): a credential sealed with one of them after its watch was sealed again here (a watch
+    made during the rotation) could not be read any more, and its check would ask for it again."""
     from ..models import SSHKey, Watch
 
     keyfiles.replace(_key_file(), _lines([Fernet.generate_key(), *_keys()]))

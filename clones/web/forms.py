@@ -137,11 +137,16 @@ class CloneRequestForm(forms.Form):
         valid = self.is_valid()
         if not valid and RESOLVED_FIELDS & self.errors.keys():
             jobs.record_refusal(owner)
+        return valid and self.has_what_it_needs(owner)
+
+    def has_what_it_needs(self, owner) -> bool:
+        """For a valid form: whether `owner` holds what its URL needs (an SSH URL, their SSH
+        key); if not, the URL's error says so."""
         url = self.cleaned_data.get("url", "")  # a pasted list has urls, checked line by line
-        if valid and urlpolicy.is_ssh(url) and not _has_ssh_key(owner):
+        if urlpolicy.is_ssh(url) and not SSHKey.objects.filter(owner=owner).exists():
             self.add_error("url", sshaccess.NO_KEY)
             return False
-        return valid
+        return True
 
     def refuse(self, message: str) -> None:
         """Refuse the whole submission, saying why. A form not checked yet stays unchecked (its
@@ -190,11 +195,13 @@ class CloneRequestForm(forms.Form):
         """Submodules and LFS files: what is fetched from beyond the repository's history."""
         for option, what in (("submodules", "submodules"), ("lfs", "Git LFS files")):
             if cleaned.get(option):
-                message = self._refusal_of(what, cleaned)
+                message = self._refusal_of(option, what, cleaned)
                 if message:
                     self.add_error(option, message)
 
-    def _refusal_of(self, what: str, cleaned: dict) -> str:
+    def _refusal_of(self, option: str, what: str, cleaned: dict) -> str:
+        if option == "lfs" and urlpolicy.is_ssh(cleaned.get("url") or ""):
+            return LFS_OVER_SSH
         history = cleaned.get("history")
         if history in (History.BUNDLE, History.MIRROR):
             return (
@@ -216,8 +223,6 @@ class CloneRequestForm(forms.Form):
         url, token = cleaned.get("url"), cleaned.get("token")
         if url and token and urlsplit(url).scheme.lower() not in {"https", "http"}:
             self.add_error("token", "An access token can only be sent over https:// URLs.")
-        if url and cleaned.get("lfs") and urlpolicy.is_ssh(url):
-            self.add_error("lfs", LFS_OVER_SSH)
         return cleaned
 
     def _settle_options(self, cleaned: dict) -> None:
@@ -237,10 +242,6 @@ class CloneRequestForm(forms.Form):
             )
         else:
             cleaned["archive_format"] = archive_format
-
-
-def _has_ssh_key(owner) -> bool:
-    return SSHKey.objects.filter(owner=owner).exists()
 
 
 # --- Watches -------------------------------------------------------------------------------------

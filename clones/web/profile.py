@@ -5,7 +5,6 @@ one's webhooks, and the bytes of archives one keeps against one's quota."""
 from uuid import UUID
 
 from django import forms
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -15,6 +14,7 @@ from django.views.decorators.http import require_POST, require_safe
 from .. import retention, units
 from ..models import ApiToken, Profile, SSHKey, new_webhook_secret
 from ..pipeline import sshaccess
+from ..safety import urlpolicy
 from . import apitokens
 
 
@@ -83,7 +83,7 @@ def _render(request: HttpRequest, form: TokenForm, status: int = 200, **shown) -
         "tokens": ApiToken.objects.filter(owner=request.user),
         "profile": Profile.objects.get_or_create(user=request.user)[0],
         "ssh_key": SSHKey.objects.filter(owner=request.user).first(),
-        "ssh_allowed": "ssh" in settings.CLONES_ALLOWED_SCHEMES,
+        "ssh_allowed": urlpolicy.ssh_allowed(),
         "storage": _storage(request.user),
         **shown,
     }

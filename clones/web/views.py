@@ -149,7 +149,7 @@ def clone_again(request: HttpRequest, job_id: UUID) -> HttpResponse:
             "webhook_url": previous.webhook_url,
         }
     )
-    if not form.is_valid():
+    if not (form.is_valid() and form.has_what_it_needs(request.user)):
         return _render_form(request, form, status=400)
     if previous.used_token:
         # The token was deleted after its clone: ask for it again, URL and ref filled in.

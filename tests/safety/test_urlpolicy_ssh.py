@@ -6,7 +6,7 @@ from ipaddress import ip_address
 import pytest
 from django.core.exceptions import ValidationError
 
-from clones.safety.urlpolicy import check_url, normalized_url, origin_url, pin
+from clones.safety.urlpolicy import check_url, normalized_url, origin_url, pin, ssh_uri
 
 PUBLIC_V4 = "8.8.8.8"
 PUBLIC_V6 = "2606:4700::1111"
@@ -115,6 +115,20 @@ def test_ssh_urls_are_refused_as_before_when_ssh_is_not_allowed(ssh_allowed):
     ssh_allowed.CLONES_ALLOWED_SCHEMES = ["https"]
     for url in ["ssh://git@github.com/r.git", "git@github.com:r.git"]:
         assert refusal(url).startswith("SSH URLs need keys we don't hold;")
+
+
+@pytest.mark.parametrize(
+    ("url", "uri"),
+    [
+        ("git@github.com:team/app.git", "ssh://git@github.com/~/team/app.git"),
+        ("git@github.com:/srv/app.git", "ssh://git@github.com/srv/app.git"),
+        ("git@github.com:~alice/app.git", "ssh://git@github.com/~alice/app.git"),
+        ("ssh://git@github.com/team/app.git", "ssh://git@github.com/team/app.git"),
+        ("https://github.com/team/app.git", "https://github.com/team/app.git"),
+    ],
+)
+def test_an_ssh_url_as_a_uri_for_provenance(url, uri):
+    assert ssh_uri(url) == uri
 
 
 def test_one_spelling_of_an_ssh_url_keeps_its_login_and_lowers_its_host():

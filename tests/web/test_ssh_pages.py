@@ -4,9 +4,10 @@ staff may not do)."""
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from clones.models import CloneJob, KnownHost, SSHKey
+from clones.models import CloneJob, KnownHost, SSHKey, Status
 from clones.pipeline import sshaccess
 from clones.safety import sshkeys, vault
 
@@ -141,3 +142,17 @@ def test_confirming_a_key_trusted_on_first_use_needs_the_change_permission(
     client.post(KNOWN_HOSTS, action)
     known.refresh_from_db()
     assert not known.trusted_on_first_use
+
+
+def test_clone_again_and_the_cli_also_refuse_an_ssh_url_without_a_key(
+    owner_client, owner, ssh_allowed
+):
+    url = "git@git.example.test:team/app.git"
+    earlier = CloneJob.objects.create(owner=owner, url=url, status=Status.FAILED)
+
+    again = owner_client.post(reverse("clones:again", args=[earlier.id]))
+
+    assert again.status_code == 400 and sshaccess.NO_KEY in again.content.decode()
+    with pytest.raises(CommandError, match="make one on your profile page"):
+        call_command("clone", url, user=owner.username)
+    assert CloneJob.objects.count() == 1

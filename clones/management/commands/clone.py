@@ -80,11 +80,12 @@ class Command(BaseCommand):
                 **{name: options[name] for name in FORM_OPTIONS},
             }
         )
-        if not form.is_valid():
+        owner = owner_named(user)
+        if not (form.is_valid() and form.has_what_it_needs(owner)):
             reasons = [f"{field}: {error}" for field, errs in form.errors.items() for error in errs]
             raise CommandError("\n".join(reasons))
         try:
-            job = jobs.submit(owner_named(user), **form.cleaned_data)
+            job = jobs.submit(owner, **form.cleaned_data)
         except jobs.Refused as refused:
             raise CommandError(str(refused)) from None
         self.stdout.write(f"queued {job.id}")
