@@ -28,6 +28,7 @@ from .models import (
     Watch,
     WebhookDelivery,
 )
+from .pipeline import sshaccess
 from .safety import sshkeys
 from .web import apitokens, downloads
 
@@ -317,9 +318,8 @@ class KnownHostForm(forms.ModelForm):
                 f"{seen.pattern} has a {seen.key_type} key here already: delete it first to "
                 "replace it."
             )
-        if seen:
-            self.instance.pattern, self.instance.key_type = seen.pattern, seen.key_type
-            self.instance.key_base64, self.instance.fingerprint = seen.key_base64, seen.fingerprint
+        for name, value in sshaccess.known_host_fields(seen).items() if seen else ():
+            setattr(self.instance, name, value)
         return cleaned
 
 

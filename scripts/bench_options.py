@@ -151,10 +151,7 @@ def ssh_server(owner) -> SSHServer:
     sshd.authorize(sshaccess.make_key(owner).public_line)
     seen = sshkeys.parse_known_host(sshd.known_hosts_line())
     KnownHost.objects.create(
-        pattern=seen.pattern,
-        key_type=seen.key_type,
-        key_base64=seen.key_base64,
-        fingerprint=seen.fingerprint,
+        **sshaccess.known_host_fields(seen),
     )
     return sshd
 

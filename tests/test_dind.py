@@ -163,10 +163,7 @@ def test_an_ssh_clone_through_the_dind_engine_gets_its_files_at_the_engines_path
     sshd.authorize(sshaccess.make_key(owner).public_line)  # sealed under the data volume's key
     seen = sshkeys.parse_known_host(sshd.known_hosts_line())
     KnownHost.objects.create(
-        pattern=seen.pattern,
-        key_type=seen.key_type,
-        key_base64=seen.key_base64,
-        fingerprint=seen.fingerprint,
+        **sshaccess.known_host_fields(seen),
     )
     repo = make_tiny_repo(tmp_path, "dind-over-ssh")
     start_worker(

@@ -192,6 +192,16 @@ def _record_first_use(access: Access, known_hosts: Path) -> None:
         logger.exception("could not record the SSH host key of %s", access.alias)
 
 
+def known_host_fields(seen: sshkeys.KnownHost) -> dict[str, str]:
+    """A checked known_hosts line as models.KnownHost's fields."""
+    return {
+        "pattern": seen.pattern,
+        "key_type": seen.key_type,
+        "key_base64": seen.key_base64,
+        "fingerprint": seen.fingerprint,
+    }
+
+
 def _record(access: Access, known_hosts: Path) -> None:
     for line in known_hosts.read_text().splitlines():
         try:
@@ -203,12 +213,12 @@ def _record(access: Access, known_hosts: Path) -> None:
             continue
         try:
             with transaction.atomic():  # two first clones at once: the first to record wins
+                fields = known_host_fields(seen)
                 KnownHost.objects.get_or_create(
-                    pattern=seen.pattern,
-                    key_type=seen.key_type,
+                    pattern=fields.pop("pattern"),
+                    key_type=fields.pop("key_type"),
                     defaults={
-                        "key_base64": seen.key_base64,
-                        "fingerprint": seen.fingerprint,
+                        **fields,
                         "trusted_on_first_use": True,
                         "added_by_id": access.owner_id,
                     },

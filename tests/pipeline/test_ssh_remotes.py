@@ -54,10 +54,7 @@ def know_host(sshd, key_line: str | None = None) -> KnownHost:
     adds it."""
     seen = sshkeys.parse_known_host(key_line or sshd.known_hosts_line(f"[{HOST}]:{sshd.port}"))
     return KnownHost.objects.create(
-        pattern=seen.pattern,
-        key_type=seen.key_type,
-        key_base64=seen.key_base64,
-        fingerprint=seen.fingerprint,
+        **sshaccess.known_host_fields(seen),
     )
 
 

@@ -123,10 +123,7 @@ def test_confirming_a_key_trusted_on_first_use_needs_the_change_permission(
 ):
     seen = sshkeys.parse_known_host(HOST_LINE)
     known = KnownHost.objects.create(
-        pattern=seen.pattern,
-        key_type=seen.key_type,
-        key_base64=seen.key_base64,
-        fingerprint=seen.fingerprint,
+        **sshaccess.known_host_fields(seen),
         trusted_on_first_use=True,
     )
     viewer = django_user_model.objects.create_user("viewer", password="pw-v-123", is_staff=True)
