@@ -309,16 +309,15 @@ class KnownHostForm(forms.ModelForm):
     def clean(self) -> dict:
         cleaned = super().clean()
         seen = cleaned.get("line")
-        same = (
-            KnownHost.objects.filter(pattern=seen.pattern, key_type=seen.key_type) if seen else None
-        )
-        if same and same.exists():
-            # One key of each type per host, as a host has: a second would be a changed key.
+        if seen is None:  # the line itself was refused, saying why
+            return cleaned
+        # One key of each type per host, as a host has: a second would be a changed key.
+        if KnownHost.objects.filter(pattern=seen.pattern, key_type=seen.key_type).exists():
             raise forms.ValidationError(
                 f"{seen.pattern} has a {seen.key_type} key here already: delete it first to "
                 "replace it."
             )
-        for name, value in sshaccess.known_host_fields(seen).items() if seen else ():
+        for name, value in sshaccess.known_host_fields(seen).items():
             setattr(self.instance, name, value)
         return cleaned
 

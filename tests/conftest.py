@@ -25,7 +25,7 @@ from .support.services import (  # noqa: F401 - fixtures for every module
     redis,
     s3_endpoint,
 )
-from .support.sshserver import SSHServer
+from .support.sshserver import SSH_HOST, SSHServer
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -58,6 +58,15 @@ def git_http(served_root):
     server = GitHTTPServer(served_root)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def ssh_allowed(settings, dns):
+    """SSH URLs accepted, on any port, and SSH_HOST (what they name) resolving to 127.0.0.1."""
+    settings.CLONES_ALLOWED_SCHEMES = [*settings.CLONES_ALLOWED_SCHEMES, "ssh"]
+    settings.CLONES_ALLOWED_PORTS = {**settings.CLONES_ALLOWED_PORTS, "ssh": None}
+    dns[SSH_HOST] = ["127.0.0.1"]
+    return settings
 
 
 @pytest.fixture(scope="session")

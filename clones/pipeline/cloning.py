@@ -10,7 +10,7 @@ import shlex
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -660,23 +660,15 @@ def fsck_config(level: str) -> list[str]:
     return config
 
 
-@contextmanager
-def _credentials(job_dir: Path, url: str, token: str) -> Iterator[None]:
+def _credentials(job_dir: Path, url: str, token: str) -> AbstractContextManager[None]:
     """The token in git's credential-store format, readable by the container's user only, for
-    as long as the clone runs: a file, so it shows in no command line and no `docker inspect`."""
+    as long as the clone runs."""
     if not token:
-        yield
-        return
+        return nullcontext()
     parts = urlsplit(url)
-    path = job_dir / CREDENTIALS_FILE
-    path.touch(mode=0o600)
-    os.chown(path, *engine.container_user())
     user = f"{gitwords.TOKEN_USER}:{quote(token, safe='')}"
-    path.write_text(f"{parts.scheme}://{user}@{parts.netloc}\n")
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
+    line = f"{parts.scheme}://{user}@{parts.netloc}\n"
+    return paths.private_files(job_dir, {CREDENTIALS_FILE: line}, engine.container_user())
 
 
 def check_size(directory: Path) -> None:

@@ -30,6 +30,25 @@ def engine_path(app_path: Path) -> PurePosixPath:
     return PurePosixPath(settings.CLONES_ENGINE_DATA_DIR) / relative
 
 
+@contextmanager
+def private_files(
+    directory: Path, contents: dict[str, str], owner: tuple[int, int]
+) -> Iterator[None]:
+    """Each of `contents` (name -> text) as a file in `directory` that only `owner` (uid, gid)
+    can read, for as long as the context lasts: the secrets a clone container reads (a token,
+    an SSH key), in files so that they show in no command line and no `docker inspect`."""
+    try:
+        for name, text in contents.items():
+            path = directory / name
+            path.touch(mode=0o600)
+            os.chown(path, *owner)  # the owner's before it holds anything
+            path.write_text(text)
+        yield
+    finally:
+        for name in contents:
+            (directory / name).unlink(missing_ok=True)
+
+
 class Busy(Exception):
     """Someone else holds the lock."""
 

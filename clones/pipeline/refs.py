@@ -349,10 +349,9 @@ class _SSHClient(SSHGitClient):
     def __init__(self, pinned: urlpolicy.PinnedURL, command: list[str], budget: _Budget):
         vendor = _SSHVendor(command, budget)
         super().__init__(str(pinned.addresses[0]), pinned.port, pinned.user, vendor)
-        self._vendor = vendor
 
     def close(self) -> None:
-        self._vendor.close()
+        self.ssh_vendor.close()
 
 
 class _SSHVendor:
@@ -403,10 +402,10 @@ class _SSHProcess(SubprocessWrapper):
 
     def __init__(self, process: subprocess.Popen, budget: _Budget):
         super().__init__(process)
-        unbounded = self.read
+        bounded = budget.reader(self.read, None)
 
         def read(size: int = -1) -> bytes:
-            data = budget.reader(unbounded, None)(size)
+            data = bounded(size)
             if not data:
                 budget.time_left()  # killed when the time ran out: say so
             return data

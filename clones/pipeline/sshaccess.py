@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from ..models import KnownHost, SSHKey
 from ..safety import sshkeys, urlpolicy, vault
+from . import paths
 from .gitwords import UNREACHABLE, CloneFailed
 
 logger = logging.getLogger(__name__)
@@ -145,28 +146,17 @@ def options(chosen: list[str]) -> list[str]:
     return [argument for option in chosen for argument in ("-o", option)]
 
 
-@contextmanager
 def written(
     directory: Path, access: Access, user: tuple[int, int], passwd: bool = False
-) -> Iterator[None]:
+) -> AbstractContextManager[None]:
     """The key and the known hosts (and, for a container, an /etc/passwd naming `user`) in
-    `directory`, readable by `user` only, for as long as the clone runs: files, so the key shows
-    in no command line and no `docker inspect`."""
+    `directory`, readable by `user` only, for as long as the clone runs (paths.private_files)."""
     uid, gid = user
     contents = {KEY_FILE: access.private_key, KNOWN_HOSTS_FILE: access.known_hosts}
     if passwd:
         entries = f"root:x:0:0::/root:/sbin/nologin\ncloneshelf:x:{uid}:{gid}::/tmp:/bin/sh\n"
         contents[PASSWD_FILE] = entries
-    try:
-        for name, text in contents.items():
-            path = directory / name
-            path.touch(mode=0o600)
-            os.chown(path, uid, gid)
-            path.write_text(text)
-        yield
-    finally:
-        for name in contents:
-            (directory / name).unlink(missing_ok=True)
+    return paths.private_files(directory, contents, user)
 
 
 @contextmanager

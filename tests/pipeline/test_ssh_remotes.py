@@ -16,12 +16,10 @@ from clones.safety import sshkeys
 
 from ..support.helpers import assert_left_nothing_behind, run_job, unpacked
 from ..support.repos import add_submodule, git, make_tiny_repo
-from ..support.sshserver import make_key
+from ..support.sshserver import SSH_HOST, make_key
 from ..test_watches import check, run_snapshots
 
 pytestmark = pytest.mark.database  # also run on PostgreSQL (README)
-
-HOST = "git.example.test"
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +28,8 @@ def repo(tmp_path_factory):
 
 
 @pytest.fixture
-def ssh_allowed(settings, dns):
-    settings.CLONES_ALLOWED_SCHEMES = [*settings.CLONES_ALLOWED_SCHEMES, "ssh"]
-    settings.CLONES_ALLOWED_PORTS = {**settings.CLONES_ALLOWED_PORTS, "ssh": None}
-    dns[HOST] = ["127.0.0.1"]
-    return settings
-
-
-@pytest.fixture
 def url(sshd, repo, ssh_allowed):
-    return f"ssh://{sshd.user}@{HOST}:{sshd.port}{repo.bare.resolve()}"
+    return f"ssh://{sshd.user}@{SSH_HOST}:{sshd.port}{repo.bare.resolve()}"
 
 
 @pytest.fixture
@@ -52,7 +42,7 @@ def authorized_owner(owner, sshd):
 def know_host(sshd, key_line: str | None = None) -> KnownHost:
     """The server's host key (or `key_line`'s) known under the URL's host and port, as an admin
     adds it."""
-    seen = sshkeys.parse_known_host(key_line or sshd.known_hosts_line(f"[{HOST}]:{sshd.port}"))
+    seen = sshkeys.parse_known_host(key_line or sshd.known_hosts_line(f"[{SSH_HOST}]:{sshd.port}"))
     return KnownHost.objects.create(
         **sshaccess.known_host_fields(seen),
     )
@@ -61,7 +51,7 @@ def know_host(sshd, key_line: str | None = None) -> KnownHost:
 def another_host_key(sshd, tmp_path) -> str:
     make_key(tmp_path / "impostor")
     key_type, key_base64 = (tmp_path / "impostor.pub").read_text().split()[:2]
-    return f"[{HOST}]:{sshd.port} {key_type} {key_base64}"
+    return f"[{SSH_HOST}]:{sshd.port} {key_type} {key_base64}"
 
 
 def server_fingerprint(sshd) -> str:
@@ -98,7 +88,7 @@ def test_an_unknown_host_is_refused_before_any_connection(sshd, url, authorized_
     before = sshd.log.read_text()
     job = run_job(authorized_owner, url)
     assert job.status == Status.FAILED
-    assert job.error == sshaccess.UNKNOWN_HOST.format(host=f"{HOST}:{sshd.port}")
+    assert job.error == sshaccess.UNKNOWN_HOST.format(host=f"{SSH_HOST}:{sshd.port}")
     assert sshd.log.read_text() == before  # the server never heard of it
 
 
@@ -110,7 +100,7 @@ def test_a_changed_host_key_is_refused_naming_what_was_offered(
     job = run_job(authorized_owner, url)
     assert job.status == Status.FAILED
     assert job.error == sshaccess.CHANGED_HOST.format(
-        host=f"{HOST}:{sshd.port}", fingerprint=server_fingerprint(sshd)
+        host=f"{SSH_HOST}:{sshd.port}", fingerprint=server_fingerprint(sshd)
     )
     assert "publickey" not in sshd.log.read_text()[logged:]  # no key was offered to it
 
@@ -131,7 +121,7 @@ def test_the_container_checks_the_host_key_too(sshd, url, authorized_owner, tmp_
     job = run_job(authorized_owner, url)
     assert job.status == Status.FAILED
     assert job.error == sshaccess.CHANGED_HOST.format(
-        host=f"{HOST}:{sshd.port}", fingerprint=server_fingerprint(sshd)
+        host=f"{SSH_HOST}:{sshd.port}", fingerprint=server_fingerprint(sshd)
     )
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in job.git_output
     assert_left_nothing_behind(job)
@@ -143,7 +133,7 @@ def test_a_key_the_server_does_not_accept(sshd, url, owner):
     job = run_job(owner, url)
     assert job.status == Status.FAILED
     assert job.error == sshaccess.KEY_REFUSED.format(
-        host=f"{HOST}:{sshd.port}", fingerprint=key.fingerprint
+        host=f"{SSH_HOST}:{sshd.port}", fingerprint=key.fingerprint
     )
     assert f"Failed publickey for {sshd.user}" in sshd.log.read_text()
 
@@ -162,7 +152,7 @@ def test_trust_on_first_use_records_the_key_and_holds_to_it(
     job = run_job(authorized_owner, url)
     assert job.status == Status.DONE, job.error
     recorded = KnownHost.objects.get()
-    assert recorded.pattern == f"[{HOST}]:{sshd.port}"
+    assert recorded.pattern == f"[{SSH_HOST}]:{sshd.port}"
     assert recorded.fingerprint == server_fingerprint(sshd)
     assert recorded.trusted_on_first_use
     assert recorded.added_by == authorized_owner
@@ -172,7 +162,7 @@ def test_trust_on_first_use_records_the_key_and_holds_to_it(
     )
     later = run_job(authorized_owner, url, ref="main")
     assert later.status == Status.FAILED  # once known, a key that differs is refused
-    assert later.error.startswith(f"{HOST}:{sshd.port} offered an SSH host key")
+    assert later.error.startswith(f"{SSH_HOST}:{sshd.port} offered an SSH host key")
 
 
 def test_a_missing_repository_over_ssh(sshd, url, authorized_owner):
@@ -196,7 +186,7 @@ def test_a_colleague_whose_key_the_server_refuses_gets_no_shared_snapshot(
     second = run_job(other_user, url)
 
     assert second.status == Status.FAILED
-    assert second.error.startswith(f"{HOST}:{sshd.port} did not accept your SSH key")
+    assert second.error.startswith(f"{SSH_HOST}:{sshd.port} did not accept your SSH key")
     assert second.snapshot_id is None
 
 
@@ -216,12 +206,12 @@ def test_a_server_that_says_nothing_is_given_up_on_in_the_lookups_time(url, auth
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
         quiet_url = url.replace(f":{sshd.port}/", f":{port}/")
-        KnownHost.objects.update(pattern=f"[{HOST}]:{port}")
+        KnownHost.objects.update(pattern=f"[{SSH_HOST}]:{port}")
         pinned = gitwords.pinned(quiet_url)
         ssh = sshaccess.for_owner(authorized_owner.pk, pinned)
         with pytest.raises(gitwords.CloneFailed) as failed:
             refs.resolve(quiet_url, pinned, "", timeout=2, ssh=ssh)
-    assert str(failed.value) == f"{HOST}:{port} did not answer within 2 s."
+    assert str(failed.value) == f"{SSH_HOST}:{port} did not answer within 2 s."
 
 
 def test_an_ssh_repositorys_relative_submodule_is_refused_naming_it(
@@ -236,7 +226,7 @@ def test_an_ssh_repositorys_relative_submodule_is_refused_naming_it(
     add_submodule(work, "../other.git", "lib", repo.bare)
     git("commit", "--quiet", "-m", "lib", cwd=work)
     git("push", "--quiet", "origin", "HEAD:main", cwd=work)
-    url = f"ssh://{sshd.user}@{HOST}:{sshd.port}{served.bare.resolve()}"
+    url = f"ssh://{sshd.user}@{SSH_HOST}:{sshd.port}{served.bare.resolve()}"
 
     job = run_job(authorized_owner, url, submodules=True)
 
@@ -248,7 +238,7 @@ def test_an_ssh_repositorys_relative_submodule_is_refused_naming_it(
 def test_a_port_where_nothing_listens_is_said_to_be_unreachable(url, authorized_owner, sshd):
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]
-    KnownHost.objects.create(pattern=f"[{HOST}]:{port}", key_type="ssh-ed25519", key_base64="x")
+    KnownHost.objects.create(pattern=f"[{SSH_HOST}]:{port}", key_type="ssh-ed25519", key_base64="x")
     job = run_job(authorized_owner, url.replace(f":{sshd.port}/", f":{port}/"))
     assert job.status == Status.FAILED
-    assert job.error == f"Could not connect to {HOST}:{port}."
+    assert job.error == f"Could not connect to {SSH_HOST}:{port}."

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from .gitservers import free_port, wait_for_port
 
+# The host SSH URLs in tests name (the tests' stubbed DNS: 127.0.0.1), so that known host keys
+# are matched under a name while ssh connects to the address.
+SSH_HOST = "git.example.test"
 SSHD = "/usr/sbin/sshd"  # sshd refuses to start unless run by its absolute path (it re-executes)
 # With privilege separation (always on in OpenSSH 9) sshd chroots its unprivileged child here.
 PRIVSEP_DIR = Path("/run/sshd")

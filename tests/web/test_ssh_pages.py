@@ -18,13 +18,6 @@ KNOWN_HOSTS = reverse("admin:clones_knownhost_changelist")
 ADD_KNOWN_HOST = reverse("admin:clones_knownhost_add")
 
 
-@pytest.fixture
-def ssh_allowed(settings, dns):
-    settings.CLONES_ALLOWED_SCHEMES = [*settings.CLONES_ALLOWED_SCHEMES, "ssh"]
-    dns["git.example.test"] = ["127.0.0.1"]
-    return settings
-
-
 def test_the_profile_page_makes_a_key_and_shows_only_its_public_half(
     owner_client, owner, ssh_allowed
 ):
